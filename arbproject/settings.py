@@ -1,0 +1,148 @@
+"""Settings for kimp. Everything that varies between machines comes from the environment."""
+
+from pathlib import Path
+
+import environ
+
+from .env import env_bool, env_decimal, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A .env file is optional; real environment variables win over it.
+_dotenv = BASE_DIR / ".env"
+if _dotenv.exists():
+    environ.Env.read_env(str(_dotenv), overwrite=False)
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# The fallback key is only acceptable in paper mode; a system check refuses it in live mode.
+INSECURE_SECRET_KEY = "kimp-paper-mode-insecure-key"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", INSECURE_SECRET_KEY)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "marketdata",
+    "trading",
+    "liveguard",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "arbproject.urls"
+ASGI_APPLICATION = "arbproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": environ.Env.db_url_config(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Redis, Celery, Channels -------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 30, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 20, minimum=1)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TIMEZONE = "UTC"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [env_str("CHANNELS_REDIS_URL", REDIS_URL)]},
+    }
+}
+
+# --- Trading mode and exchange credentials ----------------------------------------------
+# Paper mode (the default) needs no keys. Live mode has no default secrets: see liveguard checks.
+LIVE_MODE = env_bool("LIVE_MODE", False)
+LIVE_MODE_CONFIRM = env_str("LIVE_MODE_CONFIRM", "")
+UPBIT_API_KEY = env_str("UPBIT_API_KEY", "")
+UPBIT_SECRET_KEY = env_str("UPBIT_SECRET_KEY", "")
+BINANCE_API_KEY = env_str("BINANCE_API_KEY", "")
+BINANCE_SECRET_KEY = env_str("BINANCE_SECRET_KEY", "")
+
+# Real exchanges by default; the simulated venue in the demo and the tests.
+UPBIT_REST_URL = env_str("UPBIT_REST_URL", "https://api.upbit.com")
+UPBIT_WS_URL = env_str("UPBIT_WS_URL", "wss://api.upbit.com/websocket/v1")
+BINANCE_REST_URL = env_str("BINANCE_REST_URL", "https://api.binance.com")
+BINANCE_WS_URL = env_str("BINANCE_WS_URL", "wss://stream.binance.com:9443")
+
+# --- Market data ---------------------------------------------------------------------------
+# Base assets to follow; empty means every coin listed on both venues.
+FEED_SYMBOLS = env_list("FEED_SYMBOLS", "")
+FEED_BOOK_DEPTH = env_int("FEED_BOOK_DEPTH", 20, minimum=1)
+FEED_UPBIT_FORMAT = env_str("FEED_UPBIT_FORMAT", "SIMPLE")
+FEED_BINANCE_SNAPSHOT_LIMIT = env_int("FEED_BINANCE_SNAPSHOT_LIMIT", 100, minimum=5)
+FEED_RECONNECT_MAX_BACKOFF = env_float("FEED_RECONNECT_MAX_BACKOFF", 30.0, minimum=0.1)
+# Binance closes a connection after 24 h; leave earlier, on our own terms.
+FEED_MAX_CONNECTION_AGE = env_float("FEED_MAX_CONNECTION_AGE", 23.5 * 3600, minimum=1.0)
+# Where the KRW/USDT rate comes from: "upbit" (the KRW-USDT book) or "fixed" (FX_FIXED_RATE).
+FX_SOURCE = env_str("FX_SOURCE", "upbit")
+FX_FIXED_RATE = env_decimal("FX_FIXED_RATE", "1380")
+
+# --- Simulated venue -----------------------------------------------------------------------
+VENUE_HOST = env_str("VENUE_HOST", "127.0.0.1")
+VENUE_UPBIT_PORT = env_int("VENUE_UPBIT_PORT", 8701, minimum=0)
+VENUE_BINANCE_PORT = env_int("VENUE_BINANCE_PORT", 8702, minimum=0)
+VENUE_SEED = env_int("VENUE_SEED", 7)
+VENUE_STEP_HZ = env_float("VENUE_STEP_HZ", 10.0, minimum=0.1)
+
+# --- Fees (taker, as a fraction) -------------------------------------------------------------
+UPBIT_TAKER_FEE = env_decimal("UPBIT_TAKER_FEE", "0.0005")
+BINANCE_TAKER_FEE = env_decimal("BINANCE_TAKER_FEE", "0.001")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django": {"level": "WARNING"}},
+}

@@ -1,0 +1,98 @@
+"""Local order books. Sorting happens only when the top levels are read (at flush time)."""
+
+from __future__ import annotations
+
+import heapq
+from decimal import Decimal
+
+from .exceptions import BookGapError
+from .parsers import BookSnapshot, DepthDiff, Level
+
+
+class LevelBook:
+    """Price -> quantity on each side."""
+
+    __slots__ = ("bids", "asks")
+
+    def __init__(self):
+        self.bids: dict[Decimal, Decimal] = {}
+        self.asks: dict[Decimal, Decimal] = {}
+
+    def replace(self, bids: list[Level], asks: list[Level]) -> None:
+        self.bids = dict(bids)
+        self.asks = dict(asks)
+
+    @staticmethod
+    def _apply_side(side: dict[Decimal, Decimal], levels: list[Level]) -> None:
+        for price, qty in levels:
+            if qty:
+                side[price] = qty
+            else:
+                # Removing a level we never had is normal (it was beyond our depth).
+                side.pop(price, None)
+
+    def top(self, depth: int) -> tuple[list[Level], list[Level]]:
+        """Best levels first: bids high to low, asks low to high."""
+        bid_prices = heapq.nlargest(depth, self.bids)
+        ask_prices = heapq.nsmallest(depth, self.asks)
+        return [(p, self.bids[p]) for p in bid_prices], [(p, self.asks[p]) for p in ask_prices]
+
+    def best(self) -> tuple[Level | None, Level | None]:
+        bid = max(self.bids) if self.bids else None
+        ask = min(self.asks) if self.asks else None
+        return (bid, self.bids[bid]) if bid is not None else None, (ask, self.asks[ask]) if ask is not None else None
+
+
+class DiffDepthBook(LevelBook):
+    """A Binance book kept by the documented snapshot + U/u procedure.
+
+    Until a snapshot is loaded, events are buffered. apply() raises BookGapError when an event
+    does not follow the last applied one; the owner then resets and fetches a new snapshot.
+    """
+
+    __slots__ = ("last_update_id", "buffer")
+
+    def __init__(self):
+        super().__init__()
+        self.last_update_id: int | None = None
+        self.buffer: list[DepthDiff] = []
+
+    @property
+    def synced(self) -> bool:
+        return self.last_update_id is not None
+
+    def reset(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+        self.last_update_id = None
+        self.buffer.clear()
+
+    def on_event(self, event: DepthDiff) -> bool:
+        """Buffer or apply an event; True when the book changed."""
+        if not self.synced:
+            self.buffer.append(event)
+            return False
+        return self._apply(event)
+
+    def _apply(self, event: DepthDiff) -> bool:
+        if event.final_id <= self.last_update_id:
+            return False  # already contained in what we hold
+        if event.first_id > self.last_update_id + 1:
+            raise BookGapError(
+                f"{event.market}: update ids jump from {self.last_update_id} to {event.first_id}"
+            )
+        self._apply_side(self.bids, event.bids)
+        self._apply_side(self.asks, event.asks)
+        self.last_update_id = event.final_id
+        return True
+
+    def load_snapshot(self, snapshot: BookSnapshot) -> bool:
+        """Install a REST snapshot and replay the buffer; False if the snapshot is too old."""
+        if self.buffer and snapshot.last_update_id < self.buffer[0].first_id - 1:
+            return False  # older than the first event we hold: fetch again
+        self.replace(snapshot.bids, snapshot.asks)
+        self.last_update_id = snapshot.last_update_id
+        pending, self.buffer = self.buffer, []
+        for event in pending:
+            self._apply(event)  # may raise BookGapError; the owner resets
+        return True

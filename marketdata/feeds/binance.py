@@ -1,0 +1,101 @@
+"""Binance feed: diff depth over the combined stream, kept by the snapshot + U/u procedure."""
+
+from __future__ import annotations
+
+import requests
+
+from marketdata.books import DiffDepthBook
+from marketdata.exceptions import BookGapError, FeedMessageError
+from marketdata.parsers import BINANCE, DepthDiff, binance_symbol, parse_binance_depth_snapshot, parse_binance_message
+
+from .base import FeedWorker, log
+
+SNAPSHOT_ATTEMPTS = 3
+
+
+class BinanceFeed(FeedWorker):
+    exchange = BINANCE
+
+    def __init__(self, *args, snapshot_limit: int = 100, session: requests.Session | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.snapshot_limit = snapshot_limit
+        self.session = session or requests.Session()
+        self.need_snapshot: set[str] = set()
+        self.books: dict[str, DiffDepthBook] = {}
+
+    def market(self, symbol: str) -> str:
+        return f"{symbol}USDT"
+
+    def connect_url(self) -> str:
+        streams = "/".join(f"{self.market(s).lower()}@depth@100ms" for s in self.symbols)
+        return f"{self.ws_url.rstrip('/')}/stream?streams={streams}"
+
+    def reset_books(self) -> None:
+        super().reset_books()
+        self.books = {s: DiffDepthBook() for s in self.symbols}
+        self.need_snapshot = set(self.symbols)
+
+    def handle_message(self, raw) -> bool:
+        event = parse_binance_message(raw)
+        if isinstance(event, DepthDiff):
+            symbol = binance_symbol(event.market)
+            book = self.books.get(symbol)
+            if book is None:
+                raise FeedMessageError(f"depth update for unsubscribed {event.market}", "unexpected")
+            try:
+                if book.on_event(event):
+                    self.book_times[symbol] = event.timestamp
+                    self.dirty.add(symbol)
+            except BookGapError as exc:
+                self.resync(symbol, str(exc))
+            return True
+        if event.kind == "shutdown":
+            log.info("binance: serverShutdown received; reconnecting")
+            return False
+        if event.kind == "error":
+            self.counts["exchange_errors"] += 1
+            log.error("binance: the exchange answered with an error: %s", event.detail)
+        return True
+
+    def resync(self, symbol: str, reason: str) -> None:
+        self.counts["resyncs"] += 1
+        self.counts["out_of_order"] += 1
+        log.warning("binance: %s; resyncing %s from a snapshot", reason, symbol)
+        self.books[symbol].reset()
+        self.need_snapshot.add(symbol)
+        self.dirty.discard(symbol)
+
+    def after_receive(self) -> None:
+        # A snapshot is fetched once its book has buffered at least one event, so the
+        # snapshot can be matched against the stream (procedure steps 1-4).
+        for symbol in [s for s in self.need_snapshot if self.books[s].buffer]:
+            try:
+                self.load_snapshot(symbol)
+            except (requests.RequestException, FeedMessageError) as exc:
+                log.warning("binance: snapshot for %s failed: %s", symbol, exc)
+                self.counts["snapshot_errors"] += 1
+
+    def load_snapshot(self, symbol: str) -> None:
+        book = self.books[symbol]
+        market = self.market(symbol)
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            response = self.session.get(
+                f"{self.rest_url}/api/v3/depth", params={"symbol": market, "limit": self.snapshot_limit}, timeout=5
+            )
+            if response.status_code != 200:
+                raise FeedMessageError(f"HTTP {response.status_code}: {response.text[:200]}", "snapshot_error")
+            if self.recorder is not None:
+                self.recorder.write(self.exchange, response.content, kind="snapshot", market=market)
+            snapshot = parse_binance_depth_snapshot(market, response.json())
+            newest = book.buffer[-1].timestamp if book.buffer else None
+            try:
+                if book.load_snapshot(snapshot):
+                    self.need_snapshot.discard(symbol)
+                    self.book_times[symbol] = newest
+                    self.dirty.add(symbol)
+                    return
+            except BookGapError as exc:
+                book.reset()
+                log.warning("binance: %s after snapshot; fetching again", exc)
+                return
+        log.warning("binance: snapshot for %s stayed older than the stream; will retry", symbol)

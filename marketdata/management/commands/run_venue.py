@@ -1,0 +1,49 @@
+"""Run the simulated Upbit + Binance venue until SIGTERM or Ctrl-C."""
+
+import asyncio
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from marketdata.venue.core import Venue
+from marketdata.venue.market import MarketModel
+from marketdata.venue.replay import replay
+from marketdata.venue.server import VenueServer
+
+
+class Command(BaseCommand):
+    help = "Serve a simulated Upbit and Binance (market data, REST, WebSockets) on local ports."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=settings.VENUE_HOST)
+        parser.add_argument("--upbit-port", type=int, default=settings.VENUE_UPBIT_PORT)
+        parser.add_argument("--binance-port", type=int, default=settings.VENUE_BINANCE_PORT)
+        parser.add_argument("--seed", type=int, default=settings.VENUE_SEED)
+        parser.add_argument("--step-hz", type=float, default=settings.VENUE_STEP_HZ,
+                            help="model steps (book updates per market) per second")
+        parser.add_argument("--replay", metavar="FILE", help="drive the books from a recording instead of the model")
+        parser.add_argument("--replay-speed", type=float, default=1.0)
+        parser.add_argument("--replay-loop", action="store_true")
+
+    def handle(self, *args, **options):
+        asyncio.run(self._serve(options))
+
+    async def _serve(self, options):
+        venue = Venue(MarketModel(seed=options["seed"]), step_hz=options["step_hz"])
+        server = VenueServer(venue, options["host"], options["upbit_port"], options["binance_port"],
+                             drive=not options["replay"])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        self.stdout.write(f"venue: upbit {server.upbit_url}  binance {server.binance_url}")
+        player = None
+        if options["replay"]:
+            player = loop.create_task(replay(venue, options["replay"], speed=options["replay_speed"],
+                                             loop_forever=options["replay_loop"]))
+        await stop.wait()
+        if player:
+            player.cancel()
+        await server.stop()

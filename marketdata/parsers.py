@@ -1,0 +1,245 @@
+"""Turn raw Upbit and Binance messages into typed events, or say clearly why not.
+
+Parsers tolerate unknown keys (exchanges add fields; old recordings carry removed ones) and raise
+FeedMessageError for anything that would corrupt a book.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+import orjson
+
+from .exceptions import FeedMessageError
+
+Level = tuple[Decimal, Decimal]
+
+UPBIT = "upbit"
+BINANCE = "binance"
+
+
+@dataclass(slots=True)
+class DepthDiff:
+    """A Binance diff-depth event: absolute quantities for levels that changed; qty 0 removes."""
+
+    market: str
+    first_id: int
+    final_id: int
+    bids: list[Level]
+    asks: list[Level]
+    timestamp: datetime | None
+
+
+@dataclass(slots=True)
+class BookSnapshot:
+    """A full top-N book that replaces what was held (Upbit orderbook, Binance partial depth)."""
+
+    market: str
+    bids: list[Level]
+    asks: list[Level]
+    timestamp: datetime | None
+    last_update_id: int | None = None
+
+
+@dataclass(slots=True)
+class ControlMessage:
+    """Anything that is not market data: acks, keepalive answers, errors, shutdown notices."""
+
+    kind: str  # "ack", "status", "error", "shutdown", "ignored"
+    detail: object = None
+
+
+def _loads(raw: bytes | str):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FeedMessageError(f"not JSON: {exc}") from None
+
+
+def _number(value, what: str) -> Decimal:
+    # Binance sends strings; Upbit sends JSON numbers, which orjson gives as int or float.
+    # str(float) is the shortest text that reads back as the same float, i.e. the JSON text
+    # the exchange sent for any price with up to 15 significant digits.
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            raise FeedMessageError(f"{what} is not a number: {value!r}") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise FeedMessageError(f"{what} is not a number: {value!r}")
+    else:
+        number = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    if not number.is_finite() or number < 0:
+        raise FeedMessageError(f"{what} is out of range: {value!r}")
+    return number
+
+
+def _binance_levels(levels, what: str) -> list[Level]:
+    if not isinstance(levels, list):
+        raise FeedMessageError(f"{what} is not a list")
+    out = []
+    for level in levels:
+        # A 2018 capture has ["p", "q", []]: extras are ignored.
+        if not isinstance(level, list) or len(level) < 2:
+            raise FeedMessageError(f"{what} level is malformed: {level!r}")
+        out.append((_number(level[0], f"{what} price"), _number(level[1], f"{what} quantity")))
+    return out
+
+
+def ms_to_datetime(value) -> datetime | None:
+    """Exchange epoch time (ms, or µs with Binance's timeUnit=MICROSECOND) as aware UTC."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return None
+    if value > 10**14:  # microseconds
+        return datetime.fromtimestamp(value / 1_000_000, UTC)
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+# --- Binance ---------------------------------------------------------------------------------
+
+
+def parse_binance_message(raw: bytes | str) -> DepthDiff | BookSnapshot | ControlMessage:
+    """Parse one Binance market-stream message, raw or in the combined-stream wrapper."""
+    msg = _loads(raw)
+    if not isinstance(msg, dict):
+        raise FeedMessageError(f"unexpected {type(msg).__name__} message")
+    stream = None
+    if "stream" in msg and "data" in msg:
+        stream = msg["stream"]
+        msg = msg["data"]
+        if not isinstance(msg, dict):
+            raise FeedMessageError(f"stream {stream!r} carries a non-object payload")
+    event = msg.get("e")
+    if event == "depthUpdate":
+        return _binance_diff(msg)
+    if event == "serverShutdown":
+        return ControlMessage("shutdown", msg)
+    if "lastUpdateId" in msg and "bids" in msg:
+        # Partial depth has no symbol: only the combined stream name says which one it is.
+        if not isinstance(stream, str) or "@" not in stream:
+            raise FeedMessageError("partial depth without a stream name")
+        return parse_binance_depth_snapshot(stream.split("@", 1)[0].upper(), msg)
+    if "result" in msg and "id" in msg:
+        return ControlMessage("ack", msg)
+    if "code" in msg and "msg" in msg:
+        return ControlMessage("error", msg)
+    if event in {"trade", "aggTrade"} or ("u" in msg and "b" in msg and "a" in msg and "s" in msg):
+        return ControlMessage("ignored", msg)
+    raise FeedMessageError(f"unknown Binance message: {str(msg)[:120]}")
+
+
+def _binance_diff(msg: dict) -> DepthDiff:
+    try:
+        market = msg["s"]
+        first_id = msg["U"]
+        final_id = msg["u"]
+    except KeyError as exc:
+        raise FeedMessageError(f"depthUpdate without {exc.args[0]!r}") from None
+    if not isinstance(first_id, int) or not isinstance(final_id, int) or first_id > final_id:
+        raise FeedMessageError(f"depthUpdate has bad update ids U={first_id!r} u={final_id!r}")
+    if not isinstance(market, str) or not market:
+        raise FeedMessageError("depthUpdate has no symbol")
+    return DepthDiff(
+        market=market.upper(),
+        first_id=first_id,
+        final_id=final_id,
+        bids=_binance_levels(msg.get("b", []), "bid"),
+        asks=_binance_levels(msg.get("a", []), "ask"),
+        timestamp=ms_to_datetime(msg.get("E")),
+    )
+
+
+def parse_binance_depth_snapshot(market: str, payload) -> BookSnapshot:
+    """Parse a REST /api/v3/depth answer (or a partial-depth stream payload)."""
+    if not isinstance(payload, dict):
+        raise FeedMessageError("depth snapshot is not an object")
+    last = payload.get("lastUpdateId")
+    if not isinstance(last, int) or isinstance(last, bool):
+        raise FeedMessageError(f"depth snapshot has bad lastUpdateId {last!r}")
+    return BookSnapshot(
+        market=market.upper(),
+        bids=_binance_levels(payload.get("bids"), "bid"),
+        asks=_binance_levels(payload.get("asks"), "ask"),
+        timestamp=None,
+        last_update_id=last,
+    )
+
+
+# --- Upbit -----------------------------------------------------------------------------------
+
+_UPBIT_ALIASES = {
+    "type": "ty",
+    "code": "cd",
+    "timestamp": "tms",
+    "orderbook_units": "obu",
+    "ask_price": "ap",
+    "bid_price": "bp",
+    "ask_size": "as",
+    "bid_size": "bs",
+}
+
+
+def _upbit_get(obj: dict, name: str, default=None):
+    if name in obj:
+        return obj[name]
+    return obj.get(_UPBIT_ALIASES.get(name, name), default)
+
+
+def parse_upbit_message(raw: bytes | str) -> list[BookSnapshot | ControlMessage]:
+    """Parse one Upbit WebSocket frame (DEFAULT, SIMPLE or the *_LIST formats)."""
+    if raw in (b"PING", "PING"):
+        return [ControlMessage("ignored")]
+    msg = _loads(raw)
+    items = msg if isinstance(msg, list) else [msg]
+    return [_upbit_item(item) for item in items]
+
+
+def _upbit_item(msg) -> BookSnapshot | ControlMessage:
+    if not isinstance(msg, dict):
+        raise FeedMessageError(f"unexpected {type(msg).__name__} item")
+    if "error" in msg:
+        return ControlMessage("error", msg["error"])
+    if "status" in msg:
+        return ControlMessage("status", msg["status"])
+    kind = _upbit_get(msg, "type")
+    if kind != "orderbook":
+        if kind in {"ticker", "trade"}:
+            return ControlMessage("ignored", msg)
+        raise FeedMessageError(f"unknown Upbit message type {kind!r}")
+    code = _upbit_get(msg, "code") or msg.get("mk") or msg.get("market")
+    if not isinstance(code, str) or "-" not in code:
+        raise FeedMessageError(f"orderbook has bad code {code!r}")
+    units = _upbit_get(msg, "orderbook_units")
+    if not isinstance(units, list):
+        raise FeedMessageError(f"orderbook {code} has no units")
+    bids: list[Level] = []
+    asks: list[Level] = []
+    for unit in units:
+        if not isinstance(unit, dict):
+            raise FeedMessageError(f"orderbook {code} unit is malformed")
+        ask_size = _number(_upbit_get(unit, "ask_size"), "ask_size")
+        bid_size = _number(_upbit_get(unit, "bid_size"), "bid_size")
+        # A shallow book pads with zero-size units; they are not levels.
+        if ask_size:
+            asks.append((_number(_upbit_get(unit, "ask_price"), "ask_price"), ask_size))
+        if bid_size:
+            bids.append((_number(_upbit_get(unit, "bid_price"), "bid_price"), bid_size))
+    if any(bids[i][0] <= bids[i + 1][0] for i in range(len(bids) - 1)) or any(
+        asks[i][0] >= asks[i + 1][0] for i in range(len(asks) - 1)
+    ):
+        raise FeedMessageError(f"orderbook {code} levels are out of order")
+    if bids and asks and bids[0][0] >= asks[0][0]:
+        raise FeedMessageError(f"orderbook {code} is crossed: bid {bids[0][0]} >= ask {asks[0][0]}")
+    return BookSnapshot(market=code.split(".", 1)[0], bids=bids, asks=asks, timestamp=ms_to_datetime(_upbit_get(msg, "timestamp")))
+
+
+def upbit_symbol(market: str) -> str:
+    """KRW-BTC -> BTC."""
+    return market.split("-", 1)[1]
+
+
+def binance_symbol(market: str, quote: str = "USDT") -> str:
+    """BTCUSDT -> BTC."""
+    return market[: -len(quote)] if market.endswith(quote) else market

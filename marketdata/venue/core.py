@@ -1,0 +1,258 @@
+"""The venue's state: books per dialect, connected clients, the price driver and fault switches.
+
+One asyncio loop owns everything here; the dialect modules (upbit.py, binance.py) only read it
+and render payloads. Order entry (matching against these books) plugs in beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from aiohttp import WSMsgType, web
+
+from .market import USDT, MarketModel
+
+log = logging.getLogger(__name__)
+
+Level = tuple[Decimal, Decimal]
+
+# A client that cannot keep up is cut off, as the exchanges do, rather than slowing the others.
+MAX_CLIENT_BACKLOG = 50_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def now_us() -> int:
+    return time.time_ns() // 1_000
+
+
+class VenueBook:
+    """One market's book on one venue, with a Binance-style update id."""
+
+    __slots__ = ("market", "bids", "asks", "update_id", "timestamp_ms")
+
+    def __init__(self, market: str, update_id: int = 1_000_000):
+        self.market = market
+        self.bids: dict[Decimal, Decimal] = {}
+        self.asks: dict[Decimal, Decimal] = {}
+        self.update_id = update_id
+        self.timestamp_ms = now_ms()
+
+    def set_levels(self, bids: list[Level], asks: list[Level]) -> tuple[list[Level], list[Level]]:
+        """Replace the book; return the changed levels (absolute quantities, 0 = removed)."""
+        changed = []
+        for side, new in ((self.bids, bids), (self.asks, asks)):
+            target = dict(new)
+            diff = [(p, Decimal(0)) for p in side if p not in target]
+            diff += [(p, q) for p, q in target.items() if side.get(p) != q]
+            side.clear()
+            side.update(target)
+            changed.append(diff)
+        self.timestamp_ms = now_ms()
+        return changed[0], changed[1]
+
+    def apply(self, bids: list[Level], asks: list[Level]) -> None:
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for price, qty in levels:
+                if qty:
+                    side[price] = qty
+                else:
+                    side.pop(price, None)
+        self.timestamp_ms = now_ms()
+
+    def top(self, depth: int) -> tuple[list[Level], list[Level]]:
+        bids = heapq.nlargest(depth, self.bids)
+        asks = heapq.nsmallest(depth, self.asks)
+        return [(p, self.bids[p]) for p in bids], [(p, self.asks[p]) for p in asks]
+
+
+class Connection:
+    """A connected WebSocket client with its own outgoing queue and writer task."""
+
+    # Upbit sends data in binary frames, Binance in text frames.
+    opcode = WSMsgType.BINARY
+
+    def __init__(self, ws: web.WebSocketResponse, venue: Venue):
+        self.ws = ws
+        self.venue = venue
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.opened = time.monotonic()
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+
+    def send(self, payload: bytes | str) -> None:
+        if self.queue.qsize() > MAX_CLIENT_BACKLOG:
+            log.warning("venue: dropping a client that fell %d messages behind", self.queue.qsize())
+            self.close()
+            return
+        self.queue.put_nowait(payload)
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                payload = await self.queue.get()
+                if payload is None:
+                    break
+                if self.venue.faults.delay:
+                    await asyncio.sleep(self.venue.faults.delay)
+                if isinstance(payload, str):
+                    await self.ws.send_str(payload)
+                else:
+                    await self.ws.send_frame(payload, self.opcode)
+        except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+
+
+@dataclass
+class Faults:
+    """Switches tests and demos flip to make the venue misbehave on purpose."""
+
+    delay: float = 0.0
+    stopped: set[str] = field(default_factory=set)  # base symbols no longer published
+    skip_update_id: set[str] = field(default_factory=set)  # Binance markets whose next diff skips ids
+
+
+class Venue:
+    """Both exchanges' market state, driven by the model (or a replay) on a fixed step."""
+
+    def __init__(self, model: MarketModel | None = None, *, step_hz: float = 10.0, ping_interval: float = 20.0):
+        self.model = model or MarketModel()
+        self.step_hz = step_hz
+        self.ping_interval = ping_interval
+        self.faults = Faults()
+        self.upbit_books: dict[str, VenueBook] = {}
+        self.binance_books: dict[str, VenueBook] = {}
+        self.upbit_clients: set = set()
+        self.binance_clients: set = set()
+        self.trade_id = 1
+        self.upbit_tickers: dict[str, dict] = {}
+        self.market_cautions: dict[str, set[str]] = {}
+        # Listeners called after each step with (exchange, market, changed_bids, changed_asks).
+        self.listeners: list[Callable] = []
+        self._driver: asyncio.Task | None = None
+        self.paused = False
+        self._sync_from_model(publish=False)
+
+    # --- markets ---------------------------------------------------------------------------
+    @property
+    def coins(self):
+        return [state.coin for state in self.model.coins.values()]
+
+    def upbit_markets(self) -> list[str]:
+        return [f"KRW-{c.symbol}" for c in self.coins] + [f"KRW-{USDT}"]
+
+    def binance_markets(self) -> list[str]:
+        return [f"{c.symbol}{USDT}" for c in self.coins]
+
+    def binance_coin(self, market: str):
+        state = self.model.coins.get(market[: -len(USDT)]) if market.endswith(USDT) else None
+        return state.coin if state else None
+
+    # --- the driver ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._driver = asyncio.get_running_loop().create_task(self._drive())
+
+    async def stop(self) -> None:
+        if self._driver:
+            self._driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._driver
+        for client in list(self.upbit_clients | self.binance_clients):
+            client.close()
+
+    async def _drive(self) -> None:
+        interval = 1.0 / self.step_hz
+        next_at = time.monotonic()
+        while True:
+            next_at += interval
+            if not self.paused:
+                try:
+                    self.model.step(interval)
+                    self._sync_from_model(publish=True)
+                except Exception:  # the venue must outlive a bad step
+                    log.exception("venue: step failed")
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def _sync_from_model(self, *, publish: bool) -> None:
+        model = self.model
+        updates = [(f"KRW-{USDT}", "upbit", model.usdt_bids, model.usdt_asks, USDT)]
+        for symbol, state in model.coins.items():
+            updates.append((f"{symbol}{USDT}", "binance", state.binance_bids, state.binance_asks, symbol))
+            updates.append((f"KRW-{symbol}", "upbit", state.upbit_bids, state.upbit_asks, symbol))
+        for market, exchange, bids, asks, symbol in updates:
+            self.set_book(exchange, market, bids, asks, publish=publish and symbol not in self.faults.stopped)
+
+    def set_book(self, exchange: str, market: str, bids: list[Level], asks: list[Level], *, publish: bool = True) -> None:
+        """Replace a market's book and tell subscribers what changed."""
+        books = self.upbit_books if exchange == "upbit" else self.binance_books
+        book = books.get(market)
+        if book is None:
+            book = books[market] = VenueBook(market)
+        changed_bids, changed_asks = book.set_levels(bids, asks)
+        if publish:
+            self.publish(exchange, book, changed_bids, changed_asks)
+
+    def apply_diff(self, exchange: str, market: str, bids: list[Level], asks: list[Level], *, publish: bool = True) -> None:
+        """Change some levels of a market's book (a replayed Binance diff)."""
+        books = self.upbit_books if exchange == "upbit" else self.binance_books
+        book = books.setdefault(market, VenueBook(market))
+        book.apply(bids, asks)
+        if publish:
+            self.publish(exchange, book, bids, asks)
+
+    def publish(self, exchange: str, book: VenueBook, changed_bids: list[Level], changed_asks: list[Level]) -> None:
+        for listener in self.listeners:
+            listener(exchange, book, changed_bids, changed_asks)
+
+    # --- fault switches (called on the venue's loop) ---------------------------------------
+    def drop_connections(self, exchange: str | None = None) -> int:
+        clients = []
+        if exchange in (None, "upbit"):
+            clients += list(self.upbit_clients)
+        if exchange in (None, "binance"):
+            clients += list(self.binance_clients)
+        for client in clients:
+            client.close()
+        return len(clients)
+
+    def set_delay(self, seconds: float) -> None:
+        self.faults.delay = max(0.0, seconds)
+
+    def stop_symbol(self, symbol: str) -> None:
+        self.faults.stopped.add(symbol)
+
+    def resume_symbol(self, symbol: str) -> None:
+        self.faults.stopped.discard(symbol)
+
+    def skip_update_id(self, symbol: str) -> None:
+        self.faults.skip_update_id.add(f"{symbol}{USDT}")
+
+    def send_malformed(self, exchange: str | None = None) -> int:
+        clients = []
+        if exchange in (None, "upbit"):
+            clients += list(self.upbit_clients)
+        if exchange in (None, "binance"):
+            clients += list(self.binance_clients)
+        for client in clients:
+            client.send(b'{"stream":"btcusdt@depth","data":{"e":"depthUpdate","b":[["1","x"')
+        return len(clients)
+
+    def set_caution(self, symbol: str, flags: list[str]) -> None:
+        self.market_cautions[f"KRW-{symbol}"] = set(flags)
+
+    def clear_faults(self) -> None:
+        self.faults = Faults()

@@ -1,0 +1,161 @@
+"""Serve the venue: the Upbit and Binance dialects on their own ports, plus a control API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+
+import orjson
+from aiohttp import web
+
+from .binance import BinanceDialect
+from .core import Venue
+from .upbit import UpbitDialect
+
+log = logging.getLogger(__name__)
+
+
+class VenueServer:
+    """Both dialects of one venue, each on its own port as the real hosts are separate."""
+
+    def __init__(self, venue: Venue, host: str = "127.0.0.1", upbit_port: int = 0, binance_port: int = 0,
+                 *, upbit_rate_limit: int = 10, binance_weight_limit: int = 6000, drive: bool = True):
+        self.venue = venue
+        self.host = host
+        self.ports = {"upbit": upbit_port, "binance": binance_port}
+        self.upbit = UpbitDialect(venue, rate_limit=upbit_rate_limit)
+        self.binance = BinanceDialect(venue, weight_limit=binance_weight_limit)
+        self.drive = drive
+        self._runners: list[web.AppRunner] = []
+
+    @property
+    def upbit_url(self) -> str:
+        return f"http://{self.host}:{self.ports['upbit']}"
+
+    @property
+    def binance_url(self) -> str:
+        return f"http://{self.host}:{self.ports['binance']}"
+
+    @property
+    def upbit_ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ports['upbit']}/websocket/v1"
+
+    @property
+    def binance_ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ports['binance']}"
+
+    async def start(self) -> None:
+        for exchange, app in (("upbit", self.upbit.app()), ("binance", self.binance.app())):
+            app.router.add_post("/_venue/control", self._control_handler(exchange))
+            app.router.add_get("/_venue/state", self.state)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self.ports[exchange], reuse_address=True)
+            await site.start()
+            self.ports[exchange] = runner.addresses[0][1]
+            self._runners.append(runner)
+        if self.drive:
+            self.venue.start()
+        log.info("venue: upbit on %s, binance on %s", self.upbit_url, self.binance_url)
+
+    async def stop(self) -> None:
+        await self.venue.stop()
+        for runner in self._runners:
+            await runner.cleanup()
+
+    # --- control API ---------------------------------------------------------------------------
+    def control(self, exchange: str | None, action: str, **params) -> dict:
+        """Flip a fault switch or steer the market; returns what was done."""
+        venue = self.venue
+        symbol = params.get("symbol")
+        if action == "drop_connections":
+            return {"dropped": venue.drop_connections(exchange)}
+        if action == "delay":
+            venue.set_delay(float(params.get("seconds", 0)))
+        elif action == "malformed":
+            return {"sent": venue.send_malformed(exchange)}
+        elif action == "skip_update_id":
+            venue.skip_update_id(symbol)
+        elif action == "stop_symbol":
+            venue.stop_symbol(symbol)
+        elif action == "resume_symbol":
+            venue.resume_symbol(symbol)
+        elif action == "server_shutdown":
+            return {"sent": self.binance.server_shutdown()}
+        elif action == "premium":
+            premium = params.get("premium")
+            venue.model.force_premium(symbol, None if premium is None else float(premium))
+        elif action == "caution":
+            venue.set_caution(symbol, list(params.get("flags", [])))
+        elif action == "pause":
+            venue.paused = True
+        elif action == "resume":
+            venue.paused = False
+        elif action == "clear":
+            venue.clear_faults()
+        else:
+            raise ValueError(f"unknown action {action!r}")
+        return {"ok": True}
+
+    def _control_handler(self, exchange: str):
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                body = orjson.loads(await request.read())
+                action = body.pop("action")
+                result = self.control(body.pop("exchange", exchange), action, **body)
+            except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response(result)
+
+        return handler
+
+    async def state(self, request: web.Request) -> web.Response:
+        venue = self.venue
+        return web.json_response({
+            "upbit_markets": venue.upbit_markets(),
+            "binance_markets": venue.binance_markets(),
+            "upbit_clients": len(venue.upbit_clients),
+            "binance_clients": len(venue.binance_clients),
+            "stopped": sorted(venue.faults.stopped),
+            "delay": venue.faults.delay,
+            "usd_krw": venue.model.usd_krw,
+        })
+
+
+class VenueThread:
+    """Run a VenueServer on its own event loop in a background thread (tests and benchmarks)."""
+
+    def __init__(self, server: VenueServer):
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="venue", daemon=True)
+
+    def start(self) -> VenueThread:
+        self._thread.start()
+        self.run(self.server.start())
+        return self
+
+    def run(self, coro, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn, *args, **kwargs):
+        """Run fn on the venue's loop and return its result."""
+        future: Future = Future()
+
+        def invoke():
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except Exception as exc:  # handed back to the caller
+                future.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(invoke)
+        return future.result(10)
+
+    def stop(self) -> None:
+        try:
+            self.run(self.server.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
