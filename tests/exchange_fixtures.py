@@ -1,0 +1,15 @@
+"""Real recorded payloads and official examples (copied from shared/fixtures, each with its .src.txt)."""
+
+from pathlib import Path
+
+import orjson
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load(name: str):
+    return orjson.loads((FIXTURES / f"{name}.json").read_bytes())
+
+
+def raw(name: str) -> bytes:
+    return (FIXTURES / f"{name}.json").read_bytes()

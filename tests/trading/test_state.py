@@ -1,0 +1,106 @@
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import orjson
+
+from trading.state import (
+    TICKS_CHANNEL,
+    BookRecord,
+    ExecutionRecord,
+    FeedStats,
+    FxRecord,
+    MetricsRecord,
+    OrderRecord,
+    PositionRecord,
+    PriceRecord,
+    SignalRecord,
+)
+
+NOW = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=UTC)
+
+
+def test_price_book_and_fx_round_trip_in_one_write_with_spec_ttls(state, redis_client):
+    price = PriceRecord("upbit", "BTC", D("131894000"), D("131895000"), D("131894500"), NOW, NOW)
+    book = BookRecord("binance", "BTC", [(D("94893.29"), D("0.5"))], [(D("94893.30"), D("1.25"))], NOW, NOW)
+    fx = FxRecord("upbit", D("1385.75"), D("1385.5"), D("1386"), NOW)
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(TICKS_CHANNEL)
+    pubsub.get_message(timeout=1)
+    state.write_market([price], [book], [fx], notify=["upbit:BTC"], heartbeat="feed_upbit")
+    assert state.get_price("upbit", "BTC") == price
+    assert state.get_book("binance", "BTC") == book
+    assert state.get_fx("upbit") == fx
+    assert state.heartbeat("feed_upbit") is not None
+    assert redis_client.ttl("arbitrage:prices:upbit:BTC") == 60
+    assert redis_client.ttl("arbitrage:book:binance:BTC") == 60
+    assert redis_client.ttl("arbitrage:heartbeat:feed_upbit") == 60
+    assert redis_client.hgetall("arbitrage:prices:upbit:BTC")[b"timestamp"] == NOW.isoformat().encode()
+    message = pubsub.get_message(timeout=1)
+    assert orjson.loads(message["data"]) == ["upbit:BTC"]
+
+
+def test_signal_round_trips_with_ttl_300_and_is_listed(state, redis_client):
+    signal = SignalRecord("ETH", "binance", "upbit", D("4850000"), D("4900000"), D("50000"), D("1.0309"), NOW,
+                          quantity=D("0.1"), net_spread_pct=D("0.88"))
+    state.save_signal(signal)
+    assert state.get_signal("ETH") == signal
+    assert redis_client.ttl("arbitrage:signal:ETH") == 300
+    assert state.list_signals() == [signal]
+
+
+def test_order_position_execution_and_metrics_round_trip(state, redis_client):
+    order = OrderRecord("o-1", "upbit", "BTC", "buy", D("0.01"), D("131895000"), "filled", D("0.01"), D("1"), NOW, NOW)
+    position = PositionRecord("BTC", D("0.01"), D("131895000"), D("131900000"), "long", D("50"), D("0.0038"), NOW)
+    execution = ExecutionRecord("BTC", "o-1", "o-2", D("131895000"), D("133000000"), D("0.01"), D("11050"),
+                                D("10000"), D("1050"), D("0.75"), NOW)
+    metrics = MetricsRecord(D("10000000"), D("9000000"), 1, 2, D("0"), D("0"), 3, NOW)
+    state.save_order(order)
+    state.save_position(position)
+    key = state.save_execution(execution)
+    state.set_metrics(metrics)
+    assert state.get_order("o-1") == order
+    assert state.list_orders() == [order]
+    assert state.get_position("BTC") == position
+    assert state.list_positions() == [position]
+    assert state.list_executions("BTC") == [execution]
+    assert state.get_metrics() == metrics
+    assert redis_client.ttl("arbitrage:orders:o-1") == 86400
+    assert redis_client.ttl("arbitrage:positions:BTC") == 86400
+    assert redis_client.ttl(key) == 86400
+    assert key == f"arbitrage:execution:BTC:{NOW.isoformat()}"
+    assert redis_client.ttl("arbitrage:metrics:live") == 300
+    state.delete_position("BTC")
+    assert state.get_position("BTC") is None and state.list_positions() == []
+
+
+def test_executions_are_listed_newest_first_with_a_limit(state):
+    for i in range(5):
+        state.save_execution(ExecutionRecord("XRP", f"b{i}", f"s{i}", D(1), D(2), D(i + 1), D(1), D(1), D(0), D(1),
+                                             NOW + timedelta(seconds=i)))
+    assert [e.buy_order_id for e in state.list_executions("XRP", limit=2)] == ["b4", "b3"]
+
+
+def test_missing_keys_read_as_none(state):
+    assert state.get_price("upbit", "NOPE") is None
+    assert state.get_book("binance", "NOPE") is None
+    assert state.get_signal("NOPE") is None
+    assert state.get_metrics() is None
+
+
+def test_heartbeats_lists_components_and_expired_ones_as_none(state, redis_client):
+    state.beat("worker", NOW)
+    state.beat("beat", NOW)
+    redis_client.delete(state.heartbeat_key("beat"))
+    assert state.heartbeats() == {"worker": NOW, "beat": None}
+
+
+def test_feed_stats_round_trip(state):
+    stats = FeedStats("binance", 10, 1, 2, 3, 4, 1, NOW)
+    state.write_market([], stats=stats)
+    assert state.get_feed_stats("binance") == stats
+
+
+def test_no_float_reaches_redis(state, redis_client):
+    price = PriceRecord("binance", "DOGE", D("0.32001"), D("0.32002"), D("0.320015"), NOW)
+    state.write_market([price])
+    assert redis_client.hget("arbitrage:prices:binance:DOGE", "mid") == b"0.320015"
