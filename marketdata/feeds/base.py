@@ -79,7 +79,8 @@ class FeedWorker:
                 while not self.stop_event.is_set() and self.step():
                     pass
             except (websocket.WebSocketException, OSError) as exc:
-                log.warning("%s: connection lost: %s", self.exchange, exc)
+                if not self.stop_event.is_set():
+                    log.warning("%s: connection lost: %s", self.exchange, exc)
             except redis.RedisError as exc:
                 # Books stay valid in memory; the connection is kept only if Redis returns soon.
                 log.error("%s: Redis unavailable: %s", self.exchange, exc)

@@ -336,27 +336,36 @@ class BinanceDialect:
         trade = None
         if self.venue.model.rng.random() < 0.3:
             trade = self._trade(book)
-        payloads: dict[tuple[str, bool], bytes] = {}
+        # Render each stream once per update, however many clients follow it.
+        payloads: dict[tuple[str, bool, bool], bytes | None] = {}
         for client in list(self.venue.binance_clients):
             for stream, kind in client.by_market.get(market, ()):
-                if kind.startswith("depth") and kind[5:7] in ("", "@1"):
-                    data = {"e": "depthUpdate", "E": None, "s": market, "U": first, "u": book.update_id,
-                            "b": levels(changed_bids), "a": levels(changed_asks)}
-                elif kind.startswith("depth"):
-                    depth = int(re.match(r"depth(\d+)", kind).group(1))
-                    bids, asks = book.top(depth)
-                    data = {"lastUpdateId": book.update_id, "bids": levels(bids), "asks": levels(asks)}
-                elif kind == "bookTicker":
-                    data = {"u": book.update_id, "s": market, **_ticker_fields(book)}
-                elif trade is not None:
-                    data = trade
-                else:
-                    continue
-                if "E" in data:
-                    data = {**data, "E": now_us() if client.micro else now_ms()}
-                    if "T" in data:
-                        data["T"] = data["E"]
-                client.send(orjson.dumps({"stream": stream, "data": data} if client.combined else data))
+                key = (stream, client.combined, client.micro)
+                if key not in payloads:
+                    payloads[key] = self._render(stream, kind, book, first, changed_bids, changed_asks, trade,
+                                                 combined=client.combined, micro=client.micro)
+                if payloads[key] is not None:
+                    client.send(payloads[key])
+
+    def _render(self, stream, kind, book, first, changed_bids, changed_asks, trade, *, combined, micro) -> bytes | None:
+        if kind.startswith("depth") and kind[5:7] in ("", "@1"):
+            data = {"e": "depthUpdate", "E": None, "s": book.market, "U": first, "u": book.update_id,
+                    "b": levels(changed_bids), "a": levels(changed_asks)}
+        elif kind.startswith("depth"):
+            depth = int(re.match(r"depth(\d+)", kind).group(1))
+            bids, asks = book.top(depth)
+            data = {"lastUpdateId": book.update_id, "bids": levels(bids), "asks": levels(asks)}
+        elif kind == "bookTicker":
+            data = {"u": book.update_id, "s": book.market, **_ticker_fields(book)}
+        elif trade is not None:
+            data = dict(trade)
+        else:
+            return None
+        if "E" in data:
+            data["E"] = now_us() if micro else now_ms()
+            if "T" in data:
+                data["T"] = data["E"]
+        return orjson.dumps({"stream": stream, "data": data} if combined else data)
 
     def _trade(self, book: VenueBook) -> dict:
         self.venue.trade_id += 1

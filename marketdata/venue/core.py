@@ -171,8 +171,11 @@ class Venue:
             self._driver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._driver
-        for client in list(self.upbit_clients | self.binance_clients):
+        clients = list(self.upbit_clients | self.binance_clients)
+        for client in clients:
             client.close()
+        if clients:
+            await asyncio.wait([c.writer for c in clients], timeout=1.0)
 
     async def _drive(self) -> None:
         interval = 1.0 / self.step_hz

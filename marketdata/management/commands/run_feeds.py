@@ -2,6 +2,7 @@
 
 import signal
 import threading
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -39,15 +40,28 @@ class Command(BaseCommand):
         parser.add_argument("--exchange", choices=["upbit", "binance", "all"], default="all")
         parser.add_argument("--symbols", help="comma-separated base assets (default: FEED_SYMBOLS, else all common)")
         parser.add_argument("--record", metavar="FILE", help="append every raw message to FILE (JSON lines)")
+        parser.add_argument("--discovery-timeout", type=float, default=120.0,
+                            help="seconds to keep retrying market discovery while the exchanges are unreachable")
+
+    def discover(self, timeout: float) -> list[str]:
+        """Ask both venues which coins they list, retrying while they are unreachable."""
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            try:
+                return common_symbols(settings.UPBIT_REST_URL, settings.BINANCE_REST_URL)
+            except DiscoveryError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise CommandError(f"cannot discover the coins listed on both venues: {exc}") from exc
+                self.stderr.write(f"feeds: discovery failed ({exc}); retrying in {delay:.1f} s")
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def handle(self, *args, **options):
         symbols = [s.strip().upper() for s in (options["symbols"] or "").split(",") if s.strip()]
         symbols = symbols or settings.FEED_SYMBOLS
         if not symbols:
-            try:
-                symbols = common_symbols(settings.UPBIT_REST_URL, settings.BINANCE_REST_URL)
-            except DiscoveryError as exc:
-                raise CommandError(f"cannot discover the coins listed on both venues: {exc}") from exc
+            symbols = self.discover(options["discovery_timeout"])
         exchanges = ["upbit", "binance"] if options["exchange"] == "all" else [options["exchange"]]
         recorder = Recorder(options["record"]) if options["record"] else None
         state = StateManager.from_url(settings.REDIS_URL)

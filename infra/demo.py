@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Run the whole system against the simulated venue. Ctrl-C stops every process this started.
+
+Processes: redis-server (only when none answers at REDIS_URL), the venue, one feed worker per
+exchange, a Celery worker, Celery beat, and the ASGI server on http://localhost:8001.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+PY = sys.executable
+BIN = Path(PY).parent
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+class Supervisor:
+    def __init__(self, env: dict):
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.stopping = False
+
+    def start(self, name: str, argv: list[str]) -> None:
+        print(f"demo: starting {name}: {' '.join(argv)}", flush=True)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def stop(self, *_args) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        print("\ndemo: stopping every process", flush=True)
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"demo: {name} ignored SIGTERM; killing it", flush=True)
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def watch(self) -> int:
+        while not self.stopping:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    print(f"demo: {name} exited with {proc.returncode}; stopping the rest", flush=True)
+                    self.stop()
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+
+def main() -> int:
+    RUN.mkdir(exist_ok=True)
+    env = os.environ.copy()
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    env.setdefault("DJANGO_SETTINGS_MODULE", "arbproject.settings")
+    host = env.setdefault("VENUE_HOST", "127.0.0.1")
+    upbit_port = env.setdefault("VENUE_UPBIT_PORT", "8701")
+    binance_port = env.setdefault("VENUE_BINANCE_PORT", "8702")
+    # The demo always trades against the simulated venue, whatever .env says.
+    env.update(
+        UPBIT_REST_URL=f"http://{host}:{upbit_port}",
+        UPBIT_WS_URL=f"ws://{host}:{upbit_port}/websocket/v1",
+        BINANCE_REST_URL=f"http://{host}:{binance_port}",
+        BINANCE_WS_URL=f"ws://{host}:{binance_port}",
+        LIVE_MODE="false",
+    )
+    sup = Supervisor(env)
+    signal.signal(signal.SIGINT, sup.stop)
+    signal.signal(signal.SIGTERM, sup.stop)
+
+    if not redis_answers(env["REDIS_URL"]):
+        port = urlparse(env["REDIS_URL"]).port or 6379
+        binary = shutil.which("redis-server")
+        if binary is None:
+            print("demo: no Redis answers and redis-server is missing (make installs it)", file=sys.stderr)
+            return 1
+        sup.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                            "--dir", str(RUN)])
+        for _ in range(50):
+            if redis_answers(env["REDIS_URL"]):
+                break
+            time.sleep(0.1)
+
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    sup.start("venue", [PY, "manage.py", "run_venue"])
+    sup.start("feed-upbit", [PY, "manage.py", "run_feeds", "--exchange", "upbit"])
+    sup.start("feed-binance", [PY, "manage.py", "run_feeds", "--exchange", "binance"])
+    sup.start("worker", [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info", "-c", "2", "-n", "kimp@%h"])
+    sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")])
+    sup.start("web", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "8001", "arbproject.asgi:application"])
+    print("demo: http://localhost:8001  (Ctrl-C stops everything)", flush=True)
+    return sup.watch()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
