@@ -120,6 +120,8 @@ FEED_SYMBOLS = env_list("FEED_SYMBOLS", "")
 FEED_BOOK_DEPTH = env_int("FEED_BOOK_DEPTH", 20, minimum=1)
 FEED_UPBIT_FORMAT = env_str("FEED_UPBIT_FORMAT", "SIMPLE")
 FEED_BINANCE_SNAPSHOT_LIMIT = env_int("FEED_BINANCE_SNAPSHOT_LIMIT", 100, minimum=5)
+# MICROSECOND asks Binance for event times in µs (timeUnit); empty keeps its default of ms.
+FEED_BINANCE_TIME_UNIT = env_str("FEED_BINANCE_TIME_UNIT", "")
 FEED_RECONNECT_MAX_BACKOFF = env_float("FEED_RECONNECT_MAX_BACKOFF", 30.0, minimum=0.1)
 # Binance closes a connection after 24 h; leave earlier, on our own terms.
 FEED_MAX_CONNECTION_AGE = env_float("FEED_MAX_CONNECTION_AGE", 23.5 * 3600, minimum=1.0)

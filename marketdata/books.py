@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import heapq
+from bisect import bisect_left, insort
 from decimal import Decimal
 
 from .exceptions import BookGapError
@@ -10,37 +10,53 @@ from .parsers import BookSnapshot, DepthDiff, Level
 
 
 class LevelBook:
-    """Price -> quantity on each side."""
+    """Price -> quantity on each side, with each side's prices kept sorted.
 
-    __slots__ = ("bids", "asks")
+    A level change costs a bisect; reading the top N is a slice. (heapq over the dict at every
+    flush cost the feed more than parsing did.)
+    """
+
+    __slots__ = ("bids", "asks", "_bid_prices", "_ask_prices")
 
     def __init__(self):
         self.bids: dict[Decimal, Decimal] = {}
         self.asks: dict[Decimal, Decimal] = {}
+        self._bid_prices: list[Decimal] = []  # ascending: best bid last
+        self._ask_prices: list[Decimal] = []  # ascending: best ask first
 
     def replace(self, bids: list[Level], asks: list[Level]) -> None:
         self.bids = dict(bids)
         self.asks = dict(asks)
+        self._bid_prices = sorted(self.bids)
+        self._ask_prices = sorted(self.asks)
+
+    def clear(self) -> None:
+        self.replace([], [])
 
     @staticmethod
-    def _apply_side(side: dict[Decimal, Decimal], levels: list[Level]) -> None:
+    def _apply_side(side: dict[Decimal, Decimal], prices: list[Decimal], levels: list[Level]) -> None:
         for price, qty in levels:
             if qty:
+                if price not in side:
+                    insort(prices, price)
                 side[price] = qty
-            else:
-                # Removing a level we never had is normal (it was beyond our depth).
-                side.pop(price, None)
+            elif price in side:
+                del side[price]
+                del prices[bisect_left(prices, price)]
+            # Removing a level we never had is normal (it was beyond our depth).
+
+    def apply(self, bids: list[Level], asks: list[Level]) -> None:
+        self._apply_side(self.bids, self._bid_prices, bids)
+        self._apply_side(self.asks, self._ask_prices, asks)
 
     def top(self, depth: int) -> tuple[list[Level], list[Level]]:
         """Best levels first: bids high to low, asks low to high."""
-        bid_prices = heapq.nlargest(depth, self.bids)
-        ask_prices = heapq.nsmallest(depth, self.asks)
-        return [(p, self.bids[p]) for p in bid_prices], [(p, self.asks[p]) for p in ask_prices]
-
-    def best(self) -> tuple[Level | None, Level | None]:
-        bid = max(self.bids) if self.bids else None
-        ask = min(self.asks) if self.asks else None
-        return (bid, self.bids[bid]) if bid is not None else None, (ask, self.asks[ask]) if ask is not None else None
+        bids = self.bids
+        asks = self.asks
+        return (
+            [(p, bids[p]) for p in reversed(self._bid_prices[-depth:])],
+            [(p, asks[p]) for p in self._ask_prices[:depth]],
+        )
 
 
 class DiffDepthBook(LevelBook):
@@ -62,8 +78,7 @@ class DiffDepthBook(LevelBook):
         return self.last_update_id is not None
 
     def reset(self) -> None:
-        self.bids.clear()
-        self.asks.clear()
+        self.clear()
         self.last_update_id = None
         self.buffer.clear()
 
@@ -81,8 +96,7 @@ class DiffDepthBook(LevelBook):
             raise BookGapError(
                 f"{event.market}: update ids jump from {self.last_update_id} to {event.first_id}"
             )
-        self._apply_side(self.bids, event.bids)
-        self._apply_side(self.asks, event.asks)
+        self.apply(event.bids, event.asks)
         self.last_update_id = event.final_id
         return True
 

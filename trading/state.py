@@ -222,6 +222,7 @@ class StateManager:
 
     def __init__(self, client: redis.Redis):
         self.redis = client
+        self._write_books = client.register_script(self._WRITE_BOOKS)
 
     @classmethod
     def from_url(cls, url: str) -> StateManager:
@@ -272,7 +273,28 @@ class StateManager:
     def _index_key(kind: str) -> str:
         return f"{PREFIX}:index:{kind}"
 
-    # prices and books (the feed's hot path: one pipeline per flush) --------------------------
+    # prices and books (the feed's hot path: one round trip per flush) -------------------------
+    # One script call writes every changed book and announces them: a command per key would
+    # cost the feed more in client-side packing and parsing than everything else it does.
+    _WRITE_BOOKS = """
+    local ttl_price, ttl_book = ARGV[1], ARGV[2]
+    local n = #KEYS / 2
+    for i = 0, n - 1 do
+      local a = 4 + i * 8
+      local price_key = KEYS[2 * i + 1]
+      redis.call('HSET', price_key, 'exchange', ARGV[a], 'symbol', ARGV[a + 1], 'bid', ARGV[a + 2],
+                 'ask', ARGV[a + 3], 'mid', ARGV[a + 4], 'timestamp', ARGV[a + 5], 'received_at', ARGV[a + 6])
+      redis.call('EXPIRE', price_key, ttl_price)
+      if ARGV[a + 7] ~= '' then
+        redis.call('SET', KEYS[2 * i + 2], ARGV[a + 7], 'EX', ttl_book)
+      end
+    end
+    if ARGV[3] ~= '' then
+      redis.call('PUBLISH', ARGV[3], ARGV[#ARGV])
+    end
+    return n
+    """
+
     def write_market(
         self,
         prices: Iterable[PriceRecord],
@@ -283,14 +305,28 @@ class StateManager:
         heartbeat: str | None = None,
         stats: FeedStats | None = None,
     ) -> None:
-        """Write prices, books and rates in one round trip, then announce the changed books."""
+        """Write prices (each with its book), rates, heartbeat and stats in one round trip.
+
+        `books` must pair with `prices` one to one; `notify` is published after the writes, so a
+        subscriber that hears it can read the new values.
+        """
+        prices, books = list(prices), list(books)
+        if books and len(books) != len(prices):
+            raise ValueError("write_market: books must pair one to one with prices")
         pipe = self.redis.pipeline(transaction=False)
-        for price in prices:
-            key = self.price_key(price.exchange, price.symbol)
-            pipe.hset(key, mapping=encode_record(price))
-            pipe.expire(key, TTL_PRICE)
-        for book in books:
-            pipe.set(self.book_key(book.exchange, book.symbol), self.encode_book(book), ex=TTL_BOOK)
+        if prices:
+            keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else ""]
+            for i, price in enumerate(prices):
+                keys.append(self.price_key(price.exchange, price.symbol))
+                keys.append(self.book_key(price.exchange, price.symbol))
+                received = price.received_at.isoformat() if price.received_at else ""
+                args += [price.exchange, price.symbol, str(price.bid), str(price.ask), str(price.mid),
+                         price.timestamp.isoformat(), received, self.encode_book(books[i]) if books else b""]
+            if notify:
+                args.append(orjson.dumps(list(notify)))
+            self._write_books(keys=keys, args=args, client=pipe)
+        elif notify:
+            pipe.publish(TICKS_CHANNEL, orjson.dumps(list(notify)))
         for rate in fx:
             key = self.fx_key(rate.source)
             pipe.hset(key, mapping=encode_record(rate))
@@ -301,8 +337,6 @@ class StateManager:
             key = self.feed_stats_key(stats.exchange)
             pipe.hset(key, mapping=encode_record(stats))
             pipe.expire(key, TTL_FEED_STATS)
-        if notify:
-            pipe.publish(TICKS_CHANNEL, orjson.dumps(list(notify)))
         pipe.execute()
 
     @staticmethod
@@ -340,6 +374,10 @@ class StateManager:
 
     def set_fx(self, rate: FxRecord) -> None:
         self.write_market((), fx=(rate,))
+
+    def write_price(self, price: PriceRecord, book: BookRecord | None = None) -> None:
+        """Write one quote (and its book) outside the feed, e.g. a fixed-rate source or a test."""
+        self.write_market([price], [book] if book else [])
 
     def get_feed_stats(self, exchange: str) -> FeedStats | None:
         return decode_record(FeedStats, self.redis.hgetall(self.feed_stats_key(exchange)))

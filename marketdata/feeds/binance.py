@@ -16,9 +16,10 @@ SNAPSHOT_ATTEMPTS = 3
 class BinanceFeed(FeedWorker):
     exchange = BINANCE
 
-    def __init__(self, *args, snapshot_limit: int = 100, session: requests.Session | None = None, **kwargs):
+    def __init__(self, *args, snapshot_limit: int = 100, time_unit: str = "", session: requests.Session | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.snapshot_limit = snapshot_limit
+        self.time_unit = time_unit
         self.session = session or requests.Session()
         self.need_snapshot: set[str] = set()
         self.books: dict[str, DiffDepthBook] = {}
@@ -28,7 +29,8 @@ class BinanceFeed(FeedWorker):
 
     def connect_url(self) -> str:
         streams = "/".join(f"{self.market(s).lower()}@depth@100ms" for s in self.symbols)
-        return f"{self.ws_url.rstrip('/')}/stream?streams={streams}"
+        url = f"{self.ws_url.rstrip('/')}/stream?streams={streams}"
+        return f"{url}&timeUnit={self.time_unit}" if self.time_unit else url
 
     def reset_books(self) -> None:
         super().reset_books()

@@ -68,6 +68,7 @@ class BinanceDialect:
         self.weight_limit = weight_limit
         self.pong_timeout = pong_timeout
         self.max_connection_age = max_connection_age
+        self.firehose_sent = 0
         venue.listeners.append(self.on_book)
 
     def app(self) -> web.Application:
@@ -366,6 +367,41 @@ class BinanceDialect:
             if "T" in data:
                 data["T"] = data["E"]
         return orjson.dumps({"stream": stream, "data": data} if combined else data)
+
+    async def firehose(self, rate: float, batch_ms: float = 1.0) -> None:
+        """Stream diff-depth events at `rate` per second over all markets (benchmarks).
+
+        Each event changes one bid and one ask level and is applied to the venue's own book,
+        so update ids stay contiguous and REST snapshots stay consistent with the stream.
+        """
+        self.venue.paused = True
+        books = [self.venue.binance_books[m] for m in self.venue.binance_markets()]
+        prices = {b.market: (list(b.bids), list(b.asks)) for b in books}
+        sizes = [Decimal(f"{i}.{i:02d}") for i in range(1, 40)]
+        rng = self.venue.model.rng
+        self.firehose_sent = 0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        i = 0
+        while True:
+            due = int((loop.time() - started) * rate) - self.firehose_sent
+            for _ in range(min(due, int(rate * 0.05) + 1)):
+                book = books[i % len(books)]
+                i += 1
+                bid_prices, ask_prices = prices[book.market]
+                bid = (rng.choice(bid_prices), rng.choice(sizes))
+                ask = (rng.choice(ask_prices), rng.choice(sizes))
+                book.bids[bid[0]] = bid[1]
+                book.asks[ask[0]] = ask[1]
+                book.update_id += 1
+                for client in self.venue.binance_clients:
+                    for stream, kind in client.by_market.get(book.market, ()):
+                        if kind.startswith("depth") and kind[5:7] in ("", "@1"):
+                            data = {"e": "depthUpdate", "E": now_us() if client.micro else now_ms(), "s": book.market,
+                                    "U": book.update_id, "u": book.update_id, "b": levels((bid,)), "a": levels((ask,))}
+                            client.send(orjson.dumps({"stream": stream, "data": data} if client.combined else data))
+                self.firehose_sent += 1
+            await asyncio.sleep(batch_ms / 1000)
 
     def _trade(self, book: VenueBook) -> dict:
         self.venue.trade_id += 1

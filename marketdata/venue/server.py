@@ -121,6 +121,7 @@ class VenueServer:
             "stopped": sorted(venue.faults.stopped),
             "delay": venue.faults.delay,
             "usd_krw": venue.model.usd_krw,
+            "firehose_sent": self.binance.firehose_sent,
         })
 
 

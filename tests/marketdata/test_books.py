@@ -63,3 +63,25 @@ def test_stale_events_after_sync_are_ignored():
     book.load_snapshot(snapshot(50, [("1", "1")], [("2", "1")]))
     assert book.on_event(diff(40, 45, bids=[("1", "9")])) is False
     assert book.bids[D("1")] == D("1")
+
+
+def test_sorted_sides_stay_consistent_with_the_levels_under_random_updates():
+    import random
+
+    rng = random.Random(1)
+    book = DiffDepthBook()
+    book.load_snapshot(snapshot(0, [], []))
+    truth_bids, truth_asks = {}, {}
+    for i in range(1, 3000):
+        bids = [(D(rng.randint(90, 99)), D(rng.choice([0, 0, 1, 2, 3]))) for _ in range(3)]
+        asks = [(D(rng.randint(100, 110)), D(rng.choice([0, 1, 2]))) for _ in range(3)]
+        book.on_event(diff(i, i, [(str(p), str(q)) for p, q in bids], [(str(p), str(q)) for p, q in asks]))
+        for side, levels in ((truth_bids, bids), (truth_asks, asks)):
+            for p, q in levels:
+                if q:
+                    side[p] = q
+                else:
+                    side.pop(p, None)
+    top_bids, top_asks = book.top(5)
+    assert top_bids == sorted(truth_bids.items(), reverse=True)[:5]
+    assert top_asks == sorted(truth_asks.items())[:5]

@@ -21,18 +21,18 @@ NOW = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=UTC)
 
 def test_price_book_and_fx_round_trip_in_one_write_with_spec_ttls(state, redis_client):
     price = PriceRecord("upbit", "BTC", D("131894000"), D("131895000"), D("131894500"), NOW, NOW)
-    book = BookRecord("binance", "BTC", [(D("94893.29"), D("0.5"))], [(D("94893.30"), D("1.25"))], NOW, NOW)
+    book = BookRecord("upbit", "BTC", [(D("131894000"), D("0.5"))], [(D("131895000"), D("1.25"))], NOW, NOW)
     fx = FxRecord("upbit", D("1385.75"), D("1385.5"), D("1386"), NOW)
     pubsub = redis_client.pubsub()
     pubsub.subscribe(TICKS_CHANNEL)
     pubsub.get_message(timeout=1)
     state.write_market([price], [book], [fx], notify=["upbit:BTC"], heartbeat="feed_upbit")
     assert state.get_price("upbit", "BTC") == price
-    assert state.get_book("binance", "BTC") == book
+    assert state.get_book("upbit", "BTC") == book
     assert state.get_fx("upbit") == fx
     assert state.heartbeat("feed_upbit") is not None
     assert redis_client.ttl("arbitrage:prices:upbit:BTC") == 60
-    assert redis_client.ttl("arbitrage:book:binance:BTC") == 60
+    assert redis_client.ttl("arbitrage:book:upbit:BTC") == 60
     assert redis_client.ttl("arbitrage:heartbeat:feed_upbit") == 60
     assert redis_client.hgetall("arbitrage:prices:upbit:BTC")[b"timestamp"] == NOW.isoformat().encode()
     message = pubsub.get_message(timeout=1)
@@ -102,5 +102,14 @@ def test_feed_stats_round_trip(state):
 
 def test_no_float_reaches_redis(state, redis_client):
     price = PriceRecord("binance", "DOGE", D("0.32001"), D("0.32002"), D("0.320015"), NOW)
-    state.write_market([price])
+    state.write_price(price)
     assert redis_client.hget("arbitrage:prices:binance:DOGE", "mid") == b"0.320015"
+    assert state.get_book("binance", "DOGE") is None  # a quote without a book writes no book
+
+
+def test_scripted_write_survives_a_script_cache_flush(state, redis_client):
+    price = PriceRecord("upbit", "XRP", D("3050"), D("3051"), D("3050.5"), NOW, NOW)
+    state.write_price(price)
+    redis_client.script_flush()
+    state.write_price(price)
+    assert state.get_price("upbit", "XRP") == price

@@ -29,7 +29,8 @@ def build_feeds(exchanges, symbols, state, recorder=None):
                                fmt=settings.FEED_UPBIT_FORMAT, **common))
     if "binance" in exchanges:
         feeds.append(BinanceFeed(state, symbols, ws_url=settings.BINANCE_WS_URL, rest_url=settings.BINANCE_REST_URL,
-                                 snapshot_limit=settings.FEED_BINANCE_SNAPSHOT_LIMIT, **common))
+                                 snapshot_limit=settings.FEED_BINANCE_SNAPSHOT_LIMIT,
+                                 time_unit=settings.FEED_BINANCE_TIME_UNIT, **common))
     return feeds
 
 

@@ -25,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--replay", metavar="FILE", help="drive the books from a recording instead of the model")
         parser.add_argument("--replay-speed", type=float, default=1.0)
         parser.add_argument("--replay-loop", action="store_true")
+        parser.add_argument("--firehose", type=float, metavar="RATE",
+                            help="benchmarks: stream RATE Binance diff-depth events per second instead of the model")
 
     def handle(self, *args, **options):
         asyncio.run(self._serve(options))
@@ -40,7 +42,9 @@ class Command(BaseCommand):
         await server.start()
         self.stdout.write(f"venue: upbit {server.upbit_url}  binance {server.binance_url}")
         player = None
-        if options["replay"]:
+        if options["firehose"]:
+            player = loop.create_task(server.binance.firehose(options["firehose"]))
+        elif options["replay"]:
             player = loop.create_task(replay(venue, options["replay"], speed=options["replay_speed"],
                                              loop_forever=options["replay_loop"]))
         await stop.wait()
