@@ -1,0 +1,40 @@
+"""Configuration rules that make trading unsafe, as Django system checks (`manage.py check`)."""
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+LIVE_CONFIRM_PHRASE = "I understand this sends real orders"
+
+
+@register("kimp")
+def live_mode_checks(app_configs=None, **kwargs):
+    """Refuse live mode without keys, an explicit opt-in and a real secret key."""
+    problems = []
+    if not settings.LIVE_MODE:
+        return problems
+    for name in ("UPBIT_API_KEY", "UPBIT_SECRET_KEY", "BINANCE_API_KEY", "BINANCE_SECRET_KEY"):
+        if not getattr(settings, name):
+            problems.append(Error(f"LIVE_MODE=true needs {name}.", id="kimp.E001"))
+    if settings.LIVE_MODE_CONFIRM != LIVE_CONFIRM_PHRASE:
+        problems.append(Error(
+            "LIVE_MODE=true needs an explicit opt-in.",
+            hint=f'Set LIVE_MODE_CONFIRM="{LIVE_CONFIRM_PHRASE}".',
+            id="kimp.E002",
+        ))
+    if settings.SECRET_KEY == settings.INSECURE_SECRET_KEY:
+        problems.append(Error("LIVE_MODE=true needs DJANGO_SECRET_KEY set to a real secret.", id="kimp.E003"))
+    if settings.DEBUG:
+        problems.append(Warning("DJANGO_DEBUG=true in live mode exposes internals in error pages.", id="kimp.W001"))
+    return problems
+
+
+@register("kimp")
+def market_data_checks(app_configs=None, **kwargs):
+    problems = []
+    if settings.FX_SOURCE not in {"upbit", "fixed"}:
+        problems.append(Error(f"FX_SOURCE={settings.FX_SOURCE!r}: use 'upbit' or 'fixed'.", id="kimp.E010"))
+    if settings.FEED_UPBIT_FORMAT not in {"DEFAULT", "SIMPLE", "JSON_LIST", "SIMPLE_LIST"}:
+        problems.append(Error(f"FEED_UPBIT_FORMAT={settings.FEED_UPBIT_FORMAT!r} is not an Upbit format.", id="kimp.E011"))
+    if settings.FEED_BINANCE_TIME_UNIT not in {"", "MILLISECOND", "MICROSECOND"}:
+        problems.append(Error("FEED_BINANCE_TIME_UNIT must be MILLISECOND or MICROSECOND.", id="kimp.E012"))
+    return problems
