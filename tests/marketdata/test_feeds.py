@@ -176,3 +176,22 @@ def test_record_then_replay_reproduces_the_books(tmp_path, venue, state, redis_c
             assert [(Decimal(p), Decimal(q)) for p, q in depth["bids"]] == recorded_binance.bids
     finally:
         other.stop()
+
+
+def test_connection_is_renewed_before_its_maximum_age(venue, state):
+    # Binance cuts connections at 24 h; the feed leaves earlier on its own terms.
+    feed = binance_feed(venue, state, ["BTC"], max_connection_age=0.5)
+    with RunningFeed(feed):
+        wait_for(lambda: feed.counts["reconnects"] >= 2, timeout=5)
+        mark = time.time()
+        wait_for(lambda: state.get_price("binance", "BTC").received_at.timestamp() > mark, timeout=3)
+
+
+def test_upbit_snapshot_older_than_the_book_held_is_skipped(state):
+    feed = UpbitFeed(state, ["BTC"], ws_url="ws://unused", rest_url="http://unused")
+    newer = b'{"ty":"orderbook","cd":"KRW-BTC","tms":2000,"obu":[{"ap":101,"bp":100,"as":1,"bs":1}]}'
+    older = b'{"ty":"orderbook","cd":"KRW-BTC","tms":1000,"obu":[{"ap":99,"bp":98,"as":1,"bs":1}]}'
+    feed.handle_raw(newer)
+    feed.handle_raw(older)
+    assert feed.counts["out_of_order"] == 1
+    assert feed.books["BTC"].top(1)[0][0][0] == Decimal("100")
