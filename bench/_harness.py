@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import redis
+from tests.support import PrivateRedis, free_port  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="kimp-bench-redis-")
-    proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
+def start_redis() -> tuple[PrivateRedis, str]:
+    server = PrivateRedis().start()
+    return server, server.url
 
 
 def spawn(args: list[str], env: dict) -> subprocess.Popen:
@@ -58,9 +38,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def stop(*procs: subprocess.Popen) -> None:
     for proc in procs:
-        if proc.poll() is None:
+        if isinstance(proc, PrivateRedis):
+            proc.cleanup()
+        elif proc.poll() is None:
             proc.terminate()
     for proc in procs:
+        if isinstance(proc, PrivateRedis):
+            continue
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -17,44 +13,20 @@ from django.conf import settings
 from marketdata.venue.core import Venue
 from marketdata.venue.market import MarketModel
 from marketdata.venue.server import VenueServer, VenueThread
+from tests.support import PrivateRedis, free_port  # noqa: F401  (free_port is re-exported)
 from trading.state import StateManager
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def redis_url():
     """A redis-server of the test session's own, so no test touches anybody else's data."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed; `make test` installs it (apt-get install redis-server)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="kimp-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the private redis-server did not start")
-    url = f"redis://127.0.0.1:{port}/0"
-    os.environ["REDIS_URL"] = url  # for subprocesses (workers, commands)
-    yield url
-    proc.terminate()
-    proc.wait(5)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        server = PrivateRedis().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    os.environ["REDIS_URL"] = server.url  # for subprocesses (workers, commands)
+    yield server.url
+    server.cleanup()
 
 
 @pytest.fixture(autouse=True)

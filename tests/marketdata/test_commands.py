@@ -1,7 +1,6 @@
 """The management commands the demo and production run, as real processes."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +10,8 @@ from pathlib import Path
 import redis
 
 from marketdata.feeds.upbit import UpbitFeed
-from tests.conftest import RunningFeed, feed_kwargs, free_port, wait_for
+from tests.conftest import RunningFeed, feed_kwargs, wait_for
+from tests.support import PrivateRedis, free_port
 from trading.state import StateManager
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,36 +46,22 @@ def test_run_venue_and_run_feeds_fill_redis_and_stop_cleanly_on_sigterm(redis_ur
     assert "discovery failed" in outputs[0]  # it retried while the venue was starting
 
 
-def test_feed_rides_out_redis_going_away(venue, tmp_path):
-    port = free_port()
-    argv = [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(tmp_path)]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_timeout=2)
-    wait_for(lambda: _ping(client))
+def test_feed_rides_out_redis_going_away(venue):
+    server = PrivateRedis().start()
+    client = redis.Redis(port=server.port, socket_timeout=2)
     state = StateManager(client)
     feed = UpbitFeed(state, ["BTC"], max_backoff=0.2, **feed_kwargs(venue, "upbit"))
     runner = RunningFeed(feed)
     try:
         with runner:
             wait_for(lambda: state.get_price("upbit", "BTC"))
-            server.terminate()
-            server.wait(5)
+            server.stop()
             time.sleep(3.0)  # writes fail or wait in redis-py's retries; the worker must not die
-            server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-            wait_for(lambda: _ping(client))
+            server.start()
             wait_for(lambda: _safe_price(state), timeout=10)
             assert runner.thread.is_alive()
     finally:
-        server.terminate()
-        server.wait(5)
-
-
-def _ping(client):
-    try:
-        return client.ping()
-    except redis.RedisError:
-        return False
+        server.cleanup()
 
 
 def _safe_price(state):
