@@ -140,6 +140,18 @@ VENUE_STEP_HZ = env_float("VENUE_STEP_HZ", 10.0, minimum=0.1)
 UPBIT_TAKER_FEE = env_decimal("UPBIT_TAKER_FEE", "0.0005")
 BINANCE_TAKER_FEE = env_decimal("BINANCE_TAKER_FEE", "0.001")
 
+# --- Trading loop ---------------------------------------------------------------------------
+# Paper mode's starting funds: quote on each venue, and coins worth this many KRW on each venue.
+PAPER_START_KRW = env_decimal("PAPER_START_KRW", "100000000")
+PAPER_START_USDT = env_decimal("PAPER_START_USDT", "70000")
+PAPER_START_COIN_KRW = env_decimal("PAPER_START_COIN_KRW", "10000000")
+# Daily counters (trades, loss) reset at midnight in this zone.
+TRADING_DAY_TZ = env_str("TRADING_DAY_TZ", "Asia/Seoul")
+# A second USD/KRW source shown beside the KRW-USDT book; empty = none.
+FX_REFERENCE_URL = env_str("FX_REFERENCE_URL", "")
+SIGNAL_LOCK_MS = env_int("SIGNAL_LOCK_MS", 5000, minimum=100)
+PREMIUM_HISTORY_SECONDS = env_int("PREMIUM_HISTORY_SECONDS", 3600, minimum=60)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,10 @@ TTL_EXECUTION = 86400
 TTL_METRICS = 300
 TTL_HEARTBEAT = 60
 TTL_FEED_STATS = 60
+TTL_PREMIUM = 300
+TTL_RULES = 86400
+TTL_WARNINGS = 3600
+TTL_COUNTER = 2 * 86400
 
 # Pub/sub channel on which feed workers announce which books changed in one flush.
 TICKS_CHANNEL = f"{PREFIX}:ticks"
@@ -140,6 +145,18 @@ class MetricsRecord:
     total_loss: Decimal
     trades_today: int
     timestamp: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class PremiumRecord:
+    symbol: str
+    premium_pct: Decimal
+    upbit_mid: Decimal
+    binance_mid: Decimal
+    fx_rate: Decimal
+    net_upbit_to_binance: Decimal | None
+    net_binance_to_upbit: Decimal | None
+    timestamp: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,8 +374,10 @@ class StateManager:
 
     def get_book(self, exchange: str, symbol: str) -> BookRecord | None:
         raw = self.redis.get(self.book_key(exchange, symbol))
-        if raw is None:
-            return None
+        return None if raw is None else self.decode_book(raw)
+
+    @staticmethod
+    def decode_book(raw: bytes) -> BookRecord:
         data = orjson.loads(raw)
         return BookRecord(
             exchange=data["exchange"],
@@ -463,6 +482,167 @@ class StateManager:
         """Every component ever seen, with its last beat (None once the beat has expired)."""
         components = [c.decode() if isinstance(c, bytes) else c for c in self.redis.zrange(self._index_key("heartbeats"), 0, -1)]
         return {component: self.heartbeat(component) for component in components}
+
+    # signal evaluation: coalescing claims and per-symbol locks ------------------------------
+    def claim_evaluation(self, symbol: str, ttl_ms: int = 2000) -> bool:
+        """True for the first caller while no evaluation of symbol is pending."""
+        return bool(self.redis.set(f"{PREFIX}:pending:{symbol}", "1", nx=True, px=ttl_ms))
+
+    def claim_evaluations(self, symbols: Sequence[str], ttl_ms: int = 2000) -> list[str]:
+        """Claim several symbols in one round trip; return those newly claimed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.set(f"{PREFIX}:pending:{symbol}", "1", nx=True, px=ttl_ms)
+        return [symbol for symbol, ok in zip(symbols, pipe.execute(), strict=True) if ok]
+
+    def clear_evaluation(self, symbol: str) -> None:
+        self.redis.delete(f"{PREFIX}:pending:{symbol}")
+
+    _RELEASE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """
+
+    def acquire_lock(self, name: str, ttl_ms: int) -> str | None:
+        """A lock that expires by itself if its holder dies; returns the token to release it with."""
+        token = uuid.uuid4().hex
+        return token if self.redis.set(f"{PREFIX}:lock:{name}", token, nx=True, px=ttl_ms) else None
+
+    def release_lock(self, name: str, token: str) -> bool:
+        return bool(self.redis.eval(self._RELEASE, 1, f"{PREFIX}:lock:{name}", token))
+
+    # guard state ------------------------------------------------------------------------------
+    def set_kill_switch(self, engaged: bool) -> None:
+        """Mirror of the database's kill switch, read before every pair."""
+        self.redis.set(f"{PREFIX}:guard:kill", "1" if engaged else "0")
+
+    def kill_switch(self) -> bool | None:
+        raw = self.redis.get(f"{PREFIX}:guard:kill")
+        return None if raw is None else raw in (b"1", "1")
+
+    def trip_breaker(self, reason: str, cooldown_s: int) -> bool:
+        """Halt trading for the cooldown; False if the breaker was already tripped."""
+        return bool(self.redis.set(f"{PREFIX}:guard:breaker", reason, nx=True, ex=cooldown_s))
+
+    def breaker(self) -> tuple[str, int] | None:
+        """(reason, seconds left) while tripped."""
+        pipe = self.redis.pipeline()
+        pipe.get(f"{PREFIX}:guard:breaker")
+        pipe.ttl(f"{PREFIX}:guard:breaker")
+        reason, ttl = pipe.execute()
+        if reason is None:
+            return None
+        return (reason.decode() if isinstance(reason, bytes) else reason, max(int(ttl), 0))
+
+    def reset_breaker(self) -> None:
+        self.redis.delete(f"{PREFIX}:guard:breaker")
+
+    # Checks and takes a trade slot and the exposure in one step, so that two workers can never
+    # both pass a limit only one trade fits under.
+    _RESERVE = """
+    local hour, day, exposure = tonumber(redis.call('GET', KEYS[1]) or '0'),
+                                tonumber(redis.call('GET', KEYS[2]) or '0'),
+                                tonumber(redis.call('GET', KEYS[3]) or '0')
+    if hour + 1 > tonumber(ARGV[1]) then return 'trades_per_hour' end
+    if day + 1 > tonumber(ARGV[2]) then return 'trades_per_day' end
+    if exposure + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return 'position_size' end
+    redis.call('INCR', KEYS[1]); redis.call('EXPIRE', KEYS[1], ARGV[5])
+    redis.call('INCR', KEYS[2]); redis.call('EXPIRE', KEYS[2], ARGV[5])
+    redis.call('INCRBY', KEYS[3], ARGV[3])
+    return 'ok'
+    """
+
+    def _counter_keys(self, symbol: str, hour: str, day: str) -> list[str]:
+        return [f"{PREFIX}:guard:trades:hour:{hour}", f"{PREFIX}:guard:trades:day:{day}",
+                f"{PREFIX}:guard:exposure:{symbol}"]
+
+    def reserve_trade(self, symbol: str, hour: str, day: str, exposure_krw: int, *, max_per_hour: int,
+                      max_per_day: int, max_exposure_krw: int) -> str:
+        """'ok' when reserved, else the name of the limit that refused."""
+        result = self.redis.eval(self._RESERVE, 3, *self._counter_keys(symbol, hour, day), max_per_hour,
+                                 max_per_day, exposure_krw, max_exposure_krw, TTL_COUNTER)
+        return result.decode() if isinstance(result, bytes) else result
+
+    def release_trade(self, symbol: str, hour: str, day: str, exposure_krw: int) -> None:
+        """Give back a reservation whose pair was never sent."""
+        hour_key, day_key, exposure_key = self._counter_keys(symbol, hour, day)
+        pipe = self.redis.pipeline()
+        pipe.decr(hour_key)
+        pipe.decr(day_key)
+        pipe.decrby(exposure_key, exposure_krw)
+        pipe.execute()
+
+    def set_exposure(self, symbol: str, exposure_krw: int) -> None:
+        self.redis.set(f"{PREFIX}:guard:exposure:{symbol}", exposure_krw)
+
+    def trades_counted(self, hour: str, day: str) -> tuple[int, int]:
+        h, d = self.redis.mget(f"{PREFIX}:guard:trades:hour:{hour}", f"{PREFIX}:guard:trades:day:{day}")
+        return int(h or 0), int(d or 0)
+
+    def set_market_warnings(self, symbols: Iterable[str]) -> None:
+        key = f"{PREFIX}:warnings"
+        pipe = self.redis.pipeline()
+        pipe.delete(key)
+        symbols = list(symbols)
+        if symbols:
+            pipe.sadd(key, *symbols)
+        pipe.set(f"{PREFIX}:warnings:checked", utcnow().isoformat(), ex=TTL_WARNINGS)
+        pipe.execute()
+
+    def market_warning(self, symbol: str) -> bool:
+        return bool(self.redis.sismember(f"{PREFIX}:warnings", symbol))
+
+    # exchange rules -------------------------------------------------------------------------
+    def set_rules(self, exchange: str, symbol: str, rules: dict[str, str]) -> None:
+        key = f"{PREFIX}:rules:{exchange}:{symbol}"
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=rules)
+        pipe.expire(key, TTL_RULES)
+        pipe.execute()
+
+    def get_rules(self, exchange: str, symbol: str) -> dict[str, str]:
+        raw = self.redis.hgetall(f"{PREFIX}:rules:{exchange}:{symbol}")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    # market snapshot for one evaluation: both books and the rate in one round trip -------------
+    def get_market(self, symbol: str, fx_source: str) -> tuple[BookRecord | None, BookRecord | None, FxRecord | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.book_key("upbit", symbol))
+        pipe.get(self.book_key("binance", symbol))
+        pipe.hgetall(self.fx_key(fx_source))
+        upbit, binance, fx = pipe.execute()
+        return (self.decode_book(upbit) if upbit else None, self.decode_book(binance) if binance else None,
+                decode_record(FxRecord, fx))
+
+    # premium --------------------------------------------------------------------------------
+    def save_premium(self, record: PremiumRecord, history_seconds: int, sample_every: float = 1.0) -> None:
+        """Store the latest premium, and sample it into a rolling history (at most once a period)."""
+        key = f"{PREFIX}:premium:{record.symbol}"
+        history = f"{PREFIX}:premium:history:{record.symbol}"
+        now = record.timestamp.timestamp()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=encode_record(record))
+        pipe.expire(key, TTL_PREMIUM)
+        pipe.zadd(f"{PREFIX}:index:premiums", {record.symbol: now})
+        if self.redis.set(f"{history}:sampled", "1", nx=True, px=int(sample_every * 1000)):
+            pipe.zadd(history, {f"{now:.3f}:{record.premium_pct}": now})
+            pipe.zremrangebyscore(history, "-inf", now - history_seconds)
+            pipe.expire(history, history_seconds)
+        pipe.execute()
+
+    def get_premium(self, symbol: str) -> PremiumRecord | None:
+        return decode_record(PremiumRecord, self.redis.hgetall(f"{PREFIX}:premium:{symbol}"))
+
+    def list_premiums(self) -> list[PremiumRecord]:
+        return self._list_indexed("premiums", PremiumRecord, lambda s: f"{PREFIX}:premium:{s}", TTL_PREMIUM)
+
+    def premium_history(self, symbol: str) -> list[tuple[float, Decimal]]:
+        members = self.redis.zrange(f"{PREFIX}:premium:history:{symbol}", 0, -1)
+        out = []
+        for member in members:
+            ts, value = (member.decode() if isinstance(member, bytes) else member).split(":", 1)
+            out.append((float(ts), Decimal(value)))
+        return out
 
     # helpers --------------------------------------------------------------------------------
     def _save_indexed(self, kind: str, key: str, member: str, record: object, ttl: int) -> None:

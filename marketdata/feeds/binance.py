@@ -7,6 +7,7 @@ import requests
 from marketdata.books import DiffDepthBook
 from marketdata.exceptions import BookGapError, FeedMessageError
 from marketdata.parsers import BINANCE, DepthDiff, binance_symbol, parse_binance_depth_snapshot, parse_binance_message
+from marketdata.rules import BinanceFilters
 
 from .base import FeedWorker, log
 
@@ -31,6 +32,27 @@ class BinanceFeed(FeedWorker):
         streams = "/".join(f"{self.market(s).lower()}@depth@100ms" for s in self.symbols)
         url = f"{self.ws_url.rstrip('/')}/stream?streams={streams}"
         return f"{url}&timeUnit={self.time_unit}" if self.time_unit else url
+
+    def on_connected(self) -> None:
+        self.load_rules()
+
+    def load_rules(self) -> None:
+        """Publish each symbol's PRICE_FILTER / LOT_SIZE / NOTIONAL for sizing and order checks."""
+        try:
+            response = self.session.get(f"{self.rest_url}/api/v3/exchangeInfo", timeout=5)
+            response.raise_for_status()
+            symbols = response.json()["symbols"]
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            log.warning("binance: exchangeInfo unavailable (%s); sizing keeps the last known rules", exc)
+            return
+        wanted = {self.market(s): s for s in self.symbols}
+        for info in symbols:
+            symbol = wanted.get(info.get("symbol"))
+            if symbol is None:
+                continue
+            f = BinanceFilters.from_exchange_info(info.get("filters", []))
+            self.state.set_rules(BINANCE, symbol, {"tick_size": str(f.tick_size), "step_size": str(f.step_size),
+                                                   "min_notional": str(f.min_notional)})
 
     def reset_books(self) -> None:
         super().reset_books()

@@ -1,0 +1,209 @@
+"""Every safety check that stands between a signal and a pair of orders.
+
+Checks run cheapest first; the first that fails blocks the pair and is recorded with its reason.
+The last check reserves a trade slot and the exposure atomically in Redis, so concurrent workers
+cannot both pass a limit that only one trade fits under.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import Sum
+
+from trading.state import FxRecord, StateManager
+
+from .models import GuardEvent, GuardLimits, KillSwitch
+
+log = logging.getLogger(__name__)
+HUNDRED = Decimal(100)
+
+
+@dataclass
+class Block:
+    check: str
+    reason: str
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class Reservation:
+    symbol: str
+    hour: str
+    day: str
+    exposure_krw: int
+
+
+def trading_day_keys(now: datetime | None = None) -> tuple[str, str]:
+    """(hour, day) bucket names in the trading day's zone (00:00 KST by default)."""
+    local = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.TRADING_DAY_TZ))
+    return local.strftime("%Y%m%d%H"), local.strftime("%Y%m%d")
+
+
+def start_of_trading_day(now: datetime | None = None) -> datetime:
+    local = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.TRADING_DAY_TZ))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def kill_switch_engaged(state: StateManager) -> bool:
+    """The Redis mirror first; the database (the truth, and what survives restarts) when it is missing."""
+    mirrored = state.kill_switch()
+    if mirrored is None:
+        mirrored = KillSwitch.load().engaged
+        state.set_kill_switch(mirrored)
+    return mirrored
+
+
+def realized_pnl_since(since: datetime | None) -> Decimal:
+    from trading.models import Pair
+
+    pairs = Pair.objects.exclude(state=Pair.State.PENDING)
+    if since is not None:
+        pairs = pairs.filter(created_at__gte=since)
+    return pairs.aggregate(total=Sum("net_pnl"))["total"] or Decimal(0)
+
+
+def daily_loss() -> Decimal:
+    return max(Decimal(0), -realized_pnl_since(start_of_trading_day()))
+
+
+def total_loss() -> Decimal:
+    return max(Decimal(0), -realized_pnl_since(None))
+
+
+class Guard:
+    def __init__(self, state: StateManager, limits: GuardLimits | None = None):
+        self.state = state
+        self.limits = limits or GuardLimits.load()
+
+    # --- the checks ------------------------------------------------------------------------------
+    def check_kill_switch(self) -> Block | None:
+        if kill_switch_engaged(self.state):
+            return Block("kill_switch", "kill switch engaged")
+        return None
+
+    def check_circuit_breaker(self) -> Block | None:
+        tripped = self.state.breaker()
+        if tripped:
+            reason, left = tripped
+            return Block("circuit_breaker", f"circuit breaker tripped ({reason}); {left} s of cooldown left")
+        return None
+
+    def check_quotes(self, buy_time: datetime, sell_time: datetime, now: datetime) -> Block | None:
+        limits = self.limits
+        for name, stamp in (("buy", buy_time), ("sell", sell_time)):
+            age_ms = (now - stamp).total_seconds() * 1000
+            if age_ms > limits.max_quote_age_ms:
+                return Block("stale_quote", f"{name} book is {age_ms:.0f} ms old (limit {limits.max_quote_age_ms} ms)",
+                             {"side": name, "age_ms": round(age_ms)})
+        skew_ms = abs((buy_time - sell_time).total_seconds()) * 1000
+        if skew_ms > limits.max_quote_skew_ms:
+            return Block("stale_quote", f"books are {skew_ms:.0f} ms apart (limit {limits.max_quote_skew_ms} ms)",
+                         {"skew_ms": round(skew_ms)})
+        return None
+
+    def check_fx(self, fx: FxRecord | None, now: datetime, reference: Decimal | None = None,
+                 previous: Decimal | None = None) -> Block | None:
+        limits = self.limits
+        if fx is None:
+            return Block("fx", "no KRW/USDT rate")
+        age_ms = (now - fx.timestamp).total_seconds() * 1000
+        if age_ms > limits.max_fx_age_ms:
+            return Block("fx", f"KRW/USDT rate is {age_ms:.0f} ms old (limit {limits.max_fx_age_ms} ms)")
+        for label, other in (("the reference rate", reference), ("the last minute's rate", previous)):
+            if other:
+                jump = abs(fx.rate - other) / other * HUNDRED
+                if jump > limits.fx_jump_pct:
+                    return Block("fx", f"KRW/USDT {fx.rate} is {jump:.2f}% away from {label} {other} "
+                                       f"(limit {limits.fx_jump_pct}%)")
+        return None
+
+    def check_market_warning(self, symbol: str) -> Block | None:
+        if self.limits.block_market_warnings and self.state.market_warning(symbol):
+            return Block("market_warning", f"Upbit flags {symbol} with a caution")
+        return None
+
+    def check_slippage(self, opportunity) -> Block | None:
+        limit = self.limits.max_slippage_pct
+        buy_slip = (opportunity.buy_price - opportunity.top_buy_price) / opportunity.top_buy_price * HUNDRED
+        sell_slip = (opportunity.top_sell_price - opportunity.sell_price) / opportunity.top_sell_price * HUNDRED
+        worst = max(buy_slip, sell_slip)
+        if worst > limit:
+            return Block("slippage", f"expected slippage {worst:.3f}% against the book (limit {limit}%)",
+                         {"buy_pct": str(buy_slip), "sell_pct": str(sell_slip)})
+        return None
+
+    def check_realized_slippage(self, expected: Decimal, realized: Decimal, side: str) -> Block | None:
+        """After a fill: how far the realised price fell from the expected one."""
+        worse = (realized - expected) if side == "buy" else (expected - realized)
+        pct = worse / expected * HUNDRED
+        if pct > self.limits.max_slippage_pct:
+            return Block("slippage", f"realised {side} price {realized} is {pct:.3f}% worse than expected {expected}")
+        return None
+
+    def check_balances(self, opportunity, quote_available: Decimal, base_available: Decimal,
+                       buy_fee: Decimal) -> Block | None:
+        needed_quote = opportunity.buy_price_native * opportunity.quantity * (1 + buy_fee)
+        if quote_available < needed_quote:
+            return Block("balance", f"{opportunity.buy_exchange} has {quote_available} quote, needs {needed_quote:.8f}")
+        if base_available < opportunity.quantity:
+            return Block("balance", f"{opportunity.sell_exchange} has {base_available} {opportunity.symbol}, "
+                                    f"needs {opportunity.quantity}")
+        return None
+
+    def check_losses(self) -> Block | None:
+        limits = self.limits
+        day = daily_loss()
+        if day >= limits.max_daily_loss:
+            return Block("daily_loss", f"daily loss {day:.0f} KRW reached the limit {limits.max_daily_loss:.0f} KRW")
+        total = total_loss()
+        if total >= limits.max_total_loss:
+            return Block("total_loss", f"total loss {total:.0f} KRW reached the limit {limits.max_total_loss:.0f} KRW")
+        return None
+
+    def reserve(self, symbol: str, notional_krw: Decimal) -> Reservation | Block:
+        limits = self.limits
+        hour, day = trading_day_keys()
+        exposure = int(notional_krw.to_integral_value(rounding="ROUND_CEILING"))
+        result = self.state.reserve_trade(
+            symbol, hour, day, exposure, max_per_hour=limits.max_trades_per_hour, max_per_day=limits.max_trades_per_day,
+            max_exposure_krw=int(limits.max_position_size),
+        )
+        if result == "ok":
+            return Reservation(symbol, hour, day, exposure)
+        messages = {
+            "trades_per_hour": f"{limits.max_trades_per_hour} trades this hour already",
+            "trades_per_day": f"{limits.max_trades_per_day} trades today already",
+            "position_size": f"{symbol} exposure would exceed {limits.max_position_size:.0f} KRW",
+        }
+        return Block(result, messages.get(result, result))
+
+    def release(self, reservation: Reservation) -> None:
+        self.state.release_trade(reservation.symbol, reservation.hour, reservation.day, reservation.exposure_krw)
+
+    # --- circuit breaker ---------------------------------------------------------------------
+    def maybe_trip_breaker(self, total_balance_krw: Decimal, var_95: Decimal | None = None) -> str | None:
+        """Trip when today's loss reaches the threshold share of the balance, or exceeds the VaR budget."""
+        if total_balance_krw <= 0:
+            return None
+        loss = daily_loss()
+        threshold = total_balance_krw * self.limits.circuit_breaker_threshold_pct / HUNDRED
+        reason = None
+        if loss > 0 and loss >= threshold:
+            reason = f"loss {loss:.0f} KRW >= {self.limits.circuit_breaker_threshold_pct}% of balance"
+        elif var_95 is not None and loss > total_balance_krw * var_95:
+            reason = f"loss {loss:.0f} KRW > VaR95 budget {total_balance_krw * var_95:.0f} KRW"
+        if reason and self.state.trip_breaker(reason, self.limits.circuit_breaker_cooldown):
+            record(Block("circuit_breaker", f"tripped: {reason}"))
+            log.warning("circuit breaker tripped: %s", reason)
+            return reason
+        return None
+
+
+def record(block: Block, symbol: str = "") -> GuardEvent:
+    return GuardEvent.objects.create(check_name=block.check, symbol=symbol, reason=block.reason[:300], detail=block.detail)

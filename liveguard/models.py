@@ -1,0 +1,125 @@
+"""Limits, the kill switch, guard events and the audit trail: the database is the record of truth."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models, transaction
+
+MONEY = {"max_digits": 28, "decimal_places": 8}
+
+
+class Singleton(models.Model):
+    """A table of exactly one row (pk=1)."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls):
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+
+class GuardLimits(Singleton):
+    """Every limit LiveGuard enforces (SPEC §3 defaults). Edited in the admin; every change audited."""
+
+    max_position_size = models.DecimalField(default=Decimal("1000000"), help_text="KRW per pair", **MONEY)
+    max_daily_loss = models.DecimalField(default=Decimal("500000"), help_text="KRW", **MONEY)
+    max_total_loss = models.DecimalField(default=Decimal("2000000"), help_text="KRW", **MONEY)
+    max_trades_per_hour = models.PositiveIntegerField(default=100)
+    max_trades_per_day = models.PositiveIntegerField(default=1000)
+    circuit_breaker_threshold_pct = models.DecimalField(default=Decimal("5"), max_digits=8, decimal_places=4,
+                                                        help_text="loss as % of total balance that halts trading")
+    circuit_breaker_cooldown = models.PositiveIntegerField(default=300, help_text="seconds")
+    max_slippage_pct = models.DecimalField(default=Decimal("0.3"), max_digits=8, decimal_places=4)
+    max_quote_age_ms = models.PositiveIntegerField(default=700)
+    max_quote_skew_ms = models.PositiveIntegerField(default=350)
+    fx_jump_pct = models.DecimalField(default=Decimal("1.5"), max_digits=8, decimal_places=4)
+    max_fx_age_ms = models.PositiveIntegerField(default=5000)
+    min_spread_pct = models.DecimalField(default=Decimal("0.3"), max_digits=8, decimal_places=4,
+                                         help_text="net of both venues' fees")
+    stop_loss_pct = models.DecimalField(default=Decimal("1.0"), max_digits=8, decimal_places=4)
+    take_profit_pct = models.DecimalField(default=Decimal("0.5"), max_digits=8, decimal_places=4)
+    max_inventory_pct = models.DecimalField(default=Decimal("90"), max_digits=8, decimal_places=4,
+                                            help_text="share of a venue's base inventory one pair may use")
+    block_market_warnings = models.BooleanField(default=True, help_text="refuse coins with Upbit caution flags")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "guard limits"
+
+    def __str__(self):
+        return "Guard limits"
+
+
+class KillSwitch(Singleton):
+    """Engaged: no new pair is sent. Lives in the database, so it survives restarts."""
+
+    engaged = models.BooleanField(default=False)
+    reason = models.CharField(max_length=200, blank=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "kill switch"
+
+    def __str__(self):
+        return "ENGAGED" if self.engaged else "released"
+
+
+class GuardEvent(models.Model):
+    """A check that blocked (or tripped) something, with its reason."""
+
+    check_name = models.CharField(max_length=40, db_index=True)
+    symbol = models.CharField(max_length=20, blank=True, db_index=True)
+    reason = models.CharField(max_length=300)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.check_name} {self.symbol}: {self.reason}"
+
+
+class AuditLog(models.Model):
+    """Who changed which control, when, from what to what."""
+
+    model = models.CharField(max_length=60)
+    field = models.CharField(max_length=60)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.model}.{self.field}: {self.old_value} -> {self.new_value}"
+
+
+def save_audited(instance: models.Model, user=None) -> list[AuditLog]:
+    """Save a control object and record every field that changed."""
+    cls = type(instance)
+    with transaction.atomic():
+        before = cls.objects.select_for_update().filter(pk=instance.pk).first()
+        entries = []
+        for f in cls._meta.concrete_fields:
+            if f.name in {"id", "updated_at", "changed_at", "changed_by"}:
+                continue
+            old = getattr(before, f.attname) if before else None
+            new = getattr(instance, f.attname)
+            if before is None or old != new:
+                entries.append(AuditLog(model=cls.__name__, field=f.name, old_value="" if old is None else str(old),
+                                        new_value=str(new), user=user if user and user.is_authenticated else None))
+        instance.save()
+        AuditLog.objects.bulk_create(entries)
+    return entries

@@ -1,0 +1,175 @@
+"""One evaluation end to end inside the process: books in Redis -> guard -> paper pair -> ledger."""
+
+import random
+import threading
+from collections import defaultdict
+from decimal import Decimal as D
+
+import pytest
+
+from liveguard.models import GuardEvent, GuardLimits, KillSwitch
+from trading import engine, ledger
+from trading.models import Balance, Fill, LedgerEntry, Order, Pair, Position, Signal
+
+pytestmark = pytest.mark.django_db
+
+# Upbit bids 3 % above Binance asks at 1,400 KRW/USDT: buy Binance, sell Upbit.
+JUMP = dict(upbit_bids=(("143000000", "0.02"), ("142900000", "1")), upbit_asks=(("143100000", "1"),),
+            binance_bids=(("99000", "1"),), binance_asks=(("99010", "0.005"), ("99020", "1")))
+
+
+def limits(**changes):
+    obj = GuardLimits.load()
+    for name, value in changes.items():
+        setattr(obj, name, value)
+    obj.save()
+    engine.forget_limits()
+    return obj
+
+
+def test_premium_jump_becomes_a_filled_pair_with_exact_pnl(state, market):
+    market("BTC", **JUMP)
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
+    pair = Pair.objects.get()
+    assert (pair.buy_exchange, pair.sell_exchange, pair.state) == ("binance", "upbit", "filled")
+    # Sized by the 1,000,000 KRW position limit: 1,000,000 / (99,010 x 1,400) -> floor to 0.00001.
+    # Upbit's 0.02 BTC at 143,000,000 covers it, and so do Binance's 0.005 @ 99,010 + the rest @ 99,020.
+    q = pair.quantity
+    assert q == D("0.00721")
+    # The leg's average price is kept to the ledger's 1e-8, then converted at the pair's rate.
+    buy_usdt = ((D("99010") * D("0.005") + D("99020") * (q - D("0.005"))) / q).quantize(D("1e-8"))
+    buy_krw = buy_usdt * D("1400")
+    sell_krw = D("143000000")
+    assert pair.buy_price == buy_krw.quantize(D("1e-8"))
+    assert pair.gross_pnl == ((sell_krw - buy_krw) * q).quantize(D("1e-8"))
+    # Binance takes 0.1 % of the coin bought; Upbit 0.05 % of the KRW received.
+    binance_fee_krw = (q * D("0.001")).quantize(D("1e-8")) * buy_usdt * D("1400")
+    upbit_fee = (sell_krw * q * D("0.0005")).quantize(D("1e-8"))
+    assert pair.fees == (binance_fee_krw + upbit_fee).quantize(D("1e-8"))
+    assert pair.net_pnl == pair.gross_pnl - pair.fees
+    assert Order.objects.count() == 2 and Fill.objects.count() == 3
+    assert Signal.objects.get().outcome == "executed"
+    position = Position.objects.get()
+    assert position.side == "long_binance" and position.quantity == q
+    # Hot state mirrors the ledger.
+    assert state.get_signal("BTC").buy_exchange == "binance"
+    [execution] = state.list_executions("BTC")
+    assert execution.net_pnl == pair.net_pnl
+    assert state.get_position("BTC").quantity == q
+    assert len(state.list_orders()) == 2
+    assert state.get_premium("BTC").premium_pct > D("2.9")
+
+
+def test_no_signal_without_a_premium(state, market):
+    market("ETH")
+    assert engine.evaluate_symbol("ETH", state=state) == "none"
+    assert state.get_premium("ETH") is not None and state.get_signal("ETH") is None
+
+
+@pytest.mark.parametrize(
+    "setup, check",
+    [
+        (lambda state, market: KillSwitch.objects.update_or_create(pk=1, defaults={"engaged": True}) and state.redis.delete("arbitrage:guard:kill"), "kill_switch"),
+        (lambda state, market: state.trip_breaker("test", 60), "circuit_breaker"),
+        (lambda state, market: market("BTC", age_ms=900, **JUMP), "stale_quote"),
+        (lambda state, market: market("BTC", skew_ms=400, **JUMP), "stale_quote"),
+        (lambda state, market: state.set_market_warnings(["BTC"]), "market_warning"),
+        (lambda state, market: limits(max_slippage_pct=D("0.001")), "slippage"),
+        (lambda state, market: limits(max_trades_per_hour=0), "trades_per_hour"),
+        (lambda state, market: limits(max_trades_per_day=0), "trades_per_day"),
+        (lambda state, market: state.set_exposure("BTC", 999_000), "position_size"),
+        (lambda state, market: Pair.objects.create(symbol="ETH", buy_exchange="upbit", sell_exchange="binance",
+                                                   state="filled", net_pnl=D("-600000")), "daily_loss"),
+    ],
+)
+def test_each_guard_check_blocks_and_records_its_reason(state, market, setup, check):
+    market("BTC", **JUMP)
+    setup(state, market)
+    assert engine.evaluate_symbol("BTC", state=state) == f"rejected:{check}"
+    assert not Pair.objects.filter(symbol="BTC").exists()
+    signal = Signal.objects.get(symbol="BTC")
+    assert signal.outcome == "rejected" and signal.reason
+    assert GuardEvent.objects.filter(check_name=check, symbol="BTC").exists()
+
+
+def test_fx_jump_against_the_reference_rate_blocks(state, market):
+    from datetime import UTC, datetime
+
+    from trading.state import FxRecord
+
+    market("BTC", **JUMP)
+    state.set_fx(FxRecord("reference", D("1370"), None, None, datetime.now(UTC)))  # 2.2 % away from 1,400
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:fx"
+
+
+def test_breaker_recovers_after_the_cooldown(state, market):
+    market("BTC", **JUMP)
+    state.trip_breaker("test", 1)
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:circuit_breaker"
+    state.reset_breaker()  # what the cooldown's expiry does
+    market("BTC", **JUMP)
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
+
+
+def test_loss_over_threshold_trips_the_breaker(state):
+    from liveguard.guard import Guard
+
+    limits(circuit_breaker_threshold_pct=D("1"), circuit_breaker_cooldown=60)
+    Pair.objects.create(symbol="ETH", buy_exchange="upbit", sell_exchange="binance", state="filled", net_pnl=D("-20000"))
+    guard = Guard(state)
+    assert guard.maybe_trip_breaker(D("1000000")) is not None  # 20,000 >= 1 % of 1,000,000
+    assert state.breaker() is not None
+    assert GuardEvent.objects.filter(check_name="circuit_breaker").exists()
+
+
+def test_concurrent_workers_cannot_both_pass_a_limit_one_trade_fits(state, redis_url):
+    import redis as redis_lib
+
+    from trading.state import StateManager
+
+    results = []
+    barrier = threading.Barrier(8)
+
+    def worker():
+        own = StateManager(redis_lib.Redis.from_url(redis_url))
+        barrier.wait()
+        results.append(own.reserve_trade("BTC", "h", "d", 600_000, max_per_hour=100, max_per_day=100,
+                                         max_exposure_krw=1_000_000))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok"] + ["position_size"] * 7
+
+
+def test_ledger_balances_equal_deposits_fills_and_fees_after_many_random_trades(state, market):
+    rng = random.Random(5)
+    limits(max_trades_per_hour=1000, max_trades_per_day=1000, max_position_size=D("1e12"), min_spread_pct=D("0.1"),
+           max_slippage_pct=D("5"))
+    executed = 0
+    for _ in range(40):
+        premium = D(rng.choice([-1, 1])) * D(str(rng.uniform(0.5, 3)))
+        binance_mid = D(str(round(rng.uniform(90000, 100000), 2)))
+        upbit_mid = (binance_mid * 1400 * (1 + premium / 100)).quantize(D("1000"))
+        market("BTC", upbit_bids=((str(upbit_mid - 1000), str(rng.uniform(0.001, 0.05))[:8]),),
+               upbit_asks=((str(upbit_mid + 1000), str(rng.uniform(0.001, 0.05))[:8]),),
+               binance_bids=((str(binance_mid - D("0.5")), str(rng.uniform(0.001, 0.05))[:8]),),
+               binance_asks=((str(binance_mid + D("0.5")), str(rng.uniform(0.001, 0.05))[:8]),))
+        state.set_exposure("BTC", 0)
+        executed += engine.evaluate_symbol("BTC", state=state) == "executed"
+    assert executed >= 10
+    expected = defaultdict(D)
+    for entry in LedgerEntry.objects.filter(kind="deposit"):
+        expected[(entry.venue, entry.asset)] += entry.amount
+    quote = {"upbit": "KRW", "binance": "USDT"}
+    for fill in Fill.objects.select_related("order"):
+        o = fill.order
+        sign = 1 if o.side == "buy" else -1
+        expected[(o.exchange, o.symbol)] += sign * fill.quantity
+        expected[(o.exchange, quote[o.exchange])] -= sign * (fill.price * fill.quantity).quantize(D("1e-8"))
+        expected[(o.exchange, fill.fee_asset)] -= fill.fee
+    actual = {(b.venue, b.asset): b.amount for b in Balance.objects.all()}
+    assert actual == dict(expected)
+    assert ledger.ledger_sums() == actual

@@ -1,0 +1,71 @@
+"""Balances per venue and asset, moved only by ledger entries, in one transaction with each fill."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models, transaction
+from django.db.models import F, Sum, Value
+
+from .fields import money, to_units
+from .models import Balance, Fill, LedgerEntry, Order
+
+QUOTE = {"upbit": "KRW", "binance": "USDT"}
+
+
+def post(venue: str, asset: str, amount: Decimal, kind: str, fill: Fill | None = None) -> LedgerEntry:
+    """Add one ledger entry and move the balance by exactly the same amount (call inside a transaction)."""
+    amount = money(amount)
+    entry = LedgerEntry.objects.create(venue=venue, asset=asset, amount=amount, kind=kind, fill=fill)
+    updated = Balance.objects.filter(venue=venue, asset=asset).update(
+        amount=F("amount") + Value(to_units(amount), output_field=models.BigIntegerField())
+    )
+    if not updated:
+        Balance.objects.create(venue=venue, asset=asset, amount=amount)
+    return entry
+
+
+def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal) -> Fill:
+    """Book a fill: the base and quote legs and the fee, charged as each venue charges it.
+
+    Upbit takes its fee in KRW on both sides. Binance takes it in the asset received: base when
+    buying, quote when selling.
+    """
+    venue, base, quote = order.exchange, order.symbol, QUOTE[order.exchange]
+    notional = money(price * quantity)
+    buying = order.side == "buy"
+    if venue == "upbit" or not buying:
+        fee_asset, fee = quote, money(notional * fee_rate)
+    else:
+        fee_asset, fee = base, money(quantity * fee_rate)
+    with transaction.atomic():
+        fill = Fill.objects.create(order=order, price=price, quantity=quantity, fee=fee, fee_asset=fee_asset)
+        post(venue, base, quantity if buying else -quantity, LedgerEntry.Kind.TRADE, fill)
+        post(venue, quote, -notional if buying else notional, LedgerEntry.Kind.TRADE, fill)
+        if fee:
+            post(venue, fee_asset, -fee, LedgerEntry.Kind.FEE, fill)
+    return fill
+
+
+def balance(venue: str, asset: str) -> Decimal:
+    row = Balance.objects.filter(venue=venue, asset=asset).first()
+    return row.amount if row else Decimal(0)
+
+
+def balances() -> dict[tuple[str, str], Decimal]:
+    return {(b.venue, b.asset): b.amount for b in Balance.objects.all()}
+
+
+def ledger_sums() -> dict[tuple[str, str], Decimal]:
+    """Balances recomputed from the ledger alone (to check the running balances against)."""
+    rows = LedgerEntry.objects.values("venue", "asset").annotate(total=Sum("amount"))
+    return {(r["venue"], r["asset"]): r["total"] for r in rows}
+
+
+def is_funded() -> bool:
+    return LedgerEntry.objects.filter(kind=LedgerEntry.Kind.DEPOSIT).exists()
+
+
+def deposit(venue: str, asset: str, amount: Decimal) -> None:
+    with transaction.atomic():
+        post(venue, asset, amount, LedgerEntry.Kind.DEPOSIT)

@@ -1,0 +1,200 @@
+"""The ledger: signals acted on or rejected, pairs, orders, fills, positions and balances.
+
+The database is the record of truth; Redis holds the hot copy. Money is Decimal throughout.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from .fields import MoneyField
+
+
+class Venue(models.TextChoices):
+    UPBIT = "upbit"
+    BINANCE = "binance"
+
+
+class Side(models.TextChoices):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class Signal(models.Model):
+    """An opportunity the engine acted on, or that a guard check rejected (with the reason)."""
+
+    class Outcome(models.TextChoices):
+        EXECUTED = "executed"
+        REJECTED = "rejected"
+        FAILED = "failed"
+
+    symbol = models.CharField(max_length=20, db_index=True)
+    buy_exchange = models.CharField(max_length=10, choices=Venue.choices)
+    sell_exchange = models.CharField(max_length=10, choices=Venue.choices)
+    buy_price = MoneyField(help_text="KRW, volume-weighted for the size")
+    sell_price = MoneyField(help_text="KRW, volume-weighted for the size")
+    quantity = MoneyField()
+    spread = MoneyField()
+    spread_pct = MoneyField()
+    net_spread_pct = MoneyField()
+    fx_rate = MoneyField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, db_index=True)
+    reason = models.CharField(max_length=300, blank=True)
+    detected_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.symbol} {self.buy_exchange}->{self.sell_exchange} {self.net_spread_pct}% {self.outcome}"
+
+
+class Pair(models.Model):
+    """Two legs sent together: buy on one venue, sell on the other. One row per attempt."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open"
+        CLOSE = "close"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        FILLED = "filled"
+        PARTIAL = "partial"  # legs filled unequally; the imbalance is recorded and hedged
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    symbol = models.CharField(max_length=20, db_index=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.OPEN)
+    signal = models.ForeignKey(Signal, null=True, blank=True, on_delete=models.SET_NULL)
+    buy_exchange = models.CharField(max_length=10, choices=Venue.choices)
+    sell_exchange = models.CharField(max_length=10, choices=Venue.choices)
+    mode = models.CharField(max_length=10, default="paper")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    quantity = MoneyField(default=0)
+    buy_price = MoneyField(default=0, help_text="KRW average")
+    sell_price = MoneyField(default=0, help_text="KRW average")
+    expected_buy_price = MoneyField(default=0)
+    expected_sell_price = MoneyField(default=0)
+    gross_pnl = MoneyField(default=0, help_text="KRW")
+    fees = MoneyField(default=0, help_text="KRW")
+    net_pnl = MoneyField(default=0, help_text="KRW")
+    pnl_pct = MoneyField(default=0)
+    fx_rate = MoneyField(default=0)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.kind} {self.symbol} {self.buy_exchange}->{self.sell_exchange} {self.state}"
+
+
+class Order(models.Model):
+    class Status(models.TextChoices):
+        NEW = "new"
+        FILLED = "filled"
+        PARTIALLY_FILLED = "partially_filled"
+        REJECTED = "rejected"
+        CANCELED = "canceled"
+        UNKNOWN = "unknown"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client_order_id = models.CharField(max_length=64, unique=True)
+    exchange_order_id = models.CharField(max_length=64, blank=True)
+    pair = models.ForeignKey(Pair, related_name="orders", null=True, blank=True, on_delete=models.PROTECT)
+    exchange = models.CharField(max_length=10, choices=Venue.choices)
+    symbol = models.CharField(max_length=20, db_index=True)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    quantity = MoneyField()
+    price = MoneyField(help_text="expected price in the venue's quote")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW, db_index=True)
+    filled_quantity = MoneyField(default=0)
+    average_price = MoneyField(default=0)
+    fee = MoneyField(default=0)
+    fee_asset = models.CharField(max_length=10, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.exchange} {self.side} {self.quantity} {self.symbol} ({self.status})"
+
+
+class Fill(models.Model):
+    order = models.ForeignKey(Order, related_name="fills", on_delete=models.PROTECT)
+    price = MoneyField()
+    quantity = MoneyField()
+    fee = MoneyField()
+    fee_asset = models.CharField(max_length=10)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.quantity} @ {self.price} (fee {self.fee} {self.fee_asset})"
+
+
+class Position(models.Model):
+    """An open premium trade: bought on one venue, sold on the other; closed by the reverse pair."""
+
+    symbol = models.CharField(max_length=20, unique=True)
+    side = models.CharField(max_length=20, help_text="long_upbit (bought Upbit, sold Binance) or long_binance")
+    quantity = MoneyField(default=0)
+    entry_buy_price = MoneyField(default=0, help_text="KRW")
+    entry_sell_price = MoneyField(default=0, help_text="KRW")
+    entry_fees = MoneyField(default=0, help_text="KRW")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.symbol} {self.side} {self.quantity}"
+
+    @property
+    def buy_exchange(self) -> str:
+        return Venue.UPBIT if self.side == "long_upbit" else Venue.BINANCE
+
+    @property
+    def sell_exchange(self) -> str:
+        return Venue.BINANCE if self.side == "long_upbit" else Venue.UPBIT
+
+
+class LedgerEntry(models.Model):
+    """Every change to a balance: starting funds, each fill's two sides, each fee."""
+
+    class Kind(models.TextChoices):
+        DEPOSIT = "deposit"
+        TRADE = "trade"
+        FEE = "fee"
+
+    venue = models.CharField(max_length=10, choices=Venue.choices)
+    asset = models.CharField(max_length=10)
+    amount = MoneyField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    fill = models.ForeignKey(Fill, null=True, blank=True, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["venue", "asset"])]
+
+    def __str__(self):
+        return f"{self.venue} {self.asset} {self.amount} ({self.kind})"
+
+
+class Balance(models.Model):
+    """The running sum of the ledger per venue and asset, updated in the same transaction."""
+
+    venue = models.CharField(max_length=10, choices=Venue.choices)
+    asset = models.CharField(max_length=10)
+    amount = MoneyField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["venue", "asset"], name="one_balance_per_venue_asset")]
+
+    def __str__(self):
+        return f"{self.venue} {self.asset} {self.amount}"
