@@ -10,6 +10,10 @@ app = Celery("arbproject")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# Signals are evaluated on ticks (the dispatcher), not on this schedule.
 app.conf.beat_schedule = {
-    "heartbeat-beat": {"task": "trading.tasks.beat_heartbeat", "schedule": 5.0},
+    "metrics": {"task": "trading.tasks.publish_metrics", "schedule": 1.0, "options": {"expires": 2}},
+    "positions": {"task": "trading.tasks.check_positions", "schedule": 1.0, "options": {"expires": 2}},
+    "market-warnings": {"task": "trading.tasks.refresh_market_warnings", "schedule": 60.0},
+    "volatility-refit": {"task": "trading.tasks.refit_volatility", "schedule": 300.0},
 }

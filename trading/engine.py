@@ -17,6 +17,7 @@ from . import ledger, positions
 from .execution import PairRequest, PaperExecutor
 from .fields import money
 from .models import LedgerEntry, Pair, Position, Signal
+from .quant.service import sizing_cap
 from .signals import Caps, Fees, Opportunity, best_opportunity, premium
 from .state import PremiumRecord, SignalRecord, StateManager
 
@@ -112,9 +113,17 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     ensure_paper_funds(state, symbol, prem.upbit_mid, prem.binance_mid, fx.rate)
     balances = ledger.balances()
 
+    max_notional = limits.max_position_size
+    metrics = state.get_metrics()
+    if metrics is not None:
+        # The quant cap: a volatility-targeted size times the coin's portfolio weight.
+        cap = sizing_cap(state, symbol, metrics.total_balance)
+        if cap is not None:
+            max_notional = min(max_notional, cap)
+
     def caps_for(buy_exchange: str, sell_exchange: str) -> Caps:
         return Caps(
-            max_notional_krw=limits.max_position_size,
+            max_notional_krw=max_notional,
             buy_quote_available=balances.get((buy_exchange, ledger.QUOTE[buy_exchange]), Decimal(0)),
             sell_base_available=balances.get((sell_exchange, symbol), Decimal(0)) * limits.max_inventory_pct / 100,
         )

@@ -624,10 +624,13 @@ class StateManager:
         pipe.hset(key, mapping=encode_record(record))
         pipe.expire(key, TTL_PREMIUM)
         pipe.zadd(f"{PREFIX}:index:premiums", {record.symbol: now})
-        if self.redis.set(f"{history}:sampled", "1", nx=True, px=int(sample_every * 1000)):
+        if self.redis.set(f"{history}:sampled", "1", nx=True, px=max(1, int(sample_every * 1000))):
+            mids = f"{PREFIX}:mids:{record.symbol}"
             pipe.zadd(history, {f"{now:.3f}:{record.premium_pct}": now})
-            pipe.zremrangebyscore(history, "-inf", now - history_seconds)
-            pipe.expire(history, history_seconds)
+            pipe.zadd(mids, {f"{now:.3f}:{record.upbit_mid}": now})
+            for key in (history, mids):
+                pipe.zremrangebyscore(key, "-inf", now - history_seconds)
+                pipe.expire(key, history_seconds)
         pipe.execute()
 
     def get_premium(self, symbol: str) -> PremiumRecord | None:
@@ -637,7 +640,36 @@ class StateManager:
         return self._list_indexed("premiums", PremiumRecord, lambda s: f"{PREFIX}:premium:{s}", TTL_PREMIUM)
 
     def premium_history(self, symbol: str) -> list[tuple[float, Decimal]]:
-        members = self.redis.zrange(f"{PREFIX}:premium:history:{symbol}", 0, -1)
+        return self._samples(f"{PREFIX}:premium:history:{symbol}")
+
+    def mid_history(self, symbol: str) -> list[tuple[float, Decimal]]:
+        """Upbit mid prices sampled about once a second (for volatility and risk)."""
+        return self._samples(f"{PREFIX}:mids:{symbol}")
+
+    def premium_symbols(self) -> list[str]:
+        return [m.decode() if isinstance(m, bytes) else m for m in self.redis.zrange(f"{PREFIX}:index:premiums", 0, -1)]
+
+    # risk model (refitted on a schedule) ----------------------------------------------------------
+    def set_risk_model(self, var_95: float | None, vols: dict[str, float], weights: dict[str, float]) -> None:
+        key = f"{PREFIX}:risk"
+        mapping = {"timestamp": utcnow().isoformat(), "var_95": "" if var_95 is None else repr(float(var_95))}
+        mapping.update({f"vol:{s}": repr(float(v)) for s, v in vols.items()})
+        mapping.update({f"weight:{s}": repr(float(w)) for s, w in weights.items()})
+        pipe = self.redis.pipeline()
+        pipe.delete(key)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, 3600)
+        pipe.execute()
+
+    def risk_model(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{PREFIX}:risk").items()}
+
+    def var_budget(self) -> Decimal | None:
+        raw = self.redis.hget(f"{PREFIX}:risk", "var_95")
+        return Decimal(raw.decode()) if raw else None
+
+    def _samples(self, key: str) -> list[tuple[float, Decimal]]:
+        members = self.redis.zrange(key, 0, -1)
         out = []
         for member in members:
             ts, value = (member.decode() if isinstance(member, bytes) else member).split(":", 1)

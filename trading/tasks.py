@@ -1,12 +1,84 @@
+"""Celery tasks: thin wrappers that take a symbol (or nothing) and call one service."""
+
+import logging
+
+import requests
 from celery import shared_task
 from django.conf import settings
 
-from .state import StateManager
+from . import engine, exits, metrics
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
+def evaluate_symbol(symbol: str) -> str:
+    """Evaluate one coin now (enqueued by the dispatcher when its books change)."""
+    state = engine.get_state()
+    # Cleared first: a tick that lands during this evaluation queues exactly one more.
+    state.clear_evaluation(symbol)
+    return engine.evaluate_symbol(symbol, state=state)
+
+
+@shared_task(ignore_result=True, soft_time_limit=0.9, time_limit=2)
+def publish_metrics() -> None:
+    """Refresh arbitrage:metrics:live, heartbeats, and the loss circuit breaker."""
+    from liveguard.guard import Guard
+
+    state = engine.get_state()
+    state.beat("beat")
+    state.beat("worker")
+    fx = engine.fx_rate(state)
+    if fx is None:
+        return
+    record = metrics.compute(state, fx.rate)
+    state.set_metrics(record)
+    Guard(state, engine.current_limits()).maybe_trip_breaker(record.total_balance, state.var_budget())
+
+
+@shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
+def check_positions() -> list[str]:
+    """Mark positions to market; close those past stop-loss or take-profit."""
+    return exits.check_positions(engine.get_state())
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def flatten_positions() -> list[str]:
+    return exits.flatten_all(engine.get_state())
+
+
+@shared_task(ignore_result=True, soft_time_limit=8, time_limit=10)
+def refresh_market_warnings() -> int:
+    """Read Upbit's caution flags; coins with any flag are refused while block_market_warnings is on."""
+    try:
+        response = requests.get(f"{settings.UPBIT_REST_URL.rstrip('/')}/v1/market/all", params={"is_details": "true"}, timeout=5)
+        response.raise_for_status()
+        markets = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        log.warning("market warnings not refreshed: %s", exc)
+        return -1
+    flagged = [
+        m["market"].split("-", 1)[1]
+        for m in markets
+        if m["market"].startswith("KRW-")
+        and (m.get("market_event", {}).get("warning") or any(m.get("market_event", {}).get("caution", {}).values()))
+    ]
+    engine.get_state().set_market_warnings(flagged)
+    return len(flagged)
+
+
+@shared_task(ignore_result=True, soft_time_limit=100, time_limit=120)
+def refit_volatility() -> dict:
+    """Refit GARCH/EWMA volatility, portfolio weights and VaR from the sampled prices."""
+    from .quant.service import refit
+
+    result = refit(engine.get_state())
+    return {"symbols": len(result["vols"]), "var_95": result["var_95"]}
 
 
 @shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
 def beat_heartbeat() -> None:
     """Record that beat scheduled and a worker ran a task just now."""
-    state = StateManager.from_url(settings.REDIS_URL)
+    state = engine.get_state()
     state.beat("beat")
     state.beat("worker")

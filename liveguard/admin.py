@@ -1,0 +1,64 @@
+from django.contrib import admin, messages
+
+from trading.engine import get_state
+
+from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch, save_audited
+from .services import set_kill_switch
+
+
+class SingletonAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return not self.model.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GuardLimits)
+class GuardLimitsAdmin(SingletonAdmin):
+    readonly_fields = ("updated_at",)
+
+    def save_model(self, request, obj, form, change):
+        save_audited(obj, request.user)
+
+
+@admin.register(KillSwitch)
+class KillSwitchAdmin(SingletonAdmin):
+    fields = ("engaged", "reason", "changed_by", "changed_at")
+    readonly_fields = ("changed_by", "changed_at")
+    actions = ["flatten_positions"]
+
+    def save_model(self, request, obj, form, change):
+        set_kill_switch(get_state(), obj.engaged, request.user, obj.reason)
+
+    @admin.action(description="Flatten: close every open position with reverse pairs")
+    def flatten_positions(self, request, queryset):
+        from trading.tasks import flatten_positions
+
+        flatten_positions.delay()
+        self.message_user(request, "Flatten requested: open positions are being closed.", messages.WARNING)
+
+
+@admin.register(GuardEvent)
+class GuardEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "check_name", "symbol", "reason")
+    list_filter = ("check_name", "symbol")
+    readonly_fields = [f.name for f in GuardEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "user", "model", "field", "old_value", "new_value")
+    readonly_fields = [f.name for f in AuditLog._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

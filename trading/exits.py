@@ -1,0 +1,82 @@
+"""Closing positions: stop-loss and take-profit on the mark, and the kill switch's flatten."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR
+
+from django.conf import settings
+
+from . import engine, positions
+from .execution import PairRequest, PaperExecutor
+from .models import Pair, Position
+from .state import StateManager
+
+log = logging.getLogger(__name__)
+
+
+def close_position(state: StateManager, symbol: str, reason: str, executor=None) -> Pair | None:
+    """Send the reverse pair for a coin's whole position; None when there is nothing to close."""
+    token = state.acquire_lock(f"symbol:{symbol}", settings.SIGNAL_LOCK_MS)
+    if token is None:
+        return None
+    try:
+        position = Position.objects.filter(symbol=symbol).first()
+        upbit, binance, _ = state.get_market(symbol, engine.FX_KEY)
+        fx = engine.fx_rate(state)
+        if position is None or upbit is None or binance is None or fx is None:
+            return None
+        step = engine.lot_step(state, symbol)
+        quantity = (position.quantity / step).to_integral_value(rounding=ROUND_FLOOR) * step
+        if quantity <= 0:
+            return None
+        buy_exchange, sell_exchange = position.sell_exchange, position.buy_exchange
+        books = {"upbit": upbit, "binance": binance}
+        request = PairRequest(symbol, buy_exchange, sell_exchange, quantity, books[buy_exchange].asks[0][0],
+                              books[sell_exchange].bids[0][0], fx.rate, step)
+        pair = Pair.objects.create(symbol=symbol, kind=Pair.Kind.CLOSE, buy_exchange=buy_exchange,
+                                   sell_exchange=sell_exchange, mode="paper", note=reason[:300])
+        note = pair.note
+        pair = (executor or PaperExecutor(state, engine.fees())).execute(pair, request)
+        if note and note not in pair.note:
+            pair.note = f"{note}; {pair.note}".strip("; ")[:300]
+            pair.save(update_fields=["note"])
+        remaining = positions.apply_pair(pair)
+        engine.sync_exposure(state, symbol, remaining)
+        positions.publish(state, remaining, symbol)
+        log.info("closed %s %s: %s", symbol, quantity, reason)
+        return pair
+    finally:
+        state.release_lock(f"symbol:{symbol}", token)
+
+
+def check_positions(state: StateManager) -> list[str]:
+    """Mark every position; close those past stop-loss or take-profit. Returns the coins closed."""
+    limits = engine.current_limits()
+    fx = engine.fx_rate(state)
+    closed = []
+    if fx is None:
+        return closed
+    for position in Position.objects.all():
+        upbit, binance, _ = state.get_market(position.symbol, engine.FX_KEY)
+        if upbit is None or binance is None:
+            continue
+        m = positions.mark(position, upbit, binance, fx.rate, engine.fees())
+        positions.publish(state, position, position.symbol, m)
+        reason = None
+        if m.close_buy_price is not None and m.pnl_pct <= -limits.stop_loss_pct:
+            reason = f"stop-loss at {m.pnl_pct:.3f}% (limit -{limits.stop_loss_pct}%)"
+        elif m.close_buy_price is not None and m.pnl_pct >= limits.take_profit_pct:
+            reason = f"take-profit at {m.pnl_pct:.3f}% (target {limits.take_profit_pct}%)"
+        if reason and close_position(state, position.symbol, reason):
+            closed.append(position.symbol)
+    return closed
+
+
+def flatten_all(state: StateManager) -> list[str]:
+    """Close every open position with reverse pairs (the kill switch's second action)."""
+    started = datetime.now(UTC)
+    closed = [symbol for symbol in Position.objects.values_list("symbol", flat=True)
+              if close_position(state, symbol, f"flatten requested at {started.isoformat()}")]
+    return closed
