@@ -66,6 +66,11 @@ TEMPLATES = [
 DATABASES = {
     "default": environ.Env.db_url_config(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Workers and the web server write concurrently: wait for the lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # A file, not memory, so that Celery workers started by the tests share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME", str(BASE_DIR / ".run" / "test.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

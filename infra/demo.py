@@ -2,7 +2,7 @@
 """Run the whole system against the simulated venue. Ctrl-C stops every process this started.
 
 Processes: redis-server (only when none answers at REDIS_URL), the venue, one feed worker per
-exchange, a Celery worker, Celery beat, and the ASGI server on http://localhost:8001.
+exchange, the signal dispatcher, a Celery worker, Celery beat, and the ASGI server on :8001.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def main() -> int:
     sup.start("venue", [PY, "manage.py", "run_venue"])
     sup.start("feed-upbit", [PY, "manage.py", "run_feeds", "--exchange", "upbit"])
     sup.start("feed-binance", [PY, "manage.py", "run_feeds", "--exchange", "binance"])
+    sup.start("signals", [PY, "manage.py", "run_signals"])
     sup.start("worker", [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info", "-c", "2", "-n", "kimp@%h"])
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")])
     sup.start("web", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "8001", "arbproject.asgi:application"])

@@ -2,8 +2,8 @@ from django.contrib import admin, messages
 
 from trading.engine import get_state
 
-from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch, save_audited
-from .services import set_kill_switch
+from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch
+from .services import save_limits, set_kill_switch
 
 
 class SingletonAdmin(admin.ModelAdmin):
@@ -19,7 +19,7 @@ class GuardLimitsAdmin(SingletonAdmin):
     readonly_fields = ("updated_at",)
 
     def save_model(self, request, obj, form, change):
-        save_audited(obj, request.user)
+        save_limits(get_state(), obj, request.user)
 
 
 @admin.register(KillSwitch)

@@ -16,12 +16,20 @@ def set_kill_switch(state, engaged: bool, user=None, reason: str = "") -> KillSw
     return switch
 
 
-def update_limits(user=None, **changes) -> GuardLimits:
+def save_limits(state, limits: GuardLimits, user=None) -> GuardLimits:
+    """Validate, save with an audit trail, and make every worker re-read the limits at once."""
+    limits.full_clean()
+    save_audited(limits, user)
+    state.bump_limits_version()
+    return limits
+
+
+def update_limits(state=None, user=None, **changes) -> GuardLimits:
+    from trading.engine import get_state
+
     limits = GuardLimits.load()
     for name, value in changes.items():
         if not hasattr(limits, name):
             raise ValueError(f"unknown limit {name!r}")
         setattr(limits, name, value)
-    limits.full_clean()
-    save_audited(limits, user)
-    return limits
+    return save_limits(state or get_state(), limits, user)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -25,6 +26,16 @@ def redis_url():
     except RuntimeError as exc:
         pytest.fail(str(exc))
     os.environ["REDIS_URL"] = server.url  # for subprocesses (workers, commands)
+    # Settings computed these from the environment at import; point them all at our server.
+    from arbproject.celery import app as celery_app
+
+    for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        setattr(settings, name, server.url)
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [server.url]
+    celery_app.conf.broker_url = celery_app.conf.result_backend = server.url
+    from trading.engine import get_state
+
+    get_state.cache_clear()
     yield server.url
     server.cleanup()
 
@@ -32,6 +43,11 @@ def redis_url():
 @pytest.fixture(autouse=True)
 def _use_private_redis(redis_url, monkeypatch):
     monkeypatch.setattr(settings, "REDIS_URL", redis_url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_dir():
+    (Path(settings.BASE_DIR) / ".run").mkdir(exist_ok=True)
 
 
 @pytest.fixture

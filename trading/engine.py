@@ -36,16 +36,17 @@ def fees() -> Fees:
     return Fees(upbit=settings.UPBIT_TAKER_FEE, binance=settings.BINANCE_TAKER_FEE)
 
 
-_limits_cache: tuple[float, GuardLimits] | None = None
+_limits_cache: tuple[float, int, GuardLimits] | None = None
 
 
-def current_limits(max_age: float = 1.0) -> GuardLimits:
-    """Limits from the database, re-read at most once a second per process."""
+def current_limits(state: StateManager | None = None, max_age: float = 5.0) -> GuardLimits:
+    """Limits from the database, re-read when an edit bumped their version (or every few seconds)."""
     global _limits_cache
     now = time.monotonic()
-    if _limits_cache is None or now - _limits_cache[0] > max_age:
-        _limits_cache = (now, GuardLimits.load())
-    return _limits_cache[1]
+    version = (state or get_state()).limits_version()
+    if _limits_cache is None or _limits_cache[1] != version or now - _limits_cache[0] > max_age:
+        _limits_cache = (now, version, GuardLimits.load())
+    return _limits_cache[2]
 
 
 def forget_limits() -> None:
@@ -109,7 +110,7 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     state.save_premium(PremiumRecord(symbol, money(prem.premium_pct), prem.upbit_mid, prem.binance_mid, fx.rate,
                                      money(prem.best_net_upbit_to_binance), money(prem.best_net_binance_to_upbit), now),
                        settings.PREMIUM_HISTORY_SECONDS)
-    limits = current_limits()
+    limits = current_limits(state)
     ensure_paper_funds(state, symbol, prem.upbit_mid, prem.binance_mid, fx.rate)
     balances = ledger.balances()
 

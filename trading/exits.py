@@ -53,7 +53,7 @@ def close_position(state: StateManager, symbol: str, reason: str, executor=None)
 
 def check_positions(state: StateManager) -> list[str]:
     """Mark every position; close those past stop-loss or take-profit. Returns the coins closed."""
-    limits = engine.current_limits()
+    limits = engine.current_limits(state)
     fx = engine.fx_rate(state)
     closed = []
     if fx is None:

@@ -534,6 +534,13 @@ class StateManager:
             return None
         return (reason.decode() if isinstance(reason, bytes) else reason, max(int(ttl), 0))
 
+    def bump_limits_version(self) -> int:
+        """Tell every worker to re-read the limits before its next check."""
+        return int(self.redis.incr(f"{PREFIX}:guard:limits_version"))
+
+    def limits_version(self) -> int:
+        return int(self.redis.get(f"{PREFIX}:guard:limits_version") or 0)
+
     def reset_breaker(self) -> None:
         self.redis.delete(f"{PREFIX}:guard:breaker")
 

@@ -33,7 +33,7 @@ def publish_metrics() -> None:
         return
     record = metrics.compute(state, fx.rate)
     state.set_metrics(record)
-    Guard(state, engine.current_limits()).maybe_trip_breaker(record.total_balance, state.var_budget())
+    Guard(state, engine.current_limits(state)).maybe_trip_breaker(record.total_balance, state.var_budget())
 
 
 @shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)

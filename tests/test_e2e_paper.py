@@ -1,0 +1,121 @@
+"""The whole paper loop across real processes: venue -> feeds -> Redis -> dispatcher -> Celery worker
+(its own process) -> LiveGuard -> paper pair -> ledger, positions and hot state."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from arbproject.celery import app as celery_app
+from liveguard.models import GuardEvent
+from liveguard.services import set_kill_switch, update_limits
+from marketdata.feeds.binance import BinanceFeed
+from marketdata.feeds.upbit import UpbitFeed
+from tests.conftest import RunningFeed, feed_kwargs, wait_for
+from trading.dispatcher import Dispatcher
+from trading.models import Pair, Position, Signal
+from trading.tasks import evaluate_symbol
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS = ["BTC", "ETH", "XRP"]
+
+
+@pytest.fixture
+def worker(redis_url):
+    """A real Celery worker process on the private broker and the shared test database."""
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "arbproject", "worker", "-P", "solo", "-l", "warning",
+         "--without-mingle", "--without-gossip", "--without-heartbeat", "-n", f"e2e-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    wait_for(lambda: celery_app.control.ping(timeout=0.5), timeout=30, interval=0.2)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def venue():
+    """The venue without its random premium jumps: here only the test moves the premium."""
+    from marketdata.venue.core import Venue
+    from marketdata.venue.market import MarketModel, ModelParams
+    from marketdata.venue.server import VenueServer, VenueThread
+
+    thread = VenueThread(VenueServer(Venue(MarketModel(seed=11, params=ModelParams(jump_rate=0)), step_hz=20))).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def loop(venue, state, worker):
+    """Feeds and the dispatcher running against the venue, enqueueing to the worker."""
+    feeds = [UpbitFeed(state, SYMBOLS, max_backoff=0.2, **feed_kwargs(venue, "upbit")),
+             BinanceFeed(state, SYMBOLS, max_backoff=0.2, **feed_kwargs(venue, "binance"))]
+    dispatcher = Dispatcher(state, lambda symbol: evaluate_symbol.apply_async((symbol,), expires=10))
+    thread = threading.Thread(target=dispatcher.run, daemon=True)
+    with RunningFeed(feeds[0]), RunningFeed(feeds[1]):
+        thread.start()
+        wait_for(lambda: all(state.get_premium(s) for s in SYMBOLS), timeout=20)
+        yield venue
+        dispatcher.stop()
+        thread.join(5)
+
+
+def force_premium(venue, symbol, premium):
+    venue.call(venue.server.control, None, "premium", symbol=symbol, premium=premium)
+
+
+def test_premium_jump_becomes_signal_pair_execution_and_position(loop, state):
+    assert not Pair.objects.exists()  # the venue's normal premium is not worth the fees
+    force_premium(loop, "ETH", 0.03)
+    pair = wait_for(lambda: Pair.objects.filter(symbol="ETH", state="filled").first(), timeout=10)
+    assert (pair.buy_exchange, pair.sell_exchange) == ("binance", "upbit")
+    assert pair.net_pnl > 0 and pair.fees > 0 and pair.gross_pnl == pair.net_pnl + pair.fees
+    assert pair.orders.count() == 2
+    assert Signal.objects.filter(symbol="ETH", outcome="executed").exists()
+    assert Position.objects.get(symbol="ETH").side == "long_binance"
+    execution = wait_for(lambda: state.list_executions("ETH"))[0]
+    assert execution.net_pnl == pair.net_pnl
+    assert state.get_signal("ETH").sell_exchange == "upbit"
+    assert state.get_position("ETH") is not None
+
+
+def test_kill_switch_stops_trading_within_one_tick(loop, state):
+    set_kill_switch(state, True, reason="test")
+    force_premium(loop, "XRP", 0.03)
+    event = wait_for(lambda: GuardEvent.objects.filter(check_name="kill_switch", symbol="XRP").first(), timeout=10)
+    assert "kill switch" in event.reason
+    time.sleep(0.5)
+    assert not Pair.objects.filter(symbol="XRP").exists()
+    assert Signal.objects.filter(symbol="XRP", outcome="rejected").exists()
+    set_kill_switch(state, False)
+    wait_for(lambda: Pair.objects.filter(symbol="XRP", state="filled").exists(), timeout=10)
+
+
+def test_breaker_halts_then_trading_resumes_after_the_cooldown(loop, state):
+    update_limits(state, circuit_breaker_cooldown=2)
+    state.trip_breaker("test", 2)
+    force_premium(loop, "BTC", -0.03)  # Upbit 3 % cheap: buy Upbit, sell Binance
+    wait_for(lambda: GuardEvent.objects.filter(check_name="circuit_breaker", symbol="BTC").exists(), timeout=10)
+    assert not Pair.objects.filter(symbol="BTC").exists()
+    pair = wait_for(lambda: Pair.objects.filter(symbol="BTC", state="filled").first(), timeout=10)
+    assert (pair.buy_exchange, pair.sell_exchange) == ("upbit", "binance")
+
+
+def test_a_low_limit_blocks_with_its_reason_through_the_worker(loop, state):
+    update_limits(state, max_trades_per_hour=0)
+    force_premium(loop, "ETH", 0.03)
+    event = wait_for(lambda: GuardEvent.objects.filter(check_name="trades_per_hour").first(), timeout=10)
+    assert "trades this hour" in event.reason
+    time.sleep(0.5)
+    assert not Pair.objects.exists()

@@ -1,0 +1,22 @@
+"""Dispatch signal evaluations to Celery as books change, until SIGTERM or Ctrl-C."""
+
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from trading.dispatcher import Dispatcher
+from trading.state import StateManager
+from trading.tasks import evaluate_symbol
+
+
+class Command(BaseCommand):
+    help = "Listen for book changes and enqueue one evaluation per changed coin."
+
+    def handle(self, *args, **options):
+        state = StateManager.from_url(settings.REDIS_URL)
+        dispatcher = Dispatcher(state, lambda symbol: evaluate_symbol.apply_async((symbol,), expires=10))
+        signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
+        signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+        self.stdout.write("signals: dispatching evaluations on book changes")
+        dispatcher.run()
