@@ -45,3 +45,32 @@ def compute(state: StateManager, fx: Decimal) -> MetricsRecord:
         trades_today=Pair.objects.filter(created_at__gte=start, quantity__gt=0).count(),
         timestamp=datetime.now(UTC),
     )
+
+
+def rebalance_suggestions(state: StateManager, fx: Decimal, low_share: Decimal = Decimal("0.2")) -> list[dict]:
+    """Where one venue holds less than low_share of an asset's KRW value across both, suggest a move.
+
+    Coins are compared coin for coin; KRW on Upbit against USDT on Binance. Nothing is moved:
+    transfers between venues are the operator's call.
+    """
+    held = ledger.balances()
+    suggestions = []
+    assets = {a for (_, a) in held if a not in ("KRW", "USDT")}
+    pairs = [("quote", held.get(("upbit", "KRW"), Decimal(0)), held.get(("binance", "USDT"), Decimal(0)) * fx)]
+    pairs += [(a, held.get(("upbit", a), Decimal(0)), held.get(("binance", a), Decimal(0))) for a in sorted(assets)]
+    for asset, upbit, binance in pairs:
+        total = upbit + binance
+        if total <= 0:
+            continue
+        for venue, amount, other in (("upbit", upbit, "binance"), ("binance", binance, "upbit")):
+            if amount / total < low_share:
+                move = total / 2 - amount
+                unit = "KRW" if asset == "quote" else asset
+                suggestions.append({
+                    "asset": asset, "low_venue": venue, "from_venue": other, "share": str(money(amount / total)),
+                    "suggested_transfer": str(money(move)), "unit": unit,
+                    "message": f"{venue} holds {amount / total:.0%} of {unit if asset != 'quote' else 'quote (KRW value)'}; "
+                               f"move about {money(move)} {unit} from {other}",
+                })
+    state.set_rebalance(suggestions)
+    return suggestions

@@ -455,6 +455,13 @@ class StateManager:
         return [r for r in (decode_record(ExecutionRecord, raw) for raw in pipe.execute()) if r]
 
     # metrics and heartbeats -----------------------------------------------------------------
+    def set_rebalance(self, suggestions: list[dict]) -> None:
+        self.redis.set(f"{PREFIX}:rebalance", orjson.dumps(suggestions), ex=TTL_METRICS)
+
+    def rebalance(self) -> list[dict]:
+        raw = self.redis.get(f"{PREFIX}:rebalance")
+        return orjson.loads(raw) if raw else []
+
     def set_metrics(self, metrics: MetricsRecord) -> None:
         pipe = self.redis.pipeline()
         pipe.hset(self.metrics_key(), mapping=encode_record(metrics))

@@ -33,6 +33,7 @@ def publish_metrics() -> None:
         return
     record = metrics.compute(state, fx.rate)
     state.set_metrics(record)
+    metrics.rebalance_suggestions(state, fx.rate)
     Guard(state, engine.current_limits(state)).maybe_trip_breaker(record.total_balance, state.var_budget())
 
 

@@ -1,0 +1,119 @@
+from decimal import Decimal as D
+
+import pytest
+from django.contrib.auth.models import User
+
+from liveguard.models import AuditLog, GuardLimits, KillSwitch
+from liveguard.services import set_kill_switch, update_limits
+from trading import engine, exits, metrics
+from trading.dispatcher import Dispatcher
+from trading.models import Pair, Position
+
+pytestmark = pytest.mark.django_db
+
+# Buy Binance at ~99,010 x 1,400, sell Upbit at 143,000,000: a 3 % premium.
+JUMP = dict(upbit_bids=(("143000000", "1"),), upbit_asks=(("143100000", "1"),),
+            binance_bids=(("99000", "1"),), binance_asks=(("99010", "1"),))
+
+
+def open_position(state, market):
+    market("BTC", **JUMP)
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
+    return Position.objects.get(symbol="BTC")
+
+
+def test_take_profit_closes_when_the_premium_converges(state, market):
+    position = open_position(state, market)
+    # The premium collapses to ~0: closing (buy Upbit, sell Binance) now locks in the entry spread.
+    market("BTC", upbit_bids=(("138500000", "1"),), upbit_asks=(("138600000", "1"),),
+           binance_bids=(("99000", "1"),), binance_asks=(("99010", "1"),))
+    assert exits.check_positions(state) == ["BTC"]
+    close = Pair.objects.get(kind="close")
+    assert (close.buy_exchange, close.sell_exchange) == ("upbit", "binance")
+    assert close.quantity == position.quantity and "take-profit" in close.note
+    assert not Position.objects.exists() and state.get_position("BTC") is None
+    total = sum(p.net_pnl for p in Pair.objects.all())
+    assert total > 0
+
+
+def test_stop_loss_closes_when_the_premium_widens(state, market):
+    open_position(state, market)
+    market("BTC", upbit_bids=(("150000000", "1"),), upbit_asks=(("150100000", "1"),),
+           binance_bids=(("99000", "1"),), binance_asks=(("99010", "1"),))
+    assert exits.check_positions(state) == ["BTC"]
+    assert "stop-loss" in Pair.objects.get(kind="close").note
+    assert sum(p.net_pnl for p in Pair.objects.all()) < 0
+
+
+def test_a_position_between_the_thresholds_stays_open_and_is_marked(state, market):
+    open_position(state, market)
+    market("BTC", **JUMP)
+    assert exits.check_positions(state) == []
+    mark = state.get_position("BTC")
+    assert mark.pnl < 0  # closing right away would pay the spread back plus fees
+    assert mark.side == "long_binance"
+
+
+def test_flatten_closes_every_position_even_with_the_kill_switch_engaged(state, market):
+    open_position(state, market)
+    set_kill_switch(state, True)
+    assert exits.flatten_all(state) == ["BTC"]
+    assert not Position.objects.exists()
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:kill_switch"
+
+
+def test_metrics_value_every_balance_in_krw(state, market):
+    open_position(state, market)
+    record = metrics.compute(state, D("1400"))
+    assert record.positions_count == 1 and record.trades_today == 1 and record.orders_count == 2
+    # 100,000,000 KRW + 70,000 USDT x 1,400 + two coin inventories of ~10,000,000 KRW each.
+    assert D("215000000") < record.total_balance < D("220000000")
+    assert record.available_balance < record.total_balance
+    state.set_metrics(record)
+    assert state.get_metrics() == record
+
+
+def test_kill_switch_and_limit_changes_are_audited_and_mirrored(state):
+    user = User.objects.create_user("ops", is_staff=True)
+    set_kill_switch(state, True, user, "maintenance")
+    assert KillSwitch.load().engaged and state.kill_switch() is True
+    entry = AuditLog.objects.get(model="KillSwitch", field="engaged")
+    assert (entry.old_value, entry.new_value, entry.user) == ("False", "True", user)
+    version = state.limits_version()
+    update_limits(state, user, max_daily_loss=D("1000"))
+    assert GuardLimits.load().max_daily_loss == D("1000")
+    assert AuditLog.objects.filter(model="GuardLimits", field="max_daily_loss", new_value="1000").exists()
+    assert state.limits_version() == version + 1
+
+
+def test_kill_switch_survives_a_lost_redis_mirror(state):
+    set_kill_switch(state, True)
+    state.redis.delete("arbitrage:guard:kill")  # e.g. Redis restarted empty
+    from liveguard.guard import kill_switch_engaged
+
+    assert kill_switch_engaged(state) is True
+    assert state.kill_switch() is True  # mirrored again from the database
+
+
+def test_dispatcher_coalesces_a_burst_into_one_pending_evaluation(state):
+    enqueued = []
+    dispatcher = Dispatcher(state, enqueued.append)
+    for _ in range(50):
+        dispatcher.handle(b'["upbit:BTC","binance:BTC","upbit:USDT","binance:ETH"]')
+    assert enqueued == ["BTC", "ETH"]
+    state.clear_evaluation("BTC")  # what the task does when it starts
+    dispatcher.handle(b'["binance:BTC"]')
+    assert enqueued == ["BTC", "ETH", "BTC"]
+    assert dispatcher.handle(b"not json") == []
+
+
+def test_rebalance_is_suggested_when_one_venue_runs_low(state):
+    from trading import ledger
+
+    ledger.deposit("upbit", "KRW", D("100000000"))
+    ledger.deposit("binance", "USDT", D("70000"))
+    ledger.deposit("upbit", "SOL", D("1"))
+    ledger.deposit("binance", "SOL", D("9"))
+    suggestions = metrics.rebalance_suggestions(state, D("1400"))
+    assert [(s["asset"], s["low_venue"], s["suggested_transfer"]) for s in suggestions] == [("SOL", "upbit", "4.00000000")]
+    assert state.rebalance() == suggestions
