@@ -68,7 +68,13 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Workers and the web server write concurrently: wait for the lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.setdefault("timeout", 20)
+    # WAL lets readers run beside the one writer; NORMAL syncs at checkpoints, not every commit
+    # (a power cut can lose the last commits, never corrupt the file). IMMEDIATE takes the write
+    # lock at BEGIN, so two writers queue instead of deadlocking on a lock upgrade.
+    options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+    options.setdefault("transaction_mode", "IMMEDIATE")
     # A file, not memory, so that Celery workers started by the tests share the test database.
     DATABASES["default"]["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME", str(BASE_DIR / ".run" / "test.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

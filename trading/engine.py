@@ -50,8 +50,10 @@ def current_limits(state: StateManager | None = None, max_age: float = 5.0) -> G
 
 
 def forget_limits() -> None:
+    """Drop per-process caches (tests start from an empty database)."""
     global _limits_cache
     _limits_cache = None
+    _funded.clear()
 
 
 def lot_step(state: StateManager, symbol: str) -> Decimal:
@@ -68,9 +70,12 @@ def fx_rate(state: StateManager):
     return state.get_fx(FX_KEY)
 
 
+_funded: set[tuple[str, str]] = set()
+
+
 def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, binance_mid: Decimal, fx: Decimal) -> None:
     """Deposit paper mode's starting balances the first time a venue or coin is traded."""
-    if settings.LIVE_MODE:
+    if settings.LIVE_MODE or {("upbit", symbol), ("binance", symbol)} <= _funded:
         return
     funded = set(LedgerEntry.objects.filter(kind=LedgerEntry.Kind.DEPOSIT).values_list("venue", "asset").distinct())
     wanted = [("upbit", "KRW", settings.PAPER_START_KRW), ("binance", "USDT", settings.PAPER_START_USDT),
@@ -78,6 +83,7 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
               ("binance", symbol, settings.PAPER_START_COIN_KRW / (binance_mid * fx))]
     missing = [(v, a, amount) for v, a, amount in wanted if (v, a) not in funded]
     if not missing:
+        _funded.update(funded)
         return
     token = state.acquire_lock("funding", 5000)
     if token is None:
@@ -137,17 +143,19 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
         symbol, opportunity.buy_exchange, opportunity.sell_exchange, money(opportunity.buy_price),
         money(opportunity.sell_price), money(opportunity.spread), money(opportunity.spread_pct), now,
         quantity=opportunity.quantity, net_spread_pct=money(opportunity.net_spread_pct),
+        tick_received_at=max(filter(None, (upbit.received_at, binance.received_at)), default=None),
     ))
     token = state.acquire_lock(f"symbol:{symbol}", settings.SIGNAL_LOCK_MS)
     if token is None:
         return "locked"  # another worker is trading this coin right now
     try:
-        return _guard_and_execute(state, opportunity, fx, limits, balances, step, executor, now)
+        tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
+        return _guard_and_execute(state, opportunity, fx, limits, balances, step, executor, now, tick)
     finally:
         state.release_lock(f"symbol:{symbol}", token)
 
 
-def _guard_and_execute(state, opportunity: Opportunity, fx, limits, balances, step, executor, now) -> str:
+def _guard_and_execute(state, opportunity: Opportunity, fx, limits, balances, step, executor, now, tick=None) -> str:
     symbol = opportunity.symbol
     guard = lg.Guard(state, limits)
     fee = fees()
@@ -180,7 +188,7 @@ def _guard_and_execute(state, opportunity: Opportunity, fx, limits, balances, st
     request = PairRequest(symbol, opportunity.buy_exchange, opportunity.sell_exchange, opportunity.quantity,
                           opportunity.buy_price_native, opportunity.sell_price_native, fx.rate, step)
     try:
-        pair = (executor or PaperExecutor(state, fee)).execute(pair, request)
+        pair = (executor or PaperExecutor(state, fee)).execute(pair, request, tick_received_at=tick)
     except Exception:
         guard.release(reservation)
         Pair.objects.filter(pk=pair.pk).update(state=Pair.State.FAILED, note="executor raised; see logs")

@@ -35,7 +35,7 @@ class PairRequest:
 
 
 class Executor(Protocol):
-    def execute(self, pair: Pair, request: PairRequest) -> Pair: ...
+    def execute(self, pair: Pair, request: PairRequest, tick_received_at: datetime | None = None) -> Pair: ...
 
 
 def take(levels: list[Level], quantity: Decimal) -> list[Level]:
@@ -63,7 +63,7 @@ class PaperExecutor:
         self.state = state
         self.fees = fees
 
-    def execute(self, pair: Pair, request: PairRequest) -> Pair:
+    def execute(self, pair: Pair, request: PairRequest, tick_received_at: datetime | None = None) -> Pair:
         buy_book = self.state.get_book(request.buy_exchange, request.symbol)
         sell_book = self.state.get_book(request.sell_exchange, request.symbol)
         if buy_book is None or sell_book is None:
@@ -108,7 +108,7 @@ class PaperExecutor:
                           else Pair.State.PARTIAL if matched else Pair.State.FAILED)
             pair.note = "; ".join(notes)[:300]
             pair.save()
-        self._publish(pair)
+        self._publish(pair, tick_received_at)
         return pair
 
     def _leg(self, pair: Pair, exchange: str, side: str, request: PairRequest, expected: Decimal,
@@ -147,7 +147,7 @@ class PaperExecutor:
             return order.fee * fx
         return order.fee * order.average_price * fx  # Binance buy: fee in the coin
 
-    def _publish(self, pair: Pair) -> None:
+    def _publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None:
         """Mirror the pair's orders and execution into Redis (SPEC §4)."""
         now = datetime.now(UTC)
         orders = list(pair.orders.all())
@@ -162,4 +162,4 @@ class PaperExecutor:
         self.state.save_execution(ExecutionRecord(
             pair.symbol, str(buy.id) if buy else "", str(sell.id) if sell else "", pair.buy_price, pair.sell_price,
             pair.quantity, pair.gross_pnl, pair.net_pnl, pair.fees, pair.pnl_pct, now,
-        ))
+        ), tick_received_at)

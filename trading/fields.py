@@ -11,6 +11,7 @@ from django.db import models
 
 PLACES = 8
 QUANTUM = Decimal(1).scaleb(-PLACES)
+MAX_UNITS = 2**63 - 1  # a signed 64-bit column: about 92 billion in whole units
 
 
 def to_units(value) -> int:
@@ -19,6 +20,8 @@ def to_units(value) -> int:
     units = amount.scaleb(PLACES)
     if units != units.to_integral_value():
         raise ValueError(f"{value} has more than {PLACES} decimal places; quantize it first")
+    if abs(units) > MAX_UNITS:
+        raise ValueError(f"{value} is beyond what a money column holds (±{from_units(MAX_UNITS)})")
     return int(units)
 
 

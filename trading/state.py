@@ -38,6 +38,9 @@ TTL_COUNTER = 2 * 86400
 
 # Pub/sub channel on which feed workers announce which books changed in one flush.
 TICKS_CHANNEL = f"{PREFIX}:ticks"
+# Announcements of stored signals and executions (JSON of the record), for dashboards and benchmarks.
+SIGNALS_CHANNEL = f"{PREFIX}:signals"
+EXECUTIONS_CHANNEL = f"{PREFIX}:executions"
 
 Level = tuple[Decimal, Decimal]
 T = typing.TypeVar("T")
@@ -91,6 +94,7 @@ class SignalRecord:
     timestamp: datetime
     quantity: Decimal | None = None
     net_spread_pct: Decimal | None = None
+    tick_received_at: datetime | None = None  # when the feed received the newer of the two books
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,7 +407,9 @@ class StateManager:
 
     # signals --------------------------------------------------------------------------------
     def save_signal(self, signal: SignalRecord) -> None:
-        self._save_indexed("signals", self.signal_key(signal.symbol), signal.symbol, signal, TTL_SIGNAL)
+        """Store a signal and announce it on SIGNALS_CHANNEL in the same round trip."""
+        self._save_indexed("signals", self.signal_key(signal.symbol), signal.symbol, signal, TTL_SIGNAL,
+                           announce=SIGNALS_CHANNEL)
 
     def get_signal(self, symbol: str) -> SignalRecord | None:
         return decode_record(SignalRecord, self.redis.hgetall(self.signal_key(symbol)))
@@ -438,9 +444,11 @@ class StateManager:
         return self._list_indexed("positions", PositionRecord, self.position_key, TTL_POSITION)
 
     # executions -----------------------------------------------------------------------------
-    def save_execution(self, execution: ExecutionRecord) -> str:
+    def save_execution(self, execution: ExecutionRecord, tick_received_at: datetime | None = None) -> str:
         key = self.execution_key(execution.symbol, execution.timestamp)
-        self._save_indexed(f"executions:{execution.symbol}", key, key, execution, TTL_EXECUTION)
+        extra = {"tick_received_at": tick_received_at.isoformat()} if tick_received_at else {}
+        self._save_indexed(f"executions:{execution.symbol}", key, key, execution, TTL_EXECUTION,
+                           announce=EXECUTIONS_CHANNEL, extra=extra)
         return key
 
     def list_executions(self, symbol: str, limit: int = 100) -> list[ExecutionRecord]:
@@ -637,6 +645,7 @@ class StateManager:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, mapping=encode_record(record))
         pipe.expire(key, TTL_PREMIUM)
+        pipe.incr(f"{PREFIX}:stats:evaluations")
         pipe.zadd(f"{PREFIX}:index:premiums", {record.symbol: now})
         if self.redis.set(f"{history}:sampled", "1", nx=True, px=max(1, int(sample_every * 1000))):
             mids = f"{PREFIX}:mids:{record.symbol}"
@@ -646,6 +655,9 @@ class StateManager:
                 pipe.zremrangebyscore(key, "-inf", now - history_seconds)
                 pipe.expire(key, history_seconds)
         pipe.execute()
+
+    def evaluations_count(self) -> int:
+        return int(self.redis.get(f"{PREFIX}:stats:evaluations") or 0)
 
     def get_premium(self, symbol: str) -> PremiumRecord | None:
         return decode_record(PremiumRecord, self.redis.hgetall(f"{PREFIX}:premium:{symbol}"))
@@ -691,11 +703,15 @@ class StateManager:
         return out
 
     # helpers --------------------------------------------------------------------------------
-    def _save_indexed(self, kind: str, key: str, member: str, record: object, ttl: int) -> None:
+    def _save_indexed(self, kind: str, key: str, member: str, record: object, ttl: int,
+                      announce: str | None = None, extra: dict | None = None) -> None:
+        encoded = encode_record(record)
         pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=encode_record(record))
+        pipe.hset(key, mapping=encoded)
         pipe.expire(key, ttl)
         pipe.zadd(self._index_key(kind), {member: utcnow().timestamp()})
+        if announce:
+            pipe.publish(announce, orjson.dumps({**encoded, **(extra or {})}))
         pipe.execute()
 
     def _list_indexed(self, kind: str, cls: type, key_for, ttl: int) -> list:

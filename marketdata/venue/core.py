@@ -181,22 +181,43 @@ class Venue:
         interval = 1.0 / self.step_hz
         next_at = time.monotonic()
         while True:
-            next_at += interval
+            started, next_at = next_at, next_at + interval
             if not self.paused:
                 try:
                     self.model.step(interval)
-                    self._sync_from_model(publish=True)
+                    updates = self._model_updates()
                 except Exception:  # the venue must outlive a bad step
                     log.exception("venue: step failed")
+                    updates = []
+                # Spread the markets' updates over the step, as on a real exchange, instead of
+                # sending every book in the same millisecond.
+                gap = interval / max(1, len(updates))
+                for i, update in enumerate(updates):
+                    if self.paused:
+                        break
+                    self._publish_update(update)
+                    delay = started + (i + 1) * gap - time.monotonic()
+                    if delay > 0.001:
+                        await asyncio.sleep(delay)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    def _sync_from_model(self, *, publish: bool) -> None:
+    def _model_updates(self) -> list[tuple]:
         model = self.model
         updates = [(f"KRW-{USDT}", "upbit", model.usdt_bids, model.usdt_asks, USDT)]
         for symbol, state in model.coins.items():
             updates.append((f"{symbol}{USDT}", "binance", state.binance_bids, state.binance_asks, symbol))
             updates.append((f"KRW-{symbol}", "upbit", state.upbit_bids, state.upbit_asks, symbol))
-        for market, exchange, bids, asks, symbol in updates:
+        return updates
+
+    def _publish_update(self, update: tuple) -> None:
+        market, exchange, bids, asks, symbol = update
+        try:
+            self.set_book(exchange, market, bids, asks, publish=symbol not in self.faults.stopped)
+        except Exception:
+            log.exception("venue: publishing %s %s failed", exchange, market)
+
+    def _sync_from_model(self, *, publish: bool) -> None:
+        for market, exchange, bids, asks, symbol in self._model_updates():
             self.set_book(exchange, market, bids, asks, publish=publish and symbol not in self.faults.stopped)
 
     def set_book(self, exchange: str, market: str, bids: list[Level], asks: list[Level], *, publish: bool = True) -> None:

@@ -47,6 +47,21 @@ DEFAULT_COINS: tuple[Coin, ...] = (
 USDT = "USDT"
 
 
+def make_coins(count: int, seed: int = 1) -> tuple[Coin, ...]:
+    """The ten real coins, then synthetic ones (C011, C012, ...) up to `count`, for load tests."""
+    if count <= len(DEFAULT_COINS):
+        return DEFAULT_COINS[:count]
+    rng = random.Random(seed)
+    extra = []
+    for i in range(len(DEFAULT_COINS) + 1, count + 1):
+        usd = round(10 ** rng.uniform(-1, 3), 4)
+        tick = "0.0001" if usd < 10 else "0.01"
+        step = "0.1" if usd < 10 else "0.001"
+        extra.append(_coin(f"C{i:03d}", f"Coin {i}", f"코인{i}", usd, tick, step, rng.uniform(0.6, 1.5),
+                           rng.uniform(-0.001, 0.003)))
+    return DEFAULT_COINS + tuple(extra)
+
+
 @dataclass
 class ModelParams:
     market_vol: float = 0.00008  # per sqrt(second), common factor (~45 % a year)

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
+from marketdata.venue.market import MarketModel, make_coins
 from marketdata.venue.replay import replay
 from marketdata.venue.server import VenueServer
 
@@ -22,6 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=settings.VENUE_SEED)
         parser.add_argument("--step-hz", type=float, default=settings.VENUE_STEP_HZ,
                             help="model steps (book updates per market) per second")
+        parser.add_argument("--coins", type=int, default=10, help="coins listed on both venues (10 real, then synthetic)")
         parser.add_argument("--replay", metavar="FILE", help="drive the books from a recording instead of the model")
         parser.add_argument("--replay-speed", type=float, default=1.0)
         parser.add_argument("--replay-loop", action="store_true")
@@ -32,7 +33,8 @@ class Command(BaseCommand):
         asyncio.run(self._serve(options))
 
     async def _serve(self, options):
-        venue = Venue(MarketModel(seed=options["seed"]), step_hz=options["step_hz"])
+        model = MarketModel(coins=make_coins(options["coins"]), seed=options["seed"])
+        venue = Venue(model, step_hz=options["step_hz"])
         server = VenueServer(venue, options["host"], options["upbit_port"], options["binance_port"],
                              drive=not options["replay"])
         stop = asyncio.Event()
