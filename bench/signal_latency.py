@@ -59,7 +59,7 @@ def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int,
         requests.post(f"http://127.0.0.1:{bn}/_venue/control", json={"action": "premium", "symbol": symbol, "premium": 0.01}, timeout=5)
     worker = subprocess.Popen([str(Path(PY).parent / "celery"), "-A", "arbproject", "worker", "-P", pool, "-c", str(concurrency),
                                "-l", "error", "--without-mingle", "--without-gossip", "--without-heartbeat"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "w"))
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs += [spawn(["run_feeds", "--exchange", "upbit"], env), spawn(["run_feeds", "--exchange", "binance"], env),
               spawn(["run_signals"], env), worker]
     client = redis.Redis.from_url(redis_url)
