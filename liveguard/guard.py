@@ -22,6 +22,7 @@ from .models import GuardEvent, GuardLimits, KillSwitch
 
 log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
+UNSET = object()  # "not prefetched: read it yourself"
 
 
 @dataclass
@@ -82,13 +83,15 @@ class Guard:
         self.limits = limits or GuardLimits.load()
 
     # --- the checks ------------------------------------------------------------------------------
-    def check_kill_switch(self) -> Block | None:
-        if kill_switch_engaged(self.state):
+    def check_kill_switch(self, mirrored=UNSET) -> Block | None:
+        engaged = kill_switch_engaged(self.state) if mirrored is UNSET or mirrored is None else mirrored
+        if engaged:
             return Block("kill_switch", "kill switch engaged")
         return None
 
-    def check_circuit_breaker(self) -> Block | None:
-        tripped = self.state.breaker()
+    def check_circuit_breaker(self, tripped=UNSET) -> Block | None:
+        if tripped is UNSET:
+            tripped = self.state.breaker()
         if tripped:
             reason, left = tripped
             return Block("circuit_breaker", f"circuit breaker tripped ({reason}); {left} s of cooldown left")
@@ -123,8 +126,12 @@ class Guard:
                                        f"(limit {limits.fx_jump_pct}%)")
         return None
 
-    def check_market_warning(self, symbol: str) -> Block | None:
-        if self.limits.block_market_warnings and self.state.market_warning(symbol):
+    def check_market_warning(self, symbol: str, flagged=UNSET) -> Block | None:
+        if not self.limits.block_market_warnings:
+            return None
+        if flagged is UNSET:
+            flagged = self.state.market_warning(symbol)
+        if flagged:
             return Block("market_warning", f"Upbit flags {symbol} with a caution")
         return None
 

@@ -17,7 +17,7 @@ from . import ledger, positions
 from .execution import PairRequest, PaperExecutor
 from .fields import money
 from .models import LedgerEntry, Pair, Position, Signal
-from .quant.service import sizing_cap
+from .quant.service import position_cap
 from .signals import Caps, Fees, Opportunity, best_opportunity, premium
 from .state import PremiumRecord, SignalRecord, StateManager
 
@@ -39,11 +39,12 @@ def fees() -> Fees:
 _limits_cache: tuple[float, int, GuardLimits] | None = None
 
 
-def current_limits(state: StateManager | None = None, max_age: float = 5.0) -> GuardLimits:
+def current_limits(state: StateManager | None = None, max_age: float = 5.0, version: int | None = None) -> GuardLimits:
     """Limits from the database, re-read when an edit bumped their version (or every few seconds)."""
     global _limits_cache
     now = time.monotonic()
-    version = (state or get_state()).limits_version()
+    if version is None:
+        version = (state or get_state()).limits_version()
     if _limits_cache is None or _limits_cache[1] != version or now - _limits_cache[0] > max_age:
         _limits_cache = (now, version, GuardLimits.load())
     return _limits_cache[2]
@@ -105,9 +106,9 @@ def should_record_rejection(state: StateManager, symbol: str, check: str) -> boo
 def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=None) -> str:
     """Evaluate one coin now; returns what happened ("no_data", "none", "rejected:<check>", "executed", ...)."""
     state = state or get_state()
-    upbit, binance, fx = state.get_market(symbol, FX_KEY)
-    if settings.FX_SOURCE == "fixed":
-        fx = fx_rate(state)
+    ctx = state.evaluation_context(symbol, FX_KEY)
+    upbit, binance = ctx.upbit, ctx.binance
+    fx = fx_rate(state) if settings.FX_SOURCE == "fixed" else ctx.fx
     if upbit is None or binance is None or fx is None or not (upbit.bids and upbit.asks and binance.bids and binance.asks):
         return "no_data"
     fee = fees()
@@ -116,17 +117,19 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     state.save_premium(PremiumRecord(symbol, money(prem.premium_pct), prem.upbit_mid, prem.binance_mid, fx.rate,
                                      money(prem.best_net_upbit_to_binance), money(prem.best_net_binance_to_upbit), now),
                        settings.PREMIUM_HISTORY_SECONDS)
-    limits = current_limits(state)
+    limits = current_limits(state, version=ctx.limits_version)
+    step = ctx.lot_step or DEFAULT_LOT_STEP
+    max_notional = limits.max_position_size
+    # The quant cap: a volatility-targeted size times the coin's portfolio weight.
+    cap = position_cap(ctx.volatility, ctx.weight, ctx.weighted_symbols, ctx.total_balance)
+    if cap is not None:
+        max_notional = min(max_notional, cap)
+    # Most ticks carry no opportunity even before balances cap it: find out without the database.
+    if best_opportunity(symbol, upbit, binance, fx.rate, fee, limits.min_spread_pct,
+                        lambda b, s: Caps(max_notional), step) is None:
+        return "none"
     ensure_paper_funds(state, symbol, prem.upbit_mid, prem.binance_mid, fx.rate)
     balances = ledger.balances()
-
-    max_notional = limits.max_position_size
-    metrics = state.get_metrics()
-    if metrics is not None:
-        # The quant cap: a volatility-targeted size times the coin's portfolio weight.
-        cap = sizing_cap(state, symbol, metrics.total_balance)
-        if cap is not None:
-            max_notional = min(max_notional, cap)
 
     def caps_for(buy_exchange: str, sell_exchange: str) -> Caps:
         return Caps(
@@ -135,36 +138,34 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
             sell_base_available=balances.get((sell_exchange, symbol), Decimal(0)) * limits.max_inventory_pct / 100,
         )
 
-    step = lot_step(state, symbol)
     opportunity = best_opportunity(symbol, upbit, binance, fx.rate, fee, limits.min_spread_pct, caps_for, step)
     if opportunity is None:
         return "none"
+    tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
     state.save_signal(SignalRecord(
         symbol, opportunity.buy_exchange, opportunity.sell_exchange, money(opportunity.buy_price),
         money(opportunity.sell_price), money(opportunity.spread), money(opportunity.spread_pct), now,
-        quantity=opportunity.quantity, net_spread_pct=money(opportunity.net_spread_pct),
-        tick_received_at=max(filter(None, (upbit.received_at, binance.received_at)), default=None),
+        quantity=opportunity.quantity, net_spread_pct=money(opportunity.net_spread_pct), tick_received_at=tick,
     ))
     token = state.acquire_lock(f"symbol:{symbol}", settings.SIGNAL_LOCK_MS)
     if token is None:
         return "locked"  # another worker is trading this coin right now
     try:
-        tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
-        return _guard_and_execute(state, opportunity, fx, limits, balances, step, executor, now, tick)
+        return _guard_and_execute(state, ctx, opportunity, fx, limits, balances, step, executor, now, tick)
     finally:
         state.release_lock(f"symbol:{symbol}", token)
 
 
-def _guard_and_execute(state, opportunity: Opportunity, fx, limits, balances, step, executor, now, tick=None) -> str:
+def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balances, step, executor, now, tick) -> str:
     symbol = opportunity.symbol
     guard = lg.Guard(state, limits)
     fee = fees()
     block = (
-        guard.check_kill_switch()
-        or guard.check_circuit_breaker()
+        guard.check_kill_switch(ctx.kill_switch)
+        or guard.check_circuit_breaker(ctx.breaker)
         or guard.check_quotes(opportunity.buy_book_time, opportunity.sell_book_time, now)
-        or guard.check_fx(fx, now, reference=reference_rate(state))
-        or guard.check_market_warning(symbol)
+        or guard.check_fx(fx, now, reference=ctx.reference_fx.rate if ctx.reference_fx else None)
+        or guard.check_market_warning(symbol, ctx.market_warning)
         or guard.check_slippage(opportunity)
         or guard.check_balances(opportunity, balances.get((opportunity.buy_exchange, ledger.QUOTE[opportunity.buy_exchange]), Decimal(0)),
                                 balances.get((opportunity.sell_exchange, symbol), Decimal(0)), fee.of(opportunity.buy_exchange))
@@ -212,11 +213,6 @@ def sync_exposure(state: StateManager, symbol: str, position: Position | None) -
     """The guard's exposure counter follows the position's entry notional."""
     exposure = position.entry_buy_price * position.quantity if position else Decimal(0)
     state.set_exposure(symbol, int(exposure.to_integral_value(rounding="ROUND_CEILING")))
-
-
-def reference_rate(state: StateManager) -> Decimal | None:
-    ref = state.get_fx("reference")
-    return ref.rate if ref else None
 
 
 def _record_signal(o: Opportunity, outcome: str, reason: str, now: datetime) -> Signal:

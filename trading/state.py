@@ -164,6 +164,23 @@ class PremiumRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EvaluationContext:
+    upbit: BookRecord | None
+    binance: BookRecord | None
+    fx: FxRecord | None
+    reference_fx: FxRecord | None
+    limits_version: int
+    kill_switch: bool | None
+    breaker: tuple[str, int] | None
+    market_warning: bool
+    lot_step: Decimal | None
+    total_balance: Decimal | None
+    volatility: float | None
+    weight: float | None
+    weighted_symbols: int
+
+
+@dataclass(frozen=True, slots=True)
 class FeedStats:
     exchange: str
     messages: int = 0
@@ -635,6 +652,42 @@ class StateManager:
         upbit, binance, fx = pipe.execute()
         return (self.decode_book(upbit) if upbit else None, self.decode_book(binance) if binance else None,
                 decode_record(FxRecord, fx))
+
+    def evaluation_context(self, symbol: str, fx_source: str) -> EvaluationContext:
+        """Everything one evaluation reads from Redis, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.book_key("upbit", symbol))
+        pipe.get(self.book_key("binance", symbol))
+        pipe.hgetall(self.fx_key(fx_source))
+        pipe.hgetall(self.fx_key("reference"))
+        pipe.get(f"{PREFIX}:guard:limits_version")
+        pipe.get(f"{PREFIX}:guard:kill")
+        pipe.get(f"{PREFIX}:guard:breaker")
+        pipe.ttl(f"{PREFIX}:guard:breaker")
+        pipe.sismember(f"{PREFIX}:warnings", symbol)
+        pipe.hget(f"{PREFIX}:rules:binance:{symbol}", "step_size")
+        pipe.hget(self.metrics_key(), "total_balance")
+        pipe.hmget(f"{PREFIX}:risk", f"vol:{symbol}", f"weight:{symbol}")
+        pipe.hlen(f"{PREFIX}:risk")
+        (upbit, binance, fx, reference, version, kill, breaker, breaker_ttl, warning, step, total, risk,
+         risk_len) = pipe.execute()
+        text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
+        return EvaluationContext(
+            upbit=self.decode_book(upbit) if upbit else None,
+            binance=self.decode_book(binance) if binance else None,
+            fx=decode_record(FxRecord, fx),
+            reference_fx=decode_record(FxRecord, reference),
+            limits_version=int(version or 0),
+            kill_switch=None if kill is None else text(kill) == "1",
+            breaker=(text(breaker), max(int(breaker_ttl), 0)) if breaker is not None else None,
+            market_warning=bool(warning),
+            lot_step=Decimal(text(step)) if step else None,
+            total_balance=Decimal(text(total)) if total else None,
+            volatility=float(text(risk[0])) if risk[0] else None,
+            weight=float(text(risk[1])) if risk[1] else None,
+            # The risk hash holds timestamp, var_95, then a vol and a weight per coin.
+            weighted_symbols=max(0, (int(risk_len) - 2) // 2),
+        )
 
     # premium --------------------------------------------------------------------------------
     def save_premium(self, record: PremiumRecord, history_seconds: int, sample_every: float = 1.0) -> None:

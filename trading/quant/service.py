@@ -56,11 +56,19 @@ def _mean_period(series) -> float:
     return max(float(np.mean(gaps)), 1e-3) if gaps else 1.0
 
 
+def position_cap(volatility: float | None, weight: float | None, weighted_symbols: int, total_balance: Decimal | None,
+                 horizon_seconds: int = 3600) -> Decimal | None:
+    """adjusted_position = position_size(vol, balance) x weight, scaled so an equal weight leaves
+    the volatility-targeted size unchanged; None without a model."""
+    if not volatility or not weight or not total_balance or total_balance <= 0 or weighted_symbols <= 0:
+        return None
+    size = VolatilityPredictor().calculate_position_size(volatility, total_balance, horizon_seconds)
+    return (size * Decimal(repr(weight)) * weighted_symbols).quantize(Decimal(1))
+
+
 def sizing_cap(state: StateManager, symbol: str, total_balance: Decimal, horizon_seconds: int = 3600) -> Decimal | None:
-    """position_size(vol, balance) x weight for a coin, from the last refit; None without a model."""
+    """position_cap() from the last refit stored in Redis."""
     model = state.risk_model()
     vol, weight = model.get(f"vol:{symbol}"), model.get(f"weight:{symbol}")
-    if not vol or not weight or total_balance <= 0:
-        return None
-    size = VolatilityPredictor().calculate_position_size(float(vol), total_balance, horizon_seconds)
-    return (size * Decimal(weight) * len([k for k in model if k.startswith("weight:")])).quantize(Decimal(1))
+    count = len([k for k in model if k.startswith("weight:")])
+    return position_cap(float(vol) if vol else None, float(weight) if weight else None, count, total_balance, horizon_seconds)
