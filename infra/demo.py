@@ -83,6 +83,7 @@ def main() -> int:
         UPBIT_WS_URL=f"ws://{host}:{upbit_port}/websocket/v1",
         BINANCE_REST_URL=f"http://{host}:{binance_port}",
         BINANCE_WS_URL=f"ws://{host}:{binance_port}",
+        FX_REFERENCE_URL=f"http://{host}:{upbit_port}/v1/forex/recent?codes=FRX.KRWUSD",
         LIVE_MODE="false",
     )
     sup = Supervisor(env)

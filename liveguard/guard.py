@@ -111,7 +111,7 @@ class Guard:
         return None
 
     def check_fx(self, fx: FxRecord | None, now: datetime, reference: Decimal | None = None,
-                 previous: Decimal | None = None) -> Block | None:
+                 previous: Decimal | None = None, reference_age_ms: float | None = None) -> Block | None:
         limits = self.limits
         if fx is None:
             return Block("fx", "no KRW/USDT rate")

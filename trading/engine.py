@@ -164,7 +164,8 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
         guard.check_kill_switch(ctx.kill_switch)
         or guard.check_circuit_breaker(ctx.breaker)
         or guard.check_quotes(opportunity.buy_book_time, opportunity.sell_book_time, now)
-        or guard.check_fx(fx, now, reference=ctx.reference_fx.rate if ctx.reference_fx else None)
+        or guard.check_fx(fx, now, reference=ctx.reference_fx.rate if ctx.reference_fx else None,
+                          previous=ctx.fx_minute_ago)
         or guard.check_market_warning(symbol, ctx.market_warning)
         or guard.check_slippage(opportunity)
         or guard.check_balances(opportunity, balances.get((opportunity.buy_exchange, ledger.QUOTE[opportunity.buy_exchange]), Decimal(0)),

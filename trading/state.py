@@ -178,6 +178,7 @@ class EvaluationContext:
     volatility: float | None
     weight: float | None
     weighted_symbols: int
+    fx_minute_ago: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +409,16 @@ class StateManager:
             timestamp=datetime.fromisoformat(data["timestamp"]),
             received_at=datetime.fromisoformat(data["received_at"]) if data.get("received_at") else None,
         )
+
+    def sample_fx(self, rate: FxRecord, keep_seconds: int = 300) -> None:
+        """Keep a few minutes of the trading rate, so a jump over time can be seen."""
+        key = f"{PREFIX}:fx:history:{rate.source}"
+        now = rate.timestamp.timestamp()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {f"{now:.3f}:{rate.rate}": now})
+        pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
+        pipe.expire(key, keep_seconds)
+        pipe.execute()
 
     def get_fx(self, source: str) -> FxRecord | None:
         return decode_record(FxRecord, self.redis.hgetall(self.fx_key(source)))
@@ -669,8 +680,11 @@ class StateManager:
         pipe.hget(self.metrics_key(), "total_balance")
         pipe.hmget(f"{PREFIX}:risk", f"vol:{symbol}", f"weight:{symbol}")
         pipe.hlen(f"{PREFIX}:risk")
+        # The oldest rate of the last minute: the baseline for the FX jump check.
+        now = utcnow().timestamp()
+        pipe.zrangebyscore(f"{PREFIX}:fx:history:{fx_source}", now - 60, "+inf", start=0, num=1)
         (upbit, binance, fx, reference, version, kill, breaker, breaker_ttl, warning, step, total, risk,
-         risk_len) = pipe.execute()
+         risk_len, fx_before) = pipe.execute()
         text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
         return EvaluationContext(
             upbit=self.decode_book(upbit) if upbit else None,
@@ -687,6 +701,7 @@ class StateManager:
             weight=float(text(risk[1])) if risk[1] else None,
             # The risk hash holds timestamp, var_95, then a vol and a weight per coin.
             weighted_symbols=max(0, (int(risk_len) - 2) // 2),
+            fx_minute_ago=Decimal(text(fx_before[0]).split(":", 1)[1]) if fx_before else None,
         )
 
     # premium --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def publish_metrics() -> None:
     fx = engine.fx_rate(state)
     if fx is None:
         return
+    state.sample_fx(fx)
     record = metrics.compute(state, fx.rate)
     state.set_metrics(record)
     metrics.rebalance_suggestions(state, fx.rate)
@@ -75,6 +76,28 @@ def refit_volatility() -> dict:
 
     result = refit(engine.get_state())
     return {"symbols": len(result["vols"]), "var_95": result["var_95"]}
+
+
+@shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
+def refresh_reference_fx() -> str | None:
+    """Read the second USD/KRW source (FX_REFERENCE_URL) into arbitrage:fx:reference."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from .state import FxRecord
+
+    if not settings.FX_REFERENCE_URL:
+        return None
+    try:
+        response = requests.get(settings.FX_REFERENCE_URL, timeout=3)
+        response.raise_for_status()
+        quote = response.json()[0]
+        rate = Decimal(str(quote["basePrice"]))
+    except (requests.RequestException, ValueError, KeyError, IndexError) as exc:
+        log.warning("reference USD/KRW not refreshed: %s", exc)
+        return None
+    engine.get_state().set_fx(FxRecord("reference", rate, None, None, datetime.now(UTC)))
+    return str(rate)
 
 
 @shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)

@@ -115,7 +115,25 @@ class UpbitDialect:
         app.router.add_get("/v1/orderbook", self.orderbook)
         app.router.add_get("/v1/orderbook/instruments", self.instruments)
         app.router.add_get("/v1/ticker", self.ticker)
+        # A USD/KRW reference in the shape of Dunamu's forex quotation API, which Korean traders
+        # use beside the KRW-USDT book.
+        app.router.add_get("/v1/forex/recent", self.forex)
         return app
+
+    async def forex(self, request: web.Request) -> web.Response:
+        codes = request.query.get("codes", "")
+        if codes != "FRX.KRWUSD":
+            return self.error(404, 404, "Code not found")
+        rate = round(self.venue.model.usd_krw, 2)
+        now = now_ms()
+        return self.ok([{
+            "code": "FRX.KRWUSD", "currencyCode": "USD", "currencyName": "달러", "country": "미국", "name": "미국 (KRW/USD)",
+            "date": datetime.fromtimestamp(now / 1000, UTC).strftime("%Y-%m-%d"), "time": datetime.fromtimestamp(now / 1000, UTC).strftime("%H:%M:%S"),
+            "basePrice": rate, "openingPrice": rate, "highPrice": rate, "lowPrice": rate, "change": "EVEN",
+            "changePrice": 0.0, "cashBuyingPrice": round(rate * 1.0175, 2), "cashSellingPrice": round(rate * 0.9825, 2),
+            "ttBuyingPrice": round(rate * 0.99, 2), "ttSellingPrice": round(rate * 1.01, 2), "currencyUnit": 1,
+            "provider": "SIMULATED", "timestamp": now,
+        }])
 
     # --- REST ----------------------------------------------------------------------------------
     @staticmethod

@@ -151,3 +151,9 @@ def test_books_follow_upbit_tick_rules(venue):
             for key in ("ask_price", "bid_price"):
                 price = Decimal(str(unit[key]))
                 assert price % upbit_krw_tick(price, market["market"]) == 0, (market["market"], price)
+
+
+def test_serves_a_usd_krw_reference_in_the_forex_api_shape(venue):
+    quote = requests.get(f"{venue.server.upbit_url}/v1/forex/recent", params={"codes": "FRX.KRWUSD"}, timeout=5).json()[0]
+    assert quote["code"] == "FRX.KRWUSD" and 1000 < quote["basePrice"] < 2000
+    assert requests.get(f"{venue.server.upbit_url}/v1/forex/recent", params={"codes": "X"}, timeout=5).status_code == 404

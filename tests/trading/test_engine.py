@@ -173,3 +173,25 @@ def test_ledger_balances_equal_deposits_fills_and_fees_after_many_random_trades(
     actual = {(b.venue, b.asset): b.amount for b in Balance.objects.all()}
     assert actual == dict(expected)
     assert ledger.ledger_sums() == actual
+
+
+def test_fx_jump_over_the_last_minute_blocks(state, market):
+    from datetime import UTC, datetime, timedelta
+
+    from trading.state import FxRecord
+
+    market("BTC", **JUMP)
+    state.sample_fx(FxRecord("upbit", D("1370"), None, None, datetime.now(UTC) - timedelta(seconds=30)))
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:fx"
+    assert "last minute" in Signal.objects.get().reason
+
+
+def test_stale_fx_blocks(state, market):
+    from datetime import UTC, datetime, timedelta
+
+    from trading.state import FxRecord
+
+    market("BTC", **JUMP)
+    state.set_fx(FxRecord("upbit", D("1400"), None, None, datetime.now(UTC) - timedelta(seconds=10)))
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:fx"
+    assert "old" in Signal.objects.get().reason
