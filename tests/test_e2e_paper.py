@@ -26,22 +26,33 @@ ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ["BTC", "ETH", "XRP"]
 
 
+def start_workers(redis_url, count):
+    """Real Celery worker processes on the private broker and the shared test database."""
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}"}
+    procs = [subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "arbproject", "worker", "-P", "solo", "-l", "warning",
+         "--without-mingle", "--without-gossip", "--without-heartbeat", "-n", f"e2e-{os.getpid()}-{i}@%h"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) for i in range(count)]
+    wait_for(lambda: len(celery_app.control.ping(timeout=0.5)) >= count, timeout=30, interval=0.2)
+    return procs
+
+
+def stop_workers(procs):
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 @pytest.fixture
 def worker(redis_url):
-    """A real Celery worker process on the private broker and the shared test database."""
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "celery"), "-A", "arbproject", "worker", "-P", "solo", "-l", "warning",
-         "--without-mingle", "--without-gossip", "--without-heartbeat", "-n", f"e2e-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    wait_for(lambda: celery_app.control.ping(timeout=0.5), timeout=30, interval=0.2)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    procs = start_workers(redis_url, 1)
+    yield procs[0]
+    stop_workers(procs)
 
 
 @pytest.fixture
@@ -119,3 +130,31 @@ def test_a_low_limit_blocks_with_its_reason_through_the_worker(loop, state):
     assert "trades this hour" in event.reason
     time.sleep(0.5)
     assert not Pair.objects.exists()
+
+
+def test_two_worker_processes_never_both_pass_a_one_trade_limit(redis_url, state):
+    """Six coins with a premium, evaluated at once by two worker processes, under a one-trade limit."""
+    from datetime import UTC, datetime
+    from decimal import Decimal as D
+
+    from trading.state import BookRecord, FxRecord, PriceRecord
+
+    coins = ["BTC", "ETH", "XRP", "SOL", "ADA", "DOT"]
+    procs = start_workers(redis_url, 2)
+    try:
+        update_limits(state, max_trades_per_hour=1)
+        now = datetime.now(UTC)
+        books, prices = [], []
+        for coin in coins:
+            books += [BookRecord("upbit", coin, [(D("143000"), D("100"))], [(D("143100"), D("100"))], now, now),
+                      BookRecord("binance", coin, [(D("99"), D("100"))], [(D("99.01"), D("100"))], now, now)]
+        prices = [PriceRecord(b.exchange, b.symbol, b.bids[0][0], b.asks[0][0], b.bids[0][0], now, now) for b in books]
+        state.write_market(prices, books, [FxRecord("upbit", D("1400"), None, None, now)])
+        for coin in coins:
+            evaluate_symbol.delay(coin)
+        wait_for(lambda: GuardEvent.objects.filter(check_name="trades_per_hour").count()
+                 + Pair.objects.count() >= len(coins), timeout=20)
+        assert Pair.objects.count() == 1
+        assert GuardEvent.objects.filter(check_name="trades_per_hour").count() == len(coins) - 1
+    finally:
+        stop_workers(procs)

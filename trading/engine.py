@@ -86,7 +86,12 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
     if not missing:
         _funded.update(funded)
         return
-    token = state.acquire_lock("funding", 5000)
+    token = None
+    deadline = time.monotonic() + 3
+    while token is None and time.monotonic() < deadline:
+        token = state.acquire_lock("funding", 5000)
+        if token is None:
+            time.sleep(0.01)  # another worker is depositing; its deposits may be ours too
     if token is None:
         return
     try:
@@ -94,6 +99,7 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
         for venue, asset, amount in missing:
             if (venue, asset) not in funded:
                 ledger.deposit(venue, asset, money(amount))
+        _funded.update((venue, asset) for venue, asset, _ in wanted)
     finally:
         state.release_lock("funding", token)
 
