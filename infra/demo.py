@@ -47,9 +47,10 @@ class Supervisor:
             return
         self.stopping = True
         print("\ndemo: stopping every process", flush=True)
+        # Only the main process of each: Celery's and daphne's own shutdown stops their children.
         for _name, proc in reversed(self.procs):
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         for name, proc in reversed(self.procs):
             try:

@@ -175,7 +175,11 @@ class Venue:
         for client in clients:
             client.close()
         if clients:
-            await asyncio.wait([c.writer for c in clients], timeout=1.0)
+            _done, pending = await asyncio.wait([c.writer for c in clients], timeout=1.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
     async def _drive(self) -> None:
         interval = 1.0 / self.step_hz
