@@ -15,14 +15,24 @@ QUOTE = {"upbit": "KRW", "binance": "USDT"}
 
 def post(venue: str, asset: str, amount: Decimal, kind: str, fill: Fill | None = None) -> LedgerEntry:
     """Add one ledger entry and move the balance by exactly the same amount (call inside a transaction)."""
-    amount = money(amount)
-    entry = LedgerEntry.objects.create(venue=venue, asset=asset, amount=amount, kind=kind, fill=fill)
-    updated = Balance.objects.filter(venue=venue, asset=asset).update(
-        amount=F("amount") + Value(to_units(amount), output_field=models.BigIntegerField())
-    )
-    if not updated:
-        Balance.objects.create(venue=venue, asset=asset, amount=amount)
+    entry = LedgerEntry(venue=venue, asset=asset, amount=amount, kind=kind, fill=fill)
+    post_many([entry])
     return entry
+
+
+def post_many(entries: list[LedgerEntry]) -> None:
+    """Insert entries in one statement and move each touched balance once (inside a transaction)."""
+    totals: dict[tuple[str, str], Decimal] = {}
+    for entry in entries:
+        entry.amount = money(entry.amount)
+        totals[(entry.venue, entry.asset)] = totals.get((entry.venue, entry.asset), Decimal(0)) + entry.amount
+    LedgerEntry.objects.bulk_create(entries)
+    for (venue, asset), amount in totals.items():
+        updated = Balance.objects.filter(venue=venue, asset=asset).update(
+            amount=F("amount") + Value(to_units(amount), output_field=models.BigIntegerField())
+        )
+        if not updated:
+            Balance.objects.create(venue=venue, asset=asset, amount=amount)
 
 
 def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal) -> Fill:
@@ -40,10 +50,13 @@ def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decim
         fee_asset, fee = base, money(quantity * fee_rate)
     with transaction.atomic():
         fill = Fill.objects.create(order=order, price=price, quantity=quantity, fee=fee, fee_asset=fee_asset)
-        post(venue, base, quantity if buying else -quantity, LedgerEntry.Kind.TRADE, fill)
-        post(venue, quote, -notional if buying else notional, LedgerEntry.Kind.TRADE, fill)
+        entries = [
+            LedgerEntry(venue=venue, asset=base, amount=quantity if buying else -quantity, kind=LedgerEntry.Kind.TRADE, fill=fill),
+            LedgerEntry(venue=venue, asset=quote, amount=-notional if buying else notional, kind=LedgerEntry.Kind.TRADE, fill=fill),
+        ]
         if fee:
-            post(venue, fee_asset, -fee, LedgerEntry.Kind.FEE, fill)
+            entries.append(LedgerEntry(venue=venue, asset=fee_asset, amount=-fee, kind=LedgerEntry.Kind.FEE, fill=fill))
+        post_many(entries)
     return fill
 
 
