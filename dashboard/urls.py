@@ -3,5 +3,7 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
-    path("health", views.health, name="health"),
+    path("", views.overview, name="overview"),
+    path("board", views.premium_board, name="board"),
+    path("activity", views.activity, name="activity"),
 ]

@@ -89,6 +89,11 @@ class Guard:
             return Block("kill_switch", "kill switch engaged")
         return None
 
+    def check_paused(self, symbol: str, paused: bool) -> Block | None:
+        if paused:
+            return Block("paused", f"{symbol} is paused by an operator")
+        return None
+
     def check_circuit_breaker(self, tripped=UNSET) -> Block | None:
         if tripped is UNSET:
             tripped = self.state.breaker()

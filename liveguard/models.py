@@ -123,3 +123,15 @@ def save_audited(instance: models.Model, user=None) -> list[AuditLog]:
         instance.save()
         AuditLog.objects.bulk_create(entries)
     return entries
+
+
+class SymbolPause(models.Model):
+    """A coin taken out of trading by an operator (no new pairs; open positions still managed)."""
+
+    symbol = models.CharField(max_length=20, unique=True)
+    reason = models.CharField(max_length=200, blank=True)
+    paused_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.symbol} paused"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .models import GuardLimits, KillSwitch, save_audited
+from .models import AuditLog, GuardLimits, KillSwitch, SymbolPause, save_audited
 
 
 def set_kill_switch(state, engaged: bool, user=None, reason: str = "") -> KillSwitch:
@@ -33,3 +33,23 @@ def update_limits(state=None, user=None, **changes) -> GuardLimits:
             raise ValueError(f"unknown limit {name!r}")
         setattr(limits, name, value)
     return save_limits(state or get_state(), limits, user)
+
+
+def pause_symbol(state, symbol: str, user=None, reason: str = "") -> SymbolPause:
+    pause, created = SymbolPause.objects.get_or_create(symbol=symbol, defaults={"reason": reason[:200], "paused_by": _user(user)})
+    if created:
+        AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="trading", new_value="paused", user=_user(user))
+    state.set_paused(SymbolPause.objects.values_list("symbol", flat=True))
+    return pause
+
+
+def resume_symbol(state, symbol: str, user=None) -> bool:
+    deleted, _ = SymbolPause.objects.filter(symbol=symbol).delete()
+    if deleted:
+        AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="paused", new_value="trading", user=_user(user))
+    state.set_paused(SymbolPause.objects.values_list("symbol", flat=True))
+    return bool(deleted)
+
+
+def _user(user):
+    return user if user is not None and user.is_authenticated else None

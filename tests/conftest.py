@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from marketdata.venue.core import Venue
 from marketdata.venue.market import MarketModel
 from marketdata.venue.server import VenueServer, VenueThread
 from tests.support import PrivateRedis, free_port  # noqa: F401  (free_port is re-exported)
-from trading.state import StateManager
+from trading.state import BookRecord, FxRecord, PriceRecord, StateManager
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +72,27 @@ def venue():
     thread = VenueThread(server).start()
     yield thread
     thread.stop()
+
+
+@pytest.fixture
+def market(state):
+    """Write both venues' books for a coin (and the KRW/USDT rate) as the feeds would."""
+
+    def put(symbol="BTC", upbit_bids=(("139000000", "1"),), upbit_asks=(("139100000", "1"),),
+            binance_bids=(("99000", "1"),), binance_asks=(("99010", "1"),), fx="1400", age_ms=0, skew_ms=0):
+        now = datetime.now(UTC) - timedelta(milliseconds=age_ms)
+        books = [
+            BookRecord("upbit", symbol, [(D(p), D(q)) for p, q in upbit_bids], [(D(p), D(q)) for p, q in upbit_asks], now, now),
+            BookRecord("binance", symbol, [(D(p), D(q)) for p, q in binance_bids], [(D(p), D(q)) for p, q in binance_asks],
+                       now - timedelta(milliseconds=skew_ms), now),
+        ]
+        prices = [PriceRecord(b.exchange, symbol, b.bids[0][0], b.asks[0][0], (b.bids[0][0] + b.asks[0][0]) / 2,
+                              b.timestamp, now) for b in books]
+        rate = FxRecord("upbit", D(fx), D(fx) - D("0.5"), D(fx) + D("0.5"), now)
+        state.write_market(prices, books, [rate])
+        state.set_rules("binance", symbol, {"step_size": "0.00001", "tick_size": "0.01", "min_notional": "5"})
+
+    return put
 
 
 def feed_kwargs(venue_thread: VenueThread, exchange: str) -> dict:

@@ -168,6 +168,7 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
     fee = fees()
     block = (
         guard.check_kill_switch(ctx.kill_switch)
+        or guard.check_paused(symbol, ctx.paused)
         or guard.check_circuit_breaker(ctx.breaker)
         or guard.check_quotes(opportunity.buy_book_time, opportunity.sell_book_time, now)
         or guard.check_fx(fx, now, reference=ctx.reference_fx.rate if ctx.reference_fx else None,

@@ -179,6 +179,7 @@ class EvaluationContext:
     weight: float | None
     weighted_symbols: int
     fx_minute_ago: Decimal | None = None
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,6 +640,19 @@ class StateManager:
         pipe.set(f"{PREFIX}:warnings:checked", utcnow().isoformat(), ex=TTL_WARNINGS)
         pipe.execute()
 
+    def set_paused(self, symbols: Iterable[str]) -> None:
+        """Mirror of the database's paused coins."""
+        key = f"{PREFIX}:guard:paused"
+        pipe = self.redis.pipeline()
+        pipe.delete(key)
+        symbols = list(symbols)
+        if symbols:
+            pipe.sadd(key, *symbols)
+        pipe.execute()
+
+    def paused_symbols(self) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else m for m in self.redis.smembers(f"{PREFIX}:guard:paused")}
+
     def market_warning(self, symbol: str) -> bool:
         return bool(self.redis.sismember(f"{PREFIX}:warnings", symbol))
 
@@ -676,6 +690,7 @@ class StateManager:
         pipe.get(f"{PREFIX}:guard:breaker")
         pipe.ttl(f"{PREFIX}:guard:breaker")
         pipe.sismember(f"{PREFIX}:warnings", symbol)
+        pipe.sismember(f"{PREFIX}:guard:paused", symbol)
         pipe.hget(f"{PREFIX}:rules:binance:{symbol}", "step_size")
         pipe.hget(self.metrics_key(), "total_balance")
         pipe.hmget(f"{PREFIX}:risk", f"vol:{symbol}", f"weight:{symbol}")
@@ -683,7 +698,7 @@ class StateManager:
         # The oldest rate of the last minute: the baseline for the FX jump check.
         now = utcnow().timestamp()
         pipe.zrangebyscore(f"{PREFIX}:fx:history:{fx_source}", now - 60, "+inf", start=0, num=1)
-        (upbit, binance, fx, reference, version, kill, breaker, breaker_ttl, warning, step, total, risk,
+        (upbit, binance, fx, reference, version, kill, breaker, breaker_ttl, warning, paused, step, total, risk,
          risk_len, fx_before) = pipe.execute()
         text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
         return EvaluationContext(
@@ -695,6 +710,7 @@ class StateManager:
             kill_switch=None if kill is None else text(kill) == "1",
             breaker=(text(breaker), max(int(breaker_ttl), 0)) if breaker is not None else None,
             market_warning=bool(warning),
+            paused=bool(paused),
             lot_step=Decimal(text(step)) if step else None,
             total_balance=Decimal(text(total)) if total else None,
             volatility=float(text(risk[0])) if risk[0] else None,

@@ -1,0 +1,116 @@
+"""Controls: staff only (session with CSRF, or a staff user's token). Every change is audited."""
+
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from trading import engine
+
+from ..models import GuardLimits, KillSwitch, SymbolPause
+from ..services import pause_symbol, resume_symbol, save_limits, set_kill_switch
+
+
+class KillSwitchSerializer(serializers.Serializer):
+    engaged = serializers.BooleanField()
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    flatten = serializers.BooleanField(required=False, default=False, write_only=True)
+
+
+class LimitsSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GuardLimits
+        exclude = ["id"]
+        read_only_fields = ["updated_at"]
+
+
+def switch_body(switch: KillSwitch) -> dict:
+    return {"engaged": switch.engaged, "reason": switch.reason, "changed_at": switch.changed_at,
+            "changed_by": switch.changed_by.get_username() if switch.changed_by else None}
+
+
+class ControlView(APIView):
+    permission_classes = [IsAdminUser]
+
+
+class KillSwitchView(ControlView):
+    serializer_class = KillSwitchSerializer
+
+    def get(self, request):
+        return Response(switch_body(KillSwitch.load()))
+
+    def post(self, request):
+        data = KillSwitchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        state = engine.get_state()
+        switch = set_kill_switch(state, data.validated_data["engaged"], request.user, data.validated_data.get("reason", ""))
+        body = switch_body(switch)
+        if data.validated_data.get("flatten"):
+            from trading.tasks import flatten_positions
+
+            flatten_positions.delay()
+            body["flatten"] = "requested"
+        from dashboard.relay import announce_control
+
+        announce_control(state)
+        return Response(body)
+
+
+class FlattenView(ControlView):
+    @extend_schema(request=None, responses={202: inline_serializer("FlattenRequested", {"flatten": serializers.CharField()})})
+    def post(self, request):
+        from trading.tasks import flatten_positions
+
+        flatten_positions.delay()
+        return Response({"flatten": "requested"}, status=202)
+
+
+class LimitsView(ControlView):
+    serializer_class = LimitsSerializer
+
+    def get(self, request):
+        return Response(LimitsSerializer(GuardLimits.load()).data)
+
+    def patch(self, request):
+        limits = GuardLimits.load()
+        data = LimitsSerializer(limits, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        for name, value in data.validated_data.items():
+            setattr(limits, name, value)
+        try:
+            save_limits(engine.get_state(), limits, request.user)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from None
+        return Response(LimitsSerializer(limits).data)
+
+
+class PausedSymbolsView(ControlView):
+    @extend_schema(responses=inline_serializer("PausedSymbol", {"symbol": serializers.CharField(), "reason": serializers.CharField(),
+                                                                "since": serializers.DateTimeField()}, many=True))
+    def get(self, request):
+        return Response([{"symbol": p.symbol, "reason": p.reason, "since": p.created_at} for p in SymbolPause.objects.all()])
+
+
+class SymbolPauseView(ControlView):
+    @extend_schema(
+        request=inline_serializer("PauseRequest", {"reason": serializers.CharField(required=False)}),
+        responses=inline_serializer("PauseState", {"symbol": serializers.CharField(), "paused": serializers.BooleanField()}),
+    )
+    def post(self, request, symbol: str = "", action: str = ""):
+        from trading.api.views import require_symbol
+
+        if action not in ("pause", "resume"):
+            raise ValidationError({"action": "use /control/symbols/<symbol>/pause or /resume"})
+        symbol = require_symbol(symbol)
+        state = engine.get_state()
+        if action == "pause":
+            pause_symbol(state, symbol, request.user, str(request.data.get("reason", "")))
+            return Response({"symbol": symbol, "paused": True})
+        resume_symbol(state, symbol, request.user)
+        return Response({"symbol": symbol, "paused": False})
+
+

@@ -1,0 +1,121 @@
+"""Field names are SPEC §4's. Money is a decimal string, never a float."""
+
+from rest_framework import serializers
+
+MONEY = {"max_digits": None, "decimal_places": None, "coerce_to_string": True}
+
+
+class Money(serializers.DecimalField):
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=None, decimal_places=None, coerce_to_string=True, **kwargs)
+
+
+class PriceSerializer(serializers.Serializer):
+    exchange = serializers.CharField()
+    symbol = serializers.CharField()
+    bid = Money()
+    ask = Money()
+    mid = Money()
+    timestamp = serializers.DateTimeField()
+
+
+class SignalSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    buy_exchange = serializers.CharField()
+    sell_exchange = serializers.CharField()
+    buy_price = Money()
+    sell_price = Money()
+    spread = Money()
+    spread_pct = Money()
+    timestamp = serializers.DateTimeField()
+    quantity = Money(required=False, allow_null=True)
+    net_spread_pct = Money(required=False, allow_null=True)
+
+
+class SignalHistorySerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    buy_exchange = serializers.CharField()
+    sell_exchange = serializers.CharField()
+    buy_price = Money()
+    sell_price = Money()
+    quantity = Money()
+    spread = Money()
+    spread_pct = Money()
+    net_spread_pct = Money()
+    outcome = serializers.CharField()
+    reason = serializers.CharField()
+    timestamp = serializers.DateTimeField(source="created_at")
+
+
+class OrderSerializer(serializers.Serializer):
+    order_id = serializers.CharField()
+    exchange = serializers.CharField()
+    symbol = serializers.CharField()
+    side = serializers.CharField()
+    quantity = Money()
+    price = Money()
+    status = serializers.CharField()
+    filled_quantity = Money()
+    fill_rate = Money()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class PositionSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    quantity = Money()
+    entry_price = Money()
+    current_price = Money()
+    side = serializers.CharField()
+    pnl = Money()
+    pnl_pct = Money()
+    timestamp = serializers.DateTimeField()
+
+
+class ExecutionSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    buy_order_id = serializers.CharField()
+    sell_order_id = serializers.CharField()
+    buy_price = Money()
+    sell_price = Money()
+    quantity = Money()
+    gross_pnl = Money()
+    net_pnl = Money()
+    fees = Money()
+    pnl_pct = Money()
+    timestamp = serializers.DateTimeField()
+
+
+class MetricsSerializer(serializers.Serializer):
+    total_balance = Money()
+    available_balance = Money()
+    positions_count = serializers.IntegerField()
+    orders_count = serializers.IntegerField()
+    daily_loss = Money()
+    total_loss = Money()
+    trades_today = serializers.IntegerField()
+    timestamp = serializers.DateTimeField()
+
+
+class PremiumSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    premium_pct = Money()
+    upbit_mid = Money()
+    binance_mid = Money()
+    fx_rate = Money()
+    net_upbit_to_binance = Money(allow_null=True)
+    net_binance_to_upbit = Money(allow_null=True)
+    timestamp = serializers.DateTimeField()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded", "unsafe"])
+    trading_safe = serializers.BooleanField()
+    problems = serializers.ListField(child=serializers.CharField())
+    redis = serializers.DictField()
+    database = serializers.DictField()
+    feeds = serializers.DictField()
+    components = serializers.DictField()
+    kill_switch = serializers.BooleanField(allow_null=True)
+    circuit_breaker = serializers.DictField(allow_null=True)
+    live_mode = serializers.BooleanField()
