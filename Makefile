@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: demo test venv redis-binary bench clean
+.PHONY: demo test venv assets redis-binary bench clean
 
 $(STAMP): requirements.txt
 	@infra/scripts/bootstrap.sh $(VENV)
@@ -14,19 +14,27 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+# Dashboard libraries from npm (Chart.js); pages still work without them, minus the charts.
+assets: node_modules/.package-lock.json
+
+node_modules/.package-lock.json: package.json
+	@if command -v npm >/dev/null 2>&1; then npm install --no-audit --no-fund --loglevel=error; \
+	 else echo "assets: npm is missing; the dashboard will have no charts (apt-get install npm)"; fi
+
 redis-binary:
 	@infra/scripts/ensure_redis.sh
 
-test: $(STAMP) redis-binary
+test: $(STAMP) assets redis-binary
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py check
 	$(PY) -m pytest
 
-demo: $(STAMP) redis-binary
+demo: $(STAMP) assets redis-binary
 	$(PY) infra/demo.py
 
 bench: $(STAMP) redis-binary
 	$(PY) bench/feed_ingest.py
+	$(PY) bench/signal_latency.py
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache node_modules

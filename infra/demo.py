@@ -2,7 +2,8 @@
 """Run the whole system against the simulated venue. Ctrl-C stops every process this started.
 
 Processes: redis-server (only when none answers at REDIS_URL), the venue, one feed worker per
-exchange, the signal dispatcher, a Celery worker, Celery beat, and the ASGI server on :8001.
+exchange, the signal dispatcher, a Celery worker, Celery beat, the WebSocket relay, and the ASGI
+server (uvicorn) on :8001. A staff login for the dashboard's kill switch: `manage.py createsuperuser`.
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def main() -> int:
     sup.start("signals", [PY, "manage.py", "run_signals"])
     sup.start("worker", [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info", "-c", "2", "-n", "kimp@%h"])
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")])
-    sup.start("web", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "8001", "arbproject.asgi:application"])
+    sup.start("relay", [PY, "manage.py", "run_relay"])
+    # uvicorn (uvloop + httptools) serves HTTP and the Channels WebSockets.
+    sup.start("web", [str(BIN / "uvicorn"), "arbproject.asgi:application", "--host", "127.0.0.1", "--port", "8001",
+                      "--lifespan", "off", "--no-access-log"])
     print("demo: http://localhost:8001  (Ctrl-C stops everything)", flush=True)
     return sup.watch()
 
