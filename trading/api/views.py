@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import redis
 from django.conf import settings
@@ -17,12 +19,28 @@ from rest_framework.views import APIView
 
 from trading import engine
 from trading.models import Order, Pair, Position, Signal
+from trading.state import encode_record
 
 from . import serializers as s
 from .permissions import ReadAccess
 
 FEED_STALE_SECONDS = 5
 COMPONENT_STALE_SECONDS = 15
+
+
+def plain(value):
+    """JSON-ready without DRF's per-field serialisation: money as decimal strings, times ISO 8601."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value):
+        return encode_record(value)
+    return value
 
 
 def parse_limit(request, default: int = 100) -> int:
@@ -68,13 +86,13 @@ class MetricsView(ReadView):
         record = self.state.get_metrics()
         if record is None:
             return Response({"error": "metrics are not available yet (is celery beat running?)"}, status=503)
-        return Response(s.MetricsSerializer(record).data)
+        return Response(plain(record))
 
 
 class PositionsView(ReadView):
     @extend_schema(responses=s.PositionSerializer(many=True))
     def get(self, request):
-        return Response(s.PositionSerializer(self.state.list_positions(), many=True).data)
+        return Response(plain(self.state.list_positions()))
 
 
 class PositionDetailView(ReadView):
@@ -87,9 +105,9 @@ class PositionDetailView(ReadView):
             if position is None:
                 raise NotFound(f"no open position in {symbol}")
             record = {"symbol": symbol, "quantity": position.quantity, "entry_price": position.entry_buy_price,
-                      "current_price": position.entry_buy_price, "side": position.side, "pnl": 0, "pnl_pct": 0,
-                      "timestamp": position.updated_at}
-        return Response(s.PositionSerializer(record).data)
+                      "current_price": position.entry_buy_price, "side": position.side, "pnl": Decimal(0),
+                      "pnl_pct": Decimal(0), "timestamp": position.updated_at}
+        return Response(plain(record))
 
 
 class SignalsView(ReadView):
@@ -101,8 +119,12 @@ class SignalsView(ReadView):
         limit = parse_limit(request)
         if request.query_params.get("history") in ("1", "true", "yes"):
             rows = Signal.objects.all()[:limit]
-            return Response(s.SignalHistorySerializer(rows, many=True).data)
-        return Response(s.SignalSerializer(self.state.list_signals()[:limit], many=True).data)
+            return Response(plain([{
+                "symbol": r.symbol, "buy_exchange": r.buy_exchange, "sell_exchange": r.sell_exchange, "buy_price": r.buy_price,
+                "sell_price": r.sell_price, "quantity": r.quantity, "spread": r.spread, "spread_pct": r.spread_pct,
+                "net_spread_pct": r.net_spread_pct, "outcome": r.outcome, "reason": r.reason, "timestamp": r.created_at,
+            } for r in rows]))
+        return Response(plain(self.state.list_signals()[:limit]))
 
 
 class SignalDetailView(ReadView):
@@ -112,7 +134,7 @@ class SignalDetailView(ReadView):
         record = self.state.get_signal(symbol)
         if record is None:
             raise NotFound(f"no live signal for {symbol} (signals live {300} s)")
-        return Response(s.SignalSerializer(record).data)
+        return Response(plain(record))
 
 
 def order_record(order: Order) -> dict:
@@ -120,7 +142,7 @@ def order_record(order: Order) -> dict:
         "order_id": str(order.id), "exchange": order.exchange, "symbol": order.symbol, "side": order.side,
         "quantity": order.quantity, "price": order.average_price or order.price, "status": order.status,
         "filled_quantity": order.filled_quantity,
-        "fill_rate": (order.filled_quantity / order.quantity) if order.quantity else 0,
+        "fill_rate": (order.filled_quantity / order.quantity).quantize(Decimal("1e-8")) if order.quantity else Decimal(0),
         "created_at": order.created_at, "updated_at": order.updated_at,
     }
 
@@ -132,7 +154,7 @@ class OrdersView(ReadView):
         orders = Order.objects.all()
         if "symbol" in request.query_params:
             orders = orders.filter(symbol=require_symbol(request.query_params["symbol"]))
-        return Response(s.OrderSerializer([order_record(o) for o in orders[:limit]], many=True).data)
+        return Response(plain([order_record(o) for o in orders[:limit]]))
 
 
 class OrderDetailView(ReadView):
@@ -140,7 +162,7 @@ class OrderDetailView(ReadView):
     def get(self, request, order_id: str):
         record = self.state.get_order(order_id)
         if record is not None:
-            return Response(s.OrderSerializer(record).data)
+            return Response(plain(record))
         try:
             order = Order.objects.filter(pk=uuid.UUID(order_id)).first()
         except ValueError:
@@ -149,7 +171,7 @@ class OrderDetailView(ReadView):
             order = Order.objects.filter(client_order_id=order_id).first()
         if order is None:
             raise NotFound(f"unknown order {order_id!r}")
-        return Response(s.OrderSerializer(order_record(order)).data)
+        return Response(plain(order_record(order)))
 
 
 def execution_record(pair: Pair) -> dict:
@@ -171,18 +193,18 @@ class ExecutionsView(ReadView):
             symbol = require_symbol(symbol)
             hot = self.state.list_executions(symbol, limit)
             if len(hot) >= limit:
-                return Response(s.ExecutionSerializer(hot, many=True).data)
+                return Response(plain(hot))
         # Older than Redis keeps (24 h), or across all coins: the ledger has every one.
         pairs = Pair.objects.exclude(state=Pair.State.PENDING).filter(quantity__gt=0).prefetch_related("orders")
         if symbol is not None:
             pairs = pairs.filter(symbol=symbol)
-        return Response(s.ExecutionSerializer([execution_record(p) for p in pairs[:limit]], many=True).data)
+        return Response(plain([execution_record(p) for p in pairs[:limit]]))
 
 
 class PremiumsView(ReadView):
     @extend_schema(responses=s.PremiumSerializer(many=True))
     def get(self, request):
-        return Response(s.PremiumSerializer(sorted(self.state.list_premiums(), key=lambda p: p.symbol), many=True).data)
+        return Response(plain(sorted(self.state.list_premiums(), key=lambda p: p.symbol)))
 
 
 class PremiumHistoryView(ReadView):
