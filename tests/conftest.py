@@ -45,6 +45,11 @@ def redis_url():
 @pytest.fixture(autouse=True)
 def _use_private_redis(redis_url, monkeypatch):
     monkeypatch.setattr(settings, "REDIS_URL", redis_url)
+    yield
+    # Every test starts from an empty hot state; the server is ours alone, so flushing is safe.
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -80,3 +80,28 @@ def flatten_all(state: StateManager) -> list[str]:
     closed = [symbol for symbol in Position.objects.values_list("symbol", flat=True)
               if close_position(state, symbol, f"flatten requested at {started.isoformat()}")]
     return closed
+
+
+def reconcile_exposure(state: StateManager) -> dict[str, int]:
+    """Make the guard's exposure counters in Redis agree with the positions in the database.
+
+    Redis can outlive the database (or lose keys); the ledger is the truth. Each coin is fixed
+    under its trading lock, so a reservation in flight is never overwritten.
+    """
+    fixed = {}
+    positions = {p.symbol: p for p in Position.objects.all()}
+    for symbol in set(state.exposure_symbols()) | set(positions):
+        token = state.acquire_lock(f"symbol:{symbol}", settings.SIGNAL_LOCK_MS)
+        if token is None:
+            continue  # being traded right now; the trade sets it
+        try:
+            position = Position.objects.filter(symbol=symbol).first()
+            before = state.exposure(symbol)
+            engine.sync_exposure(state, symbol, position)
+            after = state.exposure(symbol)
+            if after != before:
+                fixed[symbol] = after
+                log.warning("exposure of %s was %s KRW in Redis, %s KRW in the ledger; corrected", symbol, before, after)
+        finally:
+            state.release_lock(f"symbol:{symbol}", token)
+    return fixed

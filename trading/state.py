@@ -626,6 +626,14 @@ class StateManager:
     def set_exposure(self, symbol: str, exposure_krw: int) -> None:
         self.redis.set(f"{PREFIX}:guard:exposure:{symbol}", exposure_krw)
 
+    def exposure(self, symbol: str) -> int:
+        return int(self.redis.get(f"{PREFIX}:guard:exposure:{symbol}") or 0)
+
+    def exposure_symbols(self) -> list[str]:
+        prefix = f"{PREFIX}:guard:exposure:"
+        return [k.decode()[len(prefix):] if isinstance(k, bytes) else k[len(prefix):]
+                for k in self.redis.scan_iter(match=f"{prefix}*", count=500)]
+
     def trades_counted(self, hour: str, day: str) -> tuple[int, int]:
         h, d = self.redis.mget(f"{PREFIX}:guard:trades:hour:{hour}", f"{PREFIX}:guard:trades:day:{day}")
         return int(h or 0), int(d or 0)

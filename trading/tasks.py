@@ -40,8 +40,11 @@ def publish_metrics() -> None:
 
 @shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
 def check_positions() -> list[str]:
-    """Mark positions to market; close those past stop-loss or take-profit."""
-    return exits.check_positions(engine.get_state())
+    """Mark positions to market; close those past stop-loss or take-profit; reconcile exposure."""
+    state = engine.get_state()
+    closed = exits.check_positions(state)
+    exits.reconcile_exposure(state)
+    return closed
 
 
 @shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)

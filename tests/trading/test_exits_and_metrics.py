@@ -117,3 +117,14 @@ def test_rebalance_is_suggested_when_one_venue_runs_low(state):
     suggestions = metrics.rebalance_suggestions(state, D("1400"))
     assert [(s["asset"], s["low_venue"], s["suggested_transfer"]) for s in suggestions] == [("SOL", "upbit", "4.00000000")]
     assert state.rebalance() == suggestions
+
+
+def test_exposure_left_in_redis_by_a_lost_database_is_reconciled(state, market):
+    state.set_exposure("BTC", 999_999)  # from a previous life of the database
+    market("BTC", **JUMP)
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:position_size"
+    assert exits.reconcile_exposure(state) == {"BTC": 0}
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
+    position = Position.objects.get()
+    state.set_exposure("BTC", 0)  # and the other way round: Redis lost the key
+    assert exits.reconcile_exposure(state)["BTC"] >= int(position.entry_buy_price * position.quantity)
