@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: demo test venv assets redis-binary bench clean
+.PHONY: demo test venv assets redis-binary chromium bench clean
 
 $(STAMP): requirements.txt
 	@infra/scripts/bootstrap.sh $(VENV)
@@ -24,7 +24,10 @@ node_modules/.package-lock.json: package.json
 redis-binary:
 	@infra/scripts/ensure_redis.sh
 
-test: $(STAMP) assets redis-binary
+chromium:
+	@infra/scripts/ensure_chromium.sh
+
+test: $(STAMP) assets redis-binary chromium
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py check
 	$(PY) -m pytest
@@ -35,6 +38,7 @@ demo: $(STAMP) assets redis-binary
 bench: $(STAMP) redis-binary
 	$(PY) bench/feed_ingest.py
 	$(PY) bench/signal_latency.py
+	$(PY) bench/api_load.py
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .ruff_cache node_modules

@@ -9,6 +9,7 @@ server (uvicorn) on :8001. A staff login for the dashboard's kill switch: `manag
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -71,6 +72,20 @@ class Supervisor:
         return 0
 
 
+def ensure_staff_login(env: dict) -> None:
+    """The kill switch needs a staff user: create `admin` once, with a random password shown here."""
+    password = env.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    code = (
+        "from django.contrib.auth.models import User\n"
+        "if not User.objects.filter(is_staff=True).exists():\n"
+        f"    User.objects.create_superuser('admin', password={password!r})\n"
+        "    print('created')\n"
+    )
+    out = subprocess.run([PY, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    if "created" in out.stdout:
+        print(f"demo: staff login for the kill switch: admin / {password}  (http://localhost:8001/admin/)", flush=True)
+
+
 def main() -> int:
     RUN.mkdir(exist_ok=True)
     env = os.environ.copy()
@@ -106,6 +121,7 @@ def main() -> int:
             time.sleep(0.1)
 
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    ensure_staff_login(env)
     sup.start("venue", [PY, "manage.py", "run_venue"])
     sup.start("feed-upbit", [PY, "manage.py", "run_feeds", "--exchange", "upbit"])
     sup.start("feed-binance", [PY, "manage.py", "run_feeds", "--exchange", "binance"])
