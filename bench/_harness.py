@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import PrivateRedis, free_port  # noqa: F401  (re-exported)
+from tests.support import PrivateRedis, free_port, stop_processes  # noqa: F401  (free_port is re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -36,16 +36,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def stop(*procs: subprocess.Popen) -> None:
+def stop(*procs) -> None:
+    """Stop benchmark processes (and private Redis servers) started by this harness."""
+    stop_processes([p for p in procs if not isinstance(p, PrivateRedis)], timeout=5)
     for proc in procs:
         if isinstance(proc, PrivateRedis):
             proc.cleanup()
-        elif proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        if isinstance(proc, PrivateRedis):
-            continue
+
+
+def wait_http(url: str, timeout: float = 10.0) -> None:
+    """Wait until something answers HTTP at url."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered at {url}")

@@ -24,7 +24,7 @@ import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import cpu_seconds, free_port, percentile, spawn, start_redis, stop  # noqa: E402
+from bench._harness import cpu_seconds, free_port, percentile, spawn, start_redis, stop, wait_http  # noqa: E402
 
 SYMBOLS = "BTC,ETH,XRP,SOL,DOGE,ADA,TRX,LINK,AVAX,DOT"
 
@@ -40,12 +40,7 @@ def measure(rate: float, seconds: float, warmup: float) -> dict:
     feed = None
     try:
         base = f"http://127.0.0.1:{binance_port}"
-        for _ in range(100):
-            try:
-                requests.get(f"{base}/api/v3/ping", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_http(f"{base}/api/v3/ping")
         feed = spawn(["run_feeds", "--exchange", "binance", "--symbols", SYMBOLS], env)
         client = redis.Redis.from_url(redis_url)
         latencies: list[float] = []

@@ -26,7 +26,7 @@ import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import PY, ROOT, cpu_seconds, free_port, percentile, spawn, start_redis, stop  # noqa: E402
+from bench._harness import PY, ROOT, cpu_seconds, free_port, percentile, spawn, start_redis, stop, wait_http  # noqa: E402
 
 
 def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int, hot: int) -> dict:
@@ -47,12 +47,7 @@ def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int,
         "block_market_warnings=False)")], cwd=ROOT, env=env, check=True)
     procs = [spawn(["run_venue", "--coins", str(coins), "--step-hz", str(step_hz), "--upbit-port", str(up),
                     "--binance-port", str(bn)], env)]
-    for _ in range(100):
-        try:
-            requests.get(f"http://127.0.0.1:{bn}/api/v3/ping", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    wait_http(f"http://127.0.0.1:{bn}/api/v3/ping")
     state = requests.get(f"http://127.0.0.1:{bn}/_venue/state", timeout=5).json()
     symbols = [m[:-4] for m in state["binance_markets"]]
     for symbol in symbols[:hot]:

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from trading.admin import ReadOnlyAdmin
 from trading.engine import get_state
 
 from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch
@@ -50,15 +51,5 @@ class GuardEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "user", "model", "field", "old_value", "new_value")
-    readonly_fields = [f.name for f in AuditLog._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -54,3 +54,16 @@ class PrivateRedis:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def stop_processes(procs, timeout: float = 10.0) -> None:
+    """SIGTERM every process, then wait; kill those that outstay the timeout."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

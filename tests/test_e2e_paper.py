@@ -17,6 +17,7 @@ from liveguard.services import set_kill_switch, update_limits
 from marketdata.feeds.binance import BinanceFeed
 from marketdata.feeds.upbit import UpbitFeed
 from tests.conftest import RunningFeed, feed_kwargs, wait_for
+from tests.support import stop_processes
 from trading.dispatcher import Dispatcher
 from trading.models import Pair, Position, Signal
 from trading.tasks import evaluate_symbol
@@ -39,13 +40,7 @@ def start_workers(redis_url, count):
 
 
 def stop_workers(procs):
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_processes(procs)
 
 
 @pytest.fixture

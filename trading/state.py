@@ -638,25 +638,26 @@ class StateManager:
         h, d = self.redis.mget(f"{PREFIX}:guard:trades:hour:{hour}", f"{PREFIX}:guard:trades:day:{day}")
         return int(h or 0), int(d or 0)
 
-    def set_market_warnings(self, symbols: Iterable[str]) -> None:
-        key = f"{PREFIX}:warnings"
-        pipe = self.redis.pipeline()
+    def _replace_set(self, key: str, members: Iterable[str], pipe=None) -> None:
+        """Swap a set's members in one transaction (readers never see it half-written)."""
+        own = pipe is None
+        pipe = pipe or self.redis.pipeline()
         pipe.delete(key)
-        symbols = list(symbols)
-        if symbols:
-            pipe.sadd(key, *symbols)
+        members = list(members)
+        if members:
+            pipe.sadd(key, *members)
+        if own:
+            pipe.execute()
+
+    def set_market_warnings(self, symbols: Iterable[str]) -> None:
+        pipe = self.redis.pipeline()
+        self._replace_set(f"{PREFIX}:warnings", symbols, pipe)
         pipe.set(f"{PREFIX}:warnings:checked", utcnow().isoformat(), ex=TTL_WARNINGS)
         pipe.execute()
 
     def set_paused(self, symbols: Iterable[str]) -> None:
         """Mirror of the database's paused coins."""
-        key = f"{PREFIX}:guard:paused"
-        pipe = self.redis.pipeline()
-        pipe.delete(key)
-        symbols = list(symbols)
-        if symbols:
-            pipe.sadd(key, *symbols)
-        pipe.execute()
+        self._replace_set(f"{PREFIX}:guard:paused", symbols)
 
     def paused_symbols(self) -> set[str]:
         return {m.decode() if isinstance(m, bytes) else m for m in self.redis.smembers(f"{PREFIX}:guard:paused")}

@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 
 from liveguard.models import GuardEvent, KillSwitch
 from tests.conftest import wait_for
-from tests.support import free_port
+from tests.support import free_port, stop_processes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -53,13 +53,7 @@ def system(redis_url):
         wait_for(lambda: _health_ok(base), timeout=60, interval=0.5)
         yield {"base": base, "venue": f"http://127.0.0.1:{bn}"}
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 def _health_ok(base):

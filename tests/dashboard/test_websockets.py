@@ -16,7 +16,7 @@ from django.conf import settings
 
 from liveguard.services import set_kill_switch
 from tests.conftest import wait_for
-from tests.support import free_port
+from tests.support import free_port, stop_processes
 from trading.state import MetricsRecord, SignalRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -36,10 +36,7 @@ def server(redis_url):
     ]
     wait_for(lambda: _up(port), timeout=20, interval=0.1)
     yield f"127.0.0.1:{port}"
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.wait(10)
+    stop_processes(procs)
 
 
 def _up(port):
