@@ -70,6 +70,9 @@ TEMPLATES = [
 DATABASES = {
     "default": environ.Env.db_url_config(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")),
 }
+# Keep each thread's connection between requests (the API serves from a thread pool).
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Workers and the web server write concurrently: wait for the lock instead of failing at once.
     options = DATABASES["default"].setdefault("OPTIONS", {})

@@ -44,6 +44,9 @@ for i in range(300):
     for side in ("buy", "sell"):
         Order.objects.create(client_order_id=f"seed-{i}-{side}", pair=p, exchange="upbit", symbol=p.symbol, side=side,
                              quantity=D("0.01"), price=D("138000000"), status="filled", filled_quantity=D("0.01"))
+    # What the executor mirrors into Redis for each pair (hot for 24 h).
+    state.save_execution(ExecutionRecord(p.symbol, "b", "s", p.buy_price, p.sell_price, p.quantity, p.gross_pnl,
+                                         p.net_pnl, p.fees, p.pnl_pct, datetime.now(UTC)))
 for s in ["BTC", "ETH", "XRP", "SOL"]:
     state.save_signal(SignalRecord(s, "binance", "upbit", D("100"), D("101"), D("1"), D("1"), datetime.now(UTC)))
 """

@@ -478,11 +478,12 @@ class StateManager:
         extra = {"tick_received_at": tick_received_at.isoformat()} if tick_received_at else {}
         self._save_indexed(f"executions:{execution.symbol}", key, key, execution, TTL_EXECUTION,
                            announce=EXECUTIONS_CHANNEL, extra=extra)
+        self.redis.zadd(self._index_key("executions"), {key: execution.timestamp.timestamp()})
         return key
 
-    def list_executions(self, symbol: str, limit: int = 100) -> list[ExecutionRecord]:
-        """Newest first."""
-        index = self._index_key(f"executions:{symbol}")
+    def list_executions(self, symbol: str | None, limit: int = 100) -> list[ExecutionRecord]:
+        """Newest first, for one coin or (symbol=None) for all."""
+        index = self._index_key(f"executions:{symbol}" if symbol else "executions")
         now = utcnow().timestamp()
         self.redis.zremrangebyscore(index, "-inf", now - TTL_EXECUTION)
         keys = self.redis.zrevrange(index, 0, limit - 1)

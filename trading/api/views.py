@@ -191,9 +191,9 @@ class ExecutionsView(ReadView):
         symbol = request.query_params.get("symbol")
         if symbol is not None:
             symbol = require_symbol(symbol)
-            hot = self.state.list_executions(symbol, limit)
-            if len(hot) >= limit:
-                return Response(plain(hot))
+        hot = self.state.list_executions(symbol, limit)
+        if len(hot) >= limit:
+            return Response(plain(hot))
         # Older than Redis keeps (24 h), or across all coins: the ledger has every one.
         pairs = Pair.objects.exclude(state=Pair.State.PENDING).filter(quantity__gt=0).prefetch_related("orders")
         if symbol is not None:
