@@ -9,6 +9,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 from django.conf import settings
+from django.db import transaction
 
 from liveguard import guard as lg
 from liveguard.models import GuardLimits
@@ -197,12 +198,18 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
     request = PairRequest(symbol, opportunity.buy_exchange, opportunity.sell_exchange, opportunity.quantity,
                           opportunity.buy_price_native, opportunity.sell_price_native, fx.rate, step)
     try:
-        pair = (executor or PaperExecutor(state, fee)).execute(pair, request, tick_received_at=tick)
+        # The fills, the pair's result and the position commit together: no reader ever sees a
+        # filled pair without its position.
+        executor = executor or PaperExecutor(state, fee)
+        with transaction.atomic():
+            pair = executor.execute(pair, request, tick_received_at=tick)
+            position = positions.apply_pair(pair) if pair.quantity else None
     except Exception:
         guard.release(reservation)
         Pair.objects.filter(pk=pair.pk).update(state=Pair.State.FAILED, note="executor raised; see logs")
         Signal.objects.filter(pk=signal.pk).update(outcome=Signal.Outcome.FAILED, reason="executor raised")
         raise
+    executor.publish(pair, tick)  # Redis mirrors the ledger once the ledger has it
     if pair.quantity == 0:
         guard.release(reservation)
         Signal.objects.filter(pk=signal.pk).update(outcome=Signal.Outcome.FAILED, reason=pair.note or "nothing filled")
@@ -211,7 +218,6 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
         slip = guard.check_realized_slippage(expected, realized, side)
         if slip:
             lg.record(slip, symbol)
-    position = positions.apply_pair(pair)
     sync_exposure(state, symbol, position)
     positions.publish(state, position, symbol)
     return "executed"

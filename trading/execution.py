@@ -37,6 +37,8 @@ class PairRequest:
 class Executor(Protocol):
     def execute(self, pair: Pair, request: PairRequest, tick_received_at: datetime | None = None) -> Pair: ...
 
+    def publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None: ...
+
 
 def take(levels: list[Level], quantity: Decimal) -> list[Level]:
     """Slices of the book a taker order of `quantity` consumes (less when depth is short)."""
@@ -108,7 +110,6 @@ class PaperExecutor:
                           else Pair.State.PARTIAL if matched else Pair.State.FAILED)
             pair.note = "; ".join(notes)[:300]
             pair.save()
-        self._publish(pair, tick_received_at)
         return pair
 
     def _leg(self, pair: Pair, exchange: str, side: str, request: PairRequest, expected: Decimal,
@@ -147,8 +148,8 @@ class PaperExecutor:
             return order.fee * fx
         return order.fee * order.average_price * fx  # Binance buy: fee in the coin
 
-    def _publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None:
-        """Mirror the pair's orders and execution into Redis (SPEC §4)."""
+    def publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None:
+        """Mirror the pair's orders and execution into Redis (SPEC §4); call once the ledger has committed."""
         now = datetime.now(UTC)
         orders = list(pair.orders.all())
         for order in orders:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR
 
 from django.conf import settings
+from django.db import transaction
 
 from . import engine, positions
 from .execution import PairRequest, PaperExecutor
@@ -38,11 +39,14 @@ def close_position(state: StateManager, symbol: str, reason: str, executor=None)
         pair = Pair.objects.create(symbol=symbol, kind=Pair.Kind.CLOSE, buy_exchange=buy_exchange,
                                    sell_exchange=sell_exchange, mode="paper", note=reason[:300])
         note = pair.note
-        pair = (executor or PaperExecutor(state, engine.fees())).execute(pair, request)
-        if note and note not in pair.note:
-            pair.note = f"{note}; {pair.note}".strip("; ")[:300]
-            pair.save(update_fields=["note"])
-        remaining = positions.apply_pair(pair)
+        executor = executor or PaperExecutor(state, engine.fees())
+        with transaction.atomic():  # the closing fills and the smaller position commit together
+            pair = executor.execute(pair, request)
+            if note and note not in pair.note:
+                pair.note = f"{note}; {pair.note}".strip("; ")[:300]
+                pair.save(update_fields=["note"])
+            remaining = positions.apply_pair(pair)
+        executor.publish(pair)
         engine.sync_exposure(state, symbol, remaining)
         positions.publish(state, remaining, symbol)
         log.info("closed %s %s: %s", symbol, quantity, reason)
