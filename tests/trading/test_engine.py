@@ -7,6 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from liveguard.guard import trading_day_keys
 from liveguard.models import GuardEvent, GuardLimits, KillSwitch
 from trading import engine, ledger
 from trading.models import Balance, Fill, LedgerEntry, Order, Pair, Position, Signal
@@ -195,3 +196,28 @@ def test_stale_fx_blocks(state, market):
     state.set_fx(FxRecord("upbit", D("1400"), None, None, datetime.now(UTC) - timedelta(seconds=10)))
     assert engine.evaluate_symbol("BTC", state=state) == "rejected:fx"
     assert "old" in Signal.objects.get().reason
+
+
+def test_a_crash_between_the_legs_leaves_no_fill_no_position_and_frees_the_limit(state, market):
+    from trading.execution import PaperExecutor
+
+    class DiesAfterFirstLeg(PaperExecutor):
+        def _leg(self, pair, exchange, side, *args, **kwargs):
+            order = super()._leg(pair, exchange, side, *args, **kwargs)
+            if side == "buy":
+                raise ConnectionError("worker lost between the legs")
+            return order
+
+    market("BTC", **JUMP)
+    with pytest.raises(ConnectionError):
+        engine.evaluate_symbol("BTC", state=state, executor=DiesAfterFirstLeg(state, engine.fees()))
+    assert Fill.objects.count() == 0 and Order.objects.count() == 0
+    assert not Position.objects.exists()
+    assert Pair.objects.get().state == "failed"
+    assert Signal.objects.get().outcome == "failed"
+    assert state.list_executions("BTC") == []
+    assert not LedgerEntry.objects.exclude(kind="deposit").exists()  # deposits only
+    hour, day = trading_day_keys()
+    assert state.trades_counted(hour, day) == (0, 0) and state.exposure("BTC") == 0
+    # The next tick trades normally.
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
