@@ -13,6 +13,7 @@ from decimal import Decimal
 import orjson
 from aiohttp import WSMsgType, web
 
+from .accounts import Accounts, AuthFailure, verify_binance
 from .core import Connection, Venue, VenueBook, now_ms, now_us
 from .limits import RateWindow
 
@@ -62,8 +63,10 @@ class BinanceDialect:
     """Renders venue state in Binance's shapes and serves Binance's endpoints."""
 
     def __init__(self, venue: Venue, *, weight_limit: int = WEIGHT_LIMIT_PER_MINUTE,
-                 pong_timeout: float = PONG_TIMEOUT, max_connection_age: float = MAX_CONNECTION_AGE):
+                 pong_timeout: float = PONG_TIMEOUT, max_connection_age: float = MAX_CONNECTION_AGE,
+                 accounts: Accounts | None = None):
         self.venue = venue
+        self.accounts = accounts or Accounts()
         self.weights = RateWindow(60.0, weight_limit)
         self.weight_limit = weight_limit
         self.pong_timeout = pong_timeout
@@ -81,7 +84,29 @@ class BinanceDialect:
         app.router.add_get("/api/v3/exchangeInfo", self.exchange_info)
         app.router.add_get("/api/v3/depth", self.depth)
         app.router.add_get("/api/v3/ticker/bookTicker", self.book_ticker)
+        app.router.add_get("/api/v3/account", self.account)
         return app
+
+    async def account(self, request):
+        try:
+            account = verify_binance(self.accounts, request.headers, request.query_string)
+        except AuthFailure as exc:
+            return self.error(exc.status, exc.name, exc.message)
+
+        def build():
+            balances = [{"asset": a, "free": fmt(v), "locked": fmt(account.locked.get(a, Decimal(0)))}
+                        for a, v in sorted(account.balances.items())]
+            if request.query.get("omitZeroBalances") == "true":
+                balances = [b for b in balances if Decimal(b["free"]) or Decimal(b["locked"])]
+            return {
+                "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+                "commissionRates": {"maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000", "seller": "0.00000000"},
+                "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
+                "requireSelfTradePrevention": False, "preventSor": False, "updateTime": now_ms(), "accountType": "SPOT",
+                "balances": balances, "permissions": ["SPOT"], "uid": 354937868,
+            }
+
+        return self.respond(request, 20, build)
 
     # --- REST ----------------------------------------------------------------------------------
     def respond(self, request: web.Request, weight: int, build) -> web.Response:

@@ -10,6 +10,7 @@ from concurrent.futures import Future
 import orjson
 from aiohttp import web
 
+from .accounts import Accounts
 from .binance import BinanceDialect
 from .core import Venue
 from .upbit import UpbitDialect
@@ -21,12 +22,14 @@ class VenueServer:
     """Both dialects of one venue, each on its own port as the real hosts are separate."""
 
     def __init__(self, venue: Venue, host: str = "127.0.0.1", upbit_port: int = 0, binance_port: int = 0,
-                 *, upbit_rate_limit: int = 10, binance_weight_limit: int = 6000, drive: bool = True):
+                 *, upbit_rate_limit: int = 10, binance_weight_limit: int = 6000, drive: bool = True,
+                 accounts: Accounts | None = None):
         self.venue = venue
         self.host = host
         self.ports = {"upbit": upbit_port, "binance": binance_port}
-        self.upbit = UpbitDialect(venue, rate_limit=upbit_rate_limit)
-        self.binance = BinanceDialect(venue, weight_limit=binance_weight_limit)
+        self.accounts = accounts or Accounts()
+        self.upbit = UpbitDialect(venue, rate_limit=upbit_rate_limit, accounts=self.accounts)
+        self.binance = BinanceDialect(venue, weight_limit=binance_weight_limit, accounts=self.accounts)
         self.drive = drive
         self._runners: list[web.AppRunner] = []
 

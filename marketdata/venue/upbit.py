@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 
 from marketdata.rules import upbit_krw_tick
 
+from .accounts import Accounts, AuthFailure, verify_upbit
 from .core import Connection, Venue, VenueBook, now_ms
 from .limits import RateWindow
 
@@ -101,8 +102,9 @@ class UpbitClient(Connection):
 class UpbitDialect:
     """Renders venue state in Upbit's shapes and serves Upbit's endpoints."""
 
-    def __init__(self, venue: Venue, *, rate_limit: int = QUOTATION_LIMIT_PER_SEC):
+    def __init__(self, venue: Venue, *, rate_limit: int = QUOTATION_LIMIT_PER_SEC, accounts: Accounts | None = None):
         self.venue = venue
+        self.accounts = accounts or Accounts()
         self.quotation_limit = RateWindow(1.0, rate_limit)
         self.tickers: dict[str, dict] = {}
         self.sequential_id = int(time.time() * 1000) * 1000
@@ -118,7 +120,19 @@ class UpbitDialect:
         # A USD/KRW reference in the shape of Dunamu's forex quotation API, which Korean traders
         # use beside the KRW-USDT book.
         app.router.add_get("/v1/forex/recent", self.forex)
+        app.router.add_get("/v1/accounts", self.accounts_view)
         return app
+
+    async def accounts_view(self, request: web.Request) -> web.Response:
+        try:
+            account = verify_upbit(self.accounts, request.headers, request.query_string)
+        except AuthFailure as exc:
+            return self.error(exc.status, exc.name, exc.message)
+        out = [{
+            "currency": currency, "balance": f"{amount:f}", "locked": f"{account.locked.get(currency, Decimal(0)):f}",
+            "avg_buy_price": "0", "avg_buy_price_modified": False, "unit_currency": "KRW",
+        } for currency, amount in sorted(account.balances.items())]
+        return self.ok(out, headers={"Remaining-Req": "group=default; min=1800; sec=29"})
 
     async def forex(self, request: web.Request) -> web.Response:
         codes = request.query.get("codes", "")

@@ -1,0 +1,137 @@
+"""Signed adapters against the venue over HTTP: signing, auth errors as each exchange sends them."""
+
+import time
+from decimal import Decimal as D
+
+import pytest
+import requests
+
+from marketdata.venue.accounts import Accounts
+from marketdata.venue.core import Venue
+from marketdata.venue.market import MarketModel
+from marketdata.venue.server import VenueServer, VenueThread
+from tests.support import free_port
+from trading.exchanges import binance, upbit
+from trading.exchanges.errors import AuthError, RateLimited, UnknownOutcome
+from trading.exchanges.upbit import UpbitAdapter, query_string, token
+
+# Binance's published worked example (rest-api.md, "SIGNED endpoint examples for POST /api/v3/order").
+DOC_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+DOC_QUERY = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
+DOC_SIGNATURE = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+
+
+def test_binance_signer_reproduces_the_documented_example():
+    assert binance.sign(DOC_SECRET, DOC_QUERY) == DOC_SIGNATURE
+
+
+@pytest.fixture
+def venue_with_accounts():
+    accounts = Accounts()
+    accounts.add("upbit", "up-access", "up-secret", {"KRW": "1000000", "BTC": "0.5"})
+    accounts.add("binance", "bn-key", "bn-secret", {"USDT": "10000", "BTC": "0.25", "ETH": "0"})
+    thread = VenueThread(VenueServer(Venue(MarketModel(seed=3)), accounts=accounts)).start()
+    yield thread
+    thread.stop()
+
+
+def test_binance_account_over_signed_http(venue_with_accounts):
+    adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret")
+    adapter.sync_clock()
+    assert abs(adapter.clock_offset_ms) < 1000
+    assert adapter.balances() == {"USDT": (D("10000"), D("0")), "BTC": (D("0.25"), D("0"))}  # zero balances omitted
+    assert adapter.used_weight["1M"] >= 20
+
+
+@pytest.mark.parametrize("key, secret, offset, code", [
+    ("bn-key", "wrong-secret", 0, -1022),
+    ("nobody", "bn-secret", 0, -2015),
+    ("bn-key", "bn-secret", -60_000, -1021),  # our clock a minute behind
+    ("bn-key", "bn-secret", 5_000, -1021),  # ahead of the server
+])
+def test_binance_auth_errors_are_the_exchanges_own(venue_with_accounts, key, secret, offset, code):
+    adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, key, secret)
+    adapter.clock_offset_ms = offset
+    with pytest.raises(AuthError) as info:
+        adapter.account()
+    assert info.value.code == code
+
+
+def test_upbit_accounts_over_jwt(venue_with_accounts):
+    adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", "up-secret")
+    assert adapter.balances() == {"BTC": (D("0.5"), D("0")), "KRW": (D("1000000"), D("0"))}
+    assert adapter.remaining_req["default"] == 29
+
+
+def test_upbit_auth_errors_are_the_exchanges_own(venue_with_accounts):
+    base = venue_with_accounts.server.upbit_url
+    with pytest.raises(AuthError, match="jwt_verification"):
+        UpbitAdapter(base, "up-access", "not-the-secret").accounts()
+    with pytest.raises(AuthError, match="invalid_access_key"):
+        UpbitAdapter(base, "nobody", "up-secret").accounts()
+    reused = token("up-access", "up-secret", nonce="same-nonce")
+    assert requests.get(f"{base}/v1/accounts", headers={"Authorization": f"Bearer {reused}"}, timeout=5).status_code == 200
+    again = requests.get(f"{base}/v1/accounts", headers={"Authorization": f"Bearer {reused}"}, timeout=5)
+    assert again.status_code == 401 and again.json()["error"]["name"] == "nonce_used"
+    # A token whose query_hash does not match the query sent.
+    forged = token("up-access", "up-secret", {"market": "KRW-ETH"})
+    bad = requests.get(f"{base}/v1/accounts", params={"market": "KRW-BTC"}, headers={"Authorization": f"Bearer {forged}"}, timeout=5)
+    assert bad.json()["error"]["name"] == "invalid_query_payload"
+    assert requests.get(f"{base}/v1/accounts", timeout=5).json()["error"]["name"] == "no_authorization_token"
+
+
+def test_upbit_query_hash_uses_the_unencoded_query():
+    assert query_string({"market": "KRW-BTC", "states": ["wait", "watch"]}) == "market=KRW-BTC&states[]=wait&states[]=watch"
+    import hashlib
+
+    import jwt
+
+    claims = jwt.decode(token("a", "s", {"market": "KRW-BTC"}), "s", algorithms=["HS512"])
+    assert claims["query_hash"] == hashlib.sha512(b"market=KRW-BTC").hexdigest()
+    assert claims["query_hash_alg"] == "SHA512" and claims["access_key"] == "a"
+
+
+def test_timeouts_and_5xx_are_unknown_outcomes_and_429_is_rate_limited():
+    # A port with nothing listening, a server that never answers, and one that answers 503/429.
+    with pytest.raises(UnknownOutcome):
+        binance.BinanceAdapter(f"http://127.0.0.1:{free_port()}", "k", "s", timeout=0.5).account()
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if "slow" in self.path:
+                time.sleep(1.0)
+            status = 503 if "fail" in self.path else 429
+            self.send_response(status)
+            self.send_header("Retry-After", "7")
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                self.wfile.write(b'{"code":-1003,"msg":"Too much request weight used"}')
+            except BrokenPipeError:
+                pass  # the client already gave up (the timeout case)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(UnknownOutcome):
+            binance.BinanceAdapter(base + "/fail", "k", "s").account()
+        with pytest.raises(UnknownOutcome, match="timed out"):
+            binance.BinanceAdapter(base + "/slow", "k", "s", timeout=0.3).account()
+        with pytest.raises(RateLimited) as info:
+            binance.BinanceAdapter(base, "k", "s").account()
+        assert info.value.retry_after == 7.0
+    finally:
+        server.shutdown()
+
+
+def test_adapters_never_show_their_secret():
+    a = binance.BinanceAdapter("http://x", "bn-key-123456", "super-secret-value")
+    b = upbit.UpbitAdapter("http://x", "up-key-123456", "another-secret-value")
+    for text in (repr(a), str(a), repr(b), str(b)):
+        assert "secret" not in text and "123456" not in text

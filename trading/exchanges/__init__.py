@@ -1,0 +1,1 @@
+"""Signed REST adapters for the exchanges: one base class, one error hierarchy (errors.py)."""

@@ -1,0 +1,47 @@
+"""The adapter base: a pooled session, a timeout on every call, secrets kept out of reprs and logs."""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import ExchangeError, UnknownOutcome
+
+log = logging.getLogger(__name__)
+
+
+class ExchangeAdapter:
+    name = ""
+
+    def __init__(self, base_url: str, api_key: str, secret_key: str, *, timeout: float = 5.0,
+                 session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self._secret = secret_key
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=16))
+        self.session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=16))
+
+    def __repr__(self) -> str:  # never the secret, and only a hint of the key
+        return f"<{type(self).__name__} {self.base_url} key={self.api_key[:4]}…>"
+
+    __str__ = __repr__
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
+        """One HTTP call; network failures become UnknownOutcome (the caller decides what that means)."""
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout as exc:
+            raise UnknownOutcome(f"{self.name} {method} {path}: timed out", exchange=self.name) from exc
+        except requests.ConnectionError as exc:
+            raise UnknownOutcome(f"{self.name} {method} {path}: connection failed", exchange=self.name) from exc
+        if response.status_code >= 500:
+            raise UnknownOutcome(f"{self.name} {method} {path}: HTTP {response.status_code}", exchange=self.name,
+                                 status=response.status_code)
+        return response
+
+    def _error(self, response: requests.Response) -> ExchangeError:
+        raise NotImplementedError
