@@ -14,6 +14,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from .accounts import Accounts, AuthFailure, verify_binance
+from .binance_orders import BinanceOrders
 from .core import Connection, Venue, VenueBook, now_ms, now_us
 from .limits import RateWindow
 
@@ -67,6 +68,7 @@ class BinanceDialect:
                  accounts: Accounts | None = None):
         self.venue = venue
         self.accounts = accounts or Accounts()
+        self.orders = BinanceOrders(self)
         self.weights = RateWindow(60.0, weight_limit)
         self.weight_limit = weight_limit
         self.pong_timeout = pong_timeout
@@ -85,6 +87,7 @@ class BinanceDialect:
         app.router.add_get("/api/v3/depth", self.depth)
         app.router.add_get("/api/v3/ticker/bookTicker", self.book_ticker)
         app.router.add_get("/api/v3/account", self.account)
+        self.orders.routes(app)
         return app
 
     async def account(self, request):

@@ -122,6 +122,7 @@ class Faults:
     """Switches tests and demos flip to make the venue misbehave on purpose."""
 
     delay: float = 0.0
+    rest_delay: float = 0.0  # order entry answers this late, after the order has taken effect
     stopped: set[str] = field(default_factory=set)  # base symbols no longer published
     skip_update_id: set[str] = field(default_factory=set)  # Binance markets whose next diff skips ids
 

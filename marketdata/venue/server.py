@@ -77,6 +77,8 @@ class VenueServer:
             return {"dropped": venue.drop_connections(exchange)}
         if action == "delay":
             venue.set_delay(float(params.get("seconds", 0)))
+        elif action == "rest_delay":
+            venue.faults.rest_delay = max(0.0, float(params.get("seconds", 0)))
         elif action == "malformed":
             return {"sent": venue.send_malformed(exchange)}
         elif action == "skip_update_id":

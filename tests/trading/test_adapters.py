@@ -19,6 +19,7 @@ from trading.exchanges.upbit import UpbitAdapter, query_string, token
 DOC_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
 DOC_QUERY = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
 DOC_SIGNATURE = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+UP_SECRET = "u" * 64  # HS512 wants a 64-byte key
 
 
 def test_binance_signer_reproduces_the_documented_example():
@@ -28,7 +29,7 @@ def test_binance_signer_reproduces_the_documented_example():
 @pytest.fixture
 def venue_with_accounts():
     accounts = Accounts()
-    accounts.add("upbit", "up-access", "up-secret", {"KRW": "1000000", "BTC": "0.5"})
+    accounts.add("upbit", "up-access", UP_SECRET, {"KRW": "1000000", "BTC": "0.5"})
     accounts.add("binance", "bn-key", "bn-secret", {"USDT": "10000", "BTC": "0.25", "ETH": "0"})
     thread = VenueThread(VenueServer(Venue(MarketModel(seed=3)), accounts=accounts)).start()
     yield thread
@@ -58,7 +59,7 @@ def test_binance_auth_errors_are_the_exchanges_own(venue_with_accounts, key, sec
 
 
 def test_upbit_accounts_over_jwt(venue_with_accounts):
-    adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", "up-secret")
+    adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET)
     assert adapter.balances() == {"BTC": (D("0.5"), D("0")), "KRW": (D("1000000"), D("0"))}
     assert adapter.remaining_req["default"] == 29
 
@@ -66,15 +67,15 @@ def test_upbit_accounts_over_jwt(venue_with_accounts):
 def test_upbit_auth_errors_are_the_exchanges_own(venue_with_accounts):
     base = venue_with_accounts.server.upbit_url
     with pytest.raises(AuthError, match="jwt_verification"):
-        UpbitAdapter(base, "up-access", "not-the-secret").accounts()
+        UpbitAdapter(base, "up-access", "x" * 64).accounts()
     with pytest.raises(AuthError, match="invalid_access_key"):
-        UpbitAdapter(base, "nobody", "up-secret").accounts()
-    reused = token("up-access", "up-secret", nonce="same-nonce")
+        UpbitAdapter(base, "nobody", UP_SECRET).accounts()
+    reused = token("up-access", UP_SECRET, nonce="same-nonce")
     assert requests.get(f"{base}/v1/accounts", headers={"Authorization": f"Bearer {reused}"}, timeout=5).status_code == 200
     again = requests.get(f"{base}/v1/accounts", headers={"Authorization": f"Bearer {reused}"}, timeout=5)
     assert again.status_code == 401 and again.json()["error"]["name"] == "nonce_used"
     # A token whose query_hash does not match the query sent.
-    forged = token("up-access", "up-secret", {"market": "KRW-ETH"})
+    forged = token("up-access", UP_SECRET, {"market": "KRW-ETH"})
     bad = requests.get(f"{base}/v1/accounts", params={"market": "KRW-BTC"}, headers={"Authorization": f"Bearer {forged}"}, timeout=5)
     assert bad.json()["error"]["name"] == "invalid_query_payload"
     assert requests.get(f"{base}/v1/accounts", timeout=5).json()["error"]["name"] == "no_authorization_token"
@@ -86,7 +87,7 @@ def test_upbit_query_hash_uses_the_unencoded_query():
 
     import jwt
 
-    claims = jwt.decode(token("a", "s", {"market": "KRW-BTC"}), "s", algorithms=["HS512"])
+    claims = jwt.decode(token("a", UP_SECRET, {"market": "KRW-BTC"}), UP_SECRET, algorithms=["HS512"])
     assert claims["query_hash"] == hashlib.sha512(b"market=KRW-BTC").hexdigest()
     assert claims["query_hash_alg"] == "SHA512" and claims["access_key"] == "a"
 
@@ -135,3 +136,58 @@ def test_adapters_never_show_their_secret():
     b = upbit.UpbitAdapter("http://x", "up-key-123456", "another-secret-value")
     for text in (repr(a), str(a), repr(b), str(b)):
         assert "secret" not in text and "123456" not in text
+
+
+def test_binance_market_and_limit_orders_fill_against_the_book_and_move_balances(venue_with_accounts):
+    adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret")
+    depth = requests.get(f"{venue_with_accounts.server.binance_url}/api/v3/depth", params={"symbol": "BTCUSDT"}, timeout=5).json()
+    best_ask = D(depth["asks"][0][0])
+    before = adapter.balances()
+    order = adapter.place_order("BTCUSDT", "BUY", D("0.01"), client_id="t-buy-1")
+    assert order["status"] == "FILLED" and D(order["executedQty"]) == D("0.01")
+    spent = D(order["cummulativeQuoteQty"])
+    assert spent >= best_ask * D("0.01")
+    fee = sum(D(f["commission"]) for f in order["fills"])
+    assert fee == D("0.00001") and order["fills"][0]["commissionAsset"] == "BTC"
+    after = adapter.balances()
+    assert after["USDT"][0] == before["USDT"][0] - spent
+    assert after["BTC"][0] == before["BTC"][0] + D("0.01") - fee
+    # A limit sell far above the book rests, locking the coins; cancel unlocks them.
+    resting = adapter.place_order("BTCUSDT", "SELL", D("0.02"), price=best_ask * 2, time_in_force="GTC", client_id="t-rest")
+    assert resting["status"] == "NEW" and adapter.balances()["BTC"][1] == D("0.02")
+    assert adapter.get_order("BTCUSDT", "t-rest")["status"] == "NEW"
+    assert adapter.cancel_order("BTCUSDT", "t-rest")["status"] == "CANCELED"
+    assert adapter.balances()["BTC"][1] == D("0")
+
+
+def test_binance_rules_are_applied_before_sending_and_errors_are_typed(venue_with_accounts):
+    from trading.exchanges.errors import DuplicateClientOrderId, InsufficientFunds, InvalidOrder, OrderNotFound
+
+    adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret")
+    # 0.000123456 BTC floors to the 0.00001 step; a buy price floors to the 0.01 tick.
+    assert adapter.prepare("BTCUSDT", "BUY", D("0.000123456"), D("95000.019")) == (D("0.00012"), D("95000.01"))
+    assert adapter.prepare("BTCUSDT", "SELL", D("0.0001"), D("95000.011"))[1] == D("95000.02")
+    with pytest.raises(InvalidOrder, match="NOTIONAL"):
+        adapter.prepare("BTCUSDT", "BUY", D("0.00001"), D("95000"))  # 0.95 USDT < 5
+    with pytest.raises(InsufficientFunds):
+        adapter.place_order("BTCUSDT", "BUY", D("10"), client_id="t-too-big")
+    resting = D(requests.get(f"{venue_with_accounts.server.binance_url}/api/v3/depth", params={"symbol": "BTCUSDT"},
+                             timeout=5).json()["asks"][0][0]) * 2
+    adapter.place_order("BTCUSDT", "SELL", D("0.01"), price=resting, time_in_force="GTC", client_id="t-dup")
+    with pytest.raises(DuplicateClientOrderId):  # Binance: rejected while the first is open
+        adapter.place_order("BTCUSDT", "SELL", D("0.01"), price=resting, time_in_force="GTC", client_id="t-dup")
+    with pytest.raises(OrderNotFound):
+        adapter.get_order("BTCUSDT", "never-sent")
+
+
+def test_a_timed_out_order_is_found_not_sent_twice(venue_with_accounts):
+    adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret", timeout=0.3)
+    venue_with_accounts.call(venue_with_accounts.server.control, "binance", "rest_delay", seconds=0.8)
+    before = adapter.balances()["BTC"][0]
+    venue_with_accounts.call(venue_with_accounts.server.control, "binance", "rest_delay", seconds=0.8)
+    order = adapter.place_order_safely("BTCUSDT", "BUY", D("0.01"), client_id="t-timeout")
+    assert order["status"] == "FILLED" and order["clientOrderId"] == "t-timeout"
+    venue_with_accounts.call(venue_with_accounts.server.control, "binance", "rest_delay", seconds=0)
+    orders = [o for o in venue_with_accounts.server.binance.orders.orders.values() if o.client_id == "t-timeout"]
+    assert len(orders) == 1  # exactly one order, despite the timeout
+    assert adapter.balances()["BTC"][0] == before + D("0.01") - D("0.00001")

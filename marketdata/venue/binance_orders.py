@@ -1,0 +1,202 @@
+"""Binance order entry on the venue: POST/GET/DELETE /api/v3/order, matched against the venue's books."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal, InvalidOperation
+
+from aiohttp import web
+
+from .accounts import Account, AuthFailure, verify_binance
+from .core import now_ms
+from .matching import VenueOrder, match
+
+FEE = Decimal("0.001")
+QUOTE = "USDT"
+
+
+def fmt(value: Decimal | None) -> str:
+    return f"{(value or Decimal(0)):.8f}"
+
+
+class BinanceOrders:
+    def __init__(self, dialect):
+        self.dialect = dialect
+        self.orders: dict[int, VenueOrder] = {}
+        self.by_client: dict[tuple[str, str], VenueOrder] = {}
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/v3/order", self.new_order)
+        app.router.add_get("/api/v3/order", self.query_order)
+        app.router.add_delete("/api/v3/order", self.cancel_order)
+
+    # --- helpers -----------------------------------------------------------------------------
+    async def _auth(self, request) -> tuple[Account, dict[str, str]]:
+        body = (await request.read()).decode() if request.can_read_body else ""
+        account = verify_binance(self.dialect.accounts, request.headers, request.query_string, body)
+        params = dict((await request.post()) if body else {})
+        params.update(request.query)  # the query wins over the body
+        return account, params
+
+    def _fail(self, code: int, msg: str, status: int = 400) -> web.Response:
+        return self.dialect.error(status, code, msg)
+
+    def _find(self, params, api_key) -> VenueOrder | None:
+        if "orderId" in params:
+            try:
+                order = self.orders.get(int(params["orderId"]))
+            except ValueError:
+                return None
+            return order if order and order.api_key == api_key else None
+        client_id = params.get("origClientOrderId")
+        return self.by_client.get((api_key, client_id)) if client_id else None
+
+    def _body(self, order: VenueOrder, full: bool) -> dict:
+        body = {
+            "symbol": order.market, "orderId": order.order_id, "orderListId": -1, "clientOrderId": order.client_id,
+            "transactTime": order.created_ms, "price": fmt(order.price), "origQty": fmt(order.quantity),
+            "executedQty": fmt(order.executed), "origQuoteOrderQty": fmt(order.quote_amount),
+            "cummulativeQuoteQty": fmt(order.quote_spent), "status": order.status, "timeInForce": order.time_in_force,
+            "type": order.kind.upper(), "side": order.side.upper(), "workingTime": order.created_ms,
+            "selfTradePreventionMode": "NONE",
+        }
+        if full:
+            body["fills"] = [{"price": fmt(p), "qty": fmt(q), "commission": fmt(f),
+                              "commissionAsset": order.market[:-len(QUOTE)] if order.side == "buy" else QUOTE,
+                              "tradeId": order.order_id * 100 + i} for i, (p, q, f) in enumerate(order.fills)]
+        return body
+
+    # --- endpoints ---------------------------------------------------------------------------
+    async def new_order(self, request: web.Request) -> web.Response:
+        try:
+            account, p = await self._auth(request)
+        except AuthFailure as exc:
+            return self._fail(exc.name, exc.message, exc.status)
+        market = p.get("symbol", "")
+        for name in ("symbol", "side", "type"):
+            if not p.get(name):
+                return self._fail(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        if market not in self.dialect.venue.binance_books:
+            return self._fail(-1121, "Invalid symbol.")
+        side, kind = p["side"].lower(), p["type"].upper()
+        if side not in ("buy", "sell"):
+            return self._fail(-1117, "Invalid side.")
+        if kind not in ("LIMIT", "MARKET"):
+            return self._fail(-1116, "Invalid orderType.")
+        try:
+            qty = Decimal(p["quantity"]) if p.get("quantity") else None
+            price = Decimal(p["price"]) if p.get("price") else None
+            quote_qty = Decimal(p["quoteOrderQty"]) if p.get("quoteOrderQty") else None
+        except InvalidOperation:
+            return self._fail(-1100, "Illegal characters found in a parameter.")
+        tif = p.get("timeInForce", "GTC" if kind == "LIMIT" else "GTC").upper()
+        if kind == "LIMIT" and (qty is None or price is None or "timeInForce" not in p):
+            return self._fail(-1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
+        if kind == "MARKET" and (qty is None) == (quote_qty is None):
+            return self._fail(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but not both.")
+        client_id = p.get("newClientOrderId") or f"venue{next_id()}"
+        existing = self.by_client.get((request.headers["X-MBX-APIKEY"], client_id))
+        if existing is not None and existing.open:
+            return self._fail(-2010, "Duplicate order sent.")
+        coin = self.dialect.venue.binance_coin(market)
+        filters = coin.filters
+        book = self.dialect.venue.binance_books[market]
+        bids, asks = book.top(1000)
+        reference = price or (asks[0][0] if side == "buy" else bids[0][0])
+        failure = (filters.price_error(price) if price is not None else None) or \
+            (filters.quantity_error(qty) if qty is not None else None) or \
+            filters.notional_error(qty * reference if qty is not None else quote_qty)
+        if failure:
+            return self._fail(-1013, f"Filter failure: {failure}")
+        base = coin.symbol
+        slices = match(asks if side == "buy" else bids, side, qty, price if kind == "LIMIT" else None, quote_qty,
+                       step=filters.step_size)
+        want = qty if qty is not None else None
+        filled = sum((q for _, q in slices), Decimal(0))
+        if tif == "FOK" and want is not None and filled < want:
+            slices = []
+        cost = sum((px * q for px, q in slices), Decimal(0))
+        rest = (want - filled) if (want is not None and kind == "LIMIT" and tif == "GTC") else Decimal(0)
+        need_quote = cost + (rest * price if rest > 0 else 0) if side == "buy" else Decimal(0)
+        need_base = (filled + rest) if side == "sell" else Decimal(0)
+        if account.balances.get(QUOTE, Decimal(0)) < need_quote or account.balances.get(base, Decimal(0)) < need_base:
+            return self._fail(-2010, "Account has insufficient balance for requested action.")
+        order = VenueOrder("binance", market, side, kind.lower(), qty, price, quote_qty, tif, client_id,
+                           request.headers["X-MBX-APIKEY"])
+        for px, q in slices:
+            fee = (q * FEE) if side == "buy" else (px * q * FEE)
+            order.fills.append((px, q, fee))
+            if side == "buy":
+                _move(account, QUOTE, -px * q)
+                _move(account, base, q - fee)
+            else:
+                _move(account, base, -q)
+                _move(account, QUOTE, px * q - fee)
+        if rest > 0:
+            # The remainder rests on the book (it never trades here: the venue's books are the model's).
+            _lock(account, QUOTE if side == "buy" else base, rest * price if side == "buy" else rest)
+            order.status = "PARTIALLY_FILLED" if order.fills else "NEW"
+        elif want is not None and order.executed < want or (quote_qty is not None and order.quote_spent < quote_qty and not order.fills):
+            order.status = "EXPIRED"
+        else:
+            order.status = "FILLED" if order.fills else "EXPIRED"
+        self.orders[order.order_id] = order
+        self.by_client[(order.api_key, client_id)] = order
+        if self.dialect.venue.faults.rest_delay:
+            await asyncio.sleep(self.dialect.venue.faults.rest_delay)  # the order stands; the answer is late
+        resp_type = p.get("newOrderRespType", "FULL").upper()
+        if resp_type == "ACK":
+            body = {"symbol": market, "orderId": order.order_id, "orderListId": -1, "clientOrderId": client_id,
+                    "transactTime": order.created_ms}
+        else:
+            body = self._body(order, full=resp_type == "FULL")
+        return self.dialect.respond(request, 1, lambda: body)
+
+    async def query_order(self, request: web.Request) -> web.Response:
+        try:
+            _account, p = await self._auth(request)
+        except AuthFailure as exc:
+            return self._fail(exc.name, exc.message, exc.status)
+        order = self._find(p, request.headers["X-MBX-APIKEY"])
+        if order is None:
+            return self._fail(-2013, "Order does not exist.")
+        body = self._body(order, full=False)
+        body.update(stopPrice="0.00000000", icebergQty="0.00000000", time=order.created_ms, updateTime=now_ms(),
+                    isWorking=order.open)
+        return self.dialect.respond(request, 4, lambda: body)
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        try:
+            account, p = await self._auth(request)
+        except AuthFailure as exc:
+            return self._fail(exc.name, exc.message, exc.status)
+        order = self._find(p, request.headers["X-MBX-APIKEY"])
+        if order is None or not order.open:
+            return self._fail(-2011, "Unknown order sent.")
+        base = order.market[: -len(QUOTE)]
+        rest = order.quantity - order.executed
+        _lock(account, QUOTE if order.side == "buy" else base, -(rest * order.price if order.side == "buy" else rest))
+        order.status = "CANCELED"
+        body = self._body(order, full=False)
+        body["origClientOrderId"] = order.client_id
+        body["clientOrderId"] = p.get("newClientOrderId") or f"cancel{next_id()}"
+        return self.dialect.respond(request, 1, lambda: body)
+
+
+def _move(account: Account, asset: str, amount: Decimal) -> None:
+    account.balances[asset] = account.balances.get(asset, Decimal(0)) + amount
+
+
+def _lock(account: Account, asset: str, amount: Decimal) -> None:
+    """Move `amount` from free to locked (negative: unlock)."""
+    _move(account, asset, -amount)
+    account.locked[asset] = account.locked.get(asset, Decimal(0)) + amount
+
+
+_counter = iter(range(1, 10**12))
+
+
+def next_id() -> int:
+    return next(_counter)
+
+
