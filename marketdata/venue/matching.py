@@ -29,6 +29,8 @@ class VenueOrder:
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     fills: list[tuple[Decimal, Decimal, Decimal]] = field(default_factory=list)  # price, qty, fee
     status: str = "NEW"  # NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED
+    reserved_fee: Decimal = Decimal(0)  # Upbit: fee set aside for a bid
+    locked: Decimal = Decimal(0)  # funds held for the resting remainder
 
     @property
     def executed(self) -> Decimal:

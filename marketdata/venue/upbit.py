@@ -16,6 +16,7 @@ from marketdata.rules import upbit_krw_tick
 from .accounts import Accounts, AuthFailure, verify_upbit
 from .core import Connection, Venue, VenueBook, now_ms
 from .limits import RateWindow
+from .upbit_orders import UpbitOrders
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class UpbitDialect:
     def __init__(self, venue: Venue, *, rate_limit: int = QUOTATION_LIMIT_PER_SEC, accounts: Accounts | None = None):
         self.venue = venue
         self.accounts = accounts or Accounts()
+        self.orders = UpbitOrders(self)
         self.quotation_limit = RateWindow(1.0, rate_limit)
         self.tickers: dict[str, dict] = {}
         self.sequential_id = int(time.time() * 1000) * 1000
@@ -121,6 +123,7 @@ class UpbitDialect:
         # use beside the KRW-USDT book.
         app.router.add_get("/v1/forex/recent", self.forex)
         app.router.add_get("/v1/accounts", self.accounts_view)
+        self.orders.routes(app)
         return app
 
     async def accounts_view(self, request: web.Request) -> web.Response:

@@ -191,3 +191,51 @@ def test_a_timed_out_order_is_found_not_sent_twice(venue_with_accounts):
     orders = [o for o in venue_with_accounts.server.binance.orders.orders.values() if o.client_id == "t-timeout"]
     assert len(orders) == 1  # exactly one order, despite the timeout
     assert adapter.balances()["BTC"][0] == before + D("0.01") - D("0.00001")
+
+
+def test_upbit_orders_of_every_type_against_the_book(venue_with_accounts):
+    adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET)
+    book = requests.get(f"{venue_with_accounts.server.upbit_url}/v1/orderbook", params={"markets": "KRW-BTC"}, timeout=5).json()[0]
+    best_ask = D(str(book["orderbook_units"][0]["ask_price"]))
+    before = adapter.balances()
+    bought = adapter.place_order("KRW-BTC", "bid", "price", price=D("100000"), identifier="u-buy")  # spend 100,000 KRW
+    assert bought["state"] in ("done", "cancel") and D(bought["executed_volume"]) > 0
+    detail = adapter.get_order("u-buy")
+    funds = sum(D(t["funds"]) for t in detail["trades"])
+    assert D(detail["paid_fee"]) == funds * D("0.0005")
+    after = adapter.balances()
+    assert after["KRW"][0] == before["KRW"][0] - funds - D(detail["paid_fee"])
+    assert after["BTC"][0] == before["BTC"][0] + D(detail["executed_volume"])
+    sold = adapter.place_order("KRW-BTC", "ask", "market", volume=D("0.001"), identifier="u-sell")
+    assert D(sold["executed_volume"]) == D("0.001")
+    # A limit bid below the book rests and locks KRW; cancelling answers with the order as accepted.
+    resting = adapter.place_order("KRW-BTC", "bid", "limit", volume=D("0.001"), price=best_ask / 2, identifier="u-rest")
+    assert resting["state"] == "wait" and adapter.balances()["KRW"][1] > 0
+    assert adapter.cancel_order("u-rest")["state"] == "wait"
+    assert adapter.get_order("u-rest")["state"] == "cancel" and adapter.balances()["KRW"][1] == 0
+
+
+def test_upbit_identifier_is_taken_forever_and_rules_apply_before_sending(venue_with_accounts):
+    from trading.exchanges.errors import DuplicateClientOrderId, InsufficientFunds, InvalidOrder, OrderNotFound
+
+    adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET)
+    with pytest.raises(InsufficientFunds):
+        adapter.place_order("KRW-BTC", "bid", "price", price=D("5000000"), identifier="u-once")
+    with pytest.raises(DuplicateClientOrderId):  # even though the first attempt failed
+        adapter.place_order("KRW-BTC", "bid", "price", price=D("10000"), identifier="u-once")
+    assert adapter.prepare("KRW-BTC", "bid", D("0.0012345678"), D("131234567")) == (D("0.00123456"), D("131234000"))
+    assert adapter.prepare("KRW-BTC", "ask", D("0.001"), D("131234001"))[1] == D("131235000")
+    with pytest.raises(InvalidOrder, match="minimum"):
+        adapter.prepare("KRW-BTC", "bid", D("0.00001"), D("131000000"))
+    with pytest.raises(OrderNotFound):
+        adapter.get_order("never-sent")
+
+
+def test_upbit_timed_out_order_is_found_not_sent_twice(venue_with_accounts):
+    adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET, timeout=0.3)
+    venue_with_accounts.call(venue_with_accounts.server.control, "upbit", "rest_delay", seconds=0.8)
+    order = adapter.place_order_safely("KRW-BTC", "ask", "market", volume=D("0.001"), identifier="u-timeout")
+    venue_with_accounts.call(venue_with_accounts.server.control, "upbit", "rest_delay", seconds=0)
+    assert order["identifier"] == "u-timeout" and D(order["executed_volume"]) == D("0.001")
+    orders = [o for o in venue_with_accounts.server.upbit.orders.orders.values() if o.client_id == "u-timeout"]
+    assert len(orders) == 1

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from decimal import Decimal
 from urllib.parse import unquote, urlencode
 
 import jwt
 
+from marketdata.rules import UPBIT_MIN_ORDER_KRW, UPBIT_VOLUME_STEP, ceil_to_step, floor_to_step, upbit_krw_tick
+
 from .base import ExchangeAdapter
-from .errors import AuthError, DuplicateClientOrderId, ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound, RateLimited
+from .errors import (
+    AuthError,
+    DuplicateClientOrderId,
+    ExchangeError,
+    InsufficientFunds,
+    InvalidOrder,
+    OrderNotFound,
+    RateLimited,
+    UnknownOutcome,
+)
 
 
 def query_string(params: dict | None) -> str:
@@ -49,6 +61,56 @@ class UpbitAdapter(ExchangeAdapter):
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         """currency -> (balance, locked)."""
         return {a["currency"]: (Decimal(a["balance"]), Decimal(a["locked"])) for a in self.accounts()}
+
+    # --- orders ------------------------------------------------------------------------------
+    def prepare(self, market: str, side: str, volume: Decimal | None, price: Decimal | None) -> tuple[Decimal | None, Decimal | None]:
+        """Round to Upbit's tick (bid down, ask up) and 1e-8 volume; refuse below the 5,000 KRW minimum."""
+        if price is not None and volume is not None:
+            tick = upbit_krw_tick(price, market)
+            price = floor_to_step(price, tick) if side == "bid" else ceil_to_step(price, tick)
+        if volume is not None:
+            volume = floor_to_step(volume, UPBIT_VOLUME_STEP)
+        total = price * volume if price is not None and volume is not None else price
+        if total is not None and total < UPBIT_MIN_ORDER_KRW:
+            raise InvalidOrder(f"{market} {side}: {total} KRW is under Upbit's {UPBIT_MIN_ORDER_KRW} KRW minimum", exchange=self.name)
+        return volume, price
+
+    def place_order(self, market: str, side: str, ord_type: str, *, identifier: str, volume: Decimal | None = None,
+                    price: Decimal | None = None, time_in_force: str | None = None) -> dict:
+        """limit (volume+price), price (market buy: KRW to spend), market (sell volume), best (+ioc/fok)."""
+        if ord_type == "limit":
+            volume, price = self.prepare(market, side, volume, price)
+        body = {"market": market, "side": side}
+        if volume is not None:
+            body["volume"] = f"{volume:f}"
+        if price is not None:
+            body["price"] = f"{price:f}"
+        body["ord_type"] = ord_type
+        body["identifier"] = identifier
+        if time_in_force:
+            body["time_in_force"] = time_in_force
+        return self._private("POST", "/v1/orders", body=body)
+
+    def get_order(self, identifier: str) -> dict:
+        return self._private("GET", "/v1/order", {"identifier": identifier})
+
+    def cancel_order(self, identifier: str) -> dict:
+        return self._private("DELETE", "/v1/order", {"identifier": identifier})
+
+    def place_order_safely(self, market: str, side: str, ord_type: str, *, identifier: str, lookups: int = 5, **kwargs) -> dict:
+        """Place once: after an unknown outcome, look the identifier up. Upbit refuses a reused identifier
+        forever, so an order that stays unaccounted for is reported, never resent under the same id."""
+        try:
+            return self.place_order(market, side, ord_type, identifier=identifier, **kwargs)
+        except UnknownOutcome as first:
+            for attempt in range(lookups):
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+                try:
+                    return self.get_order(identifier)
+                except (OrderNotFound, UnknownOutcome):
+                    continue
+            raise UnknownOutcome(f"order {identifier} is still unaccounted for after {lookups} look-ups; not resent",
+                                 exchange=self.name) from first
 
     def _private(self, method: str, path: str, params: dict | None = None, body: dict | None = None):
         signed = body if body is not None else params
