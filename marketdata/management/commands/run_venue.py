@@ -1,15 +1,31 @@
 """Run the simulated Upbit + Binance venue until SIGTERM or Ctrl-C."""
 
 import asyncio
+import json
+import os
 import signal
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from marketdata.venue.accounts import Accounts
 from marketdata.venue.core import Venue
 from marketdata.venue.market import MarketModel, make_coins
 from marketdata.venue.replay import replay
 from marketdata.venue.server import VenueServer
+
+
+def accounts_from_env() -> Accounts:
+    """VENUE_ACCOUNTS: a JSON list of {"exchange", "key", "secret", "balances": {asset: amount}}."""
+    accounts = Accounts()
+    raw = os.environ.get("VENUE_ACCOUNTS", "").strip()
+    if raw:
+        try:
+            for entry in json.loads(raw):
+                accounts.add(entry["exchange"], entry["key"], entry["secret"], entry.get("balances", {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CommandError(f"VENUE_ACCOUNTS is not a list of accounts: {exc}") from None
+    return accounts
 
 
 class Command(BaseCommand):
@@ -36,7 +52,7 @@ class Command(BaseCommand):
         model = MarketModel(coins=make_coins(options["coins"]), seed=options["seed"])
         venue = Venue(model, step_hz=options["step_hz"])
         server = VenueServer(venue, options["host"], options["upbit_port"], options["binance_port"],
-                             drive=not options["replay"])
+                             drive=not options["replay"], accounts=accounts_from_env())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
