@@ -23,6 +23,14 @@ class Account:
     locked: dict[str, Decimal] = field(default_factory=dict)
     nonces: set[str] = field(default_factory=set)
 
+    def move(self, asset: str, amount: Decimal) -> None:
+        self.balances[asset] = self.balances.get(asset, Decimal(0)) + amount
+
+    def lock(self, asset: str, amount: Decimal) -> None:
+        """Move `amount` from free to locked (a negative amount unlocks)."""
+        self.move(asset, -amount)
+        self.locked[asset] = self.locked.get(asset, Decimal(0)) + amount
+
 
 class AuthFailure(Exception):
     def __init__(self, status: int, name, message: str):

@@ -127,14 +127,14 @@ class BinanceOrders:
             fee = (q * FEE) if side == "buy" else (px * q * FEE)
             order.fills.append((px, q, fee))
             if side == "buy":
-                _move(account, QUOTE, -px * q)
-                _move(account, base, q - fee)
+                account.move(QUOTE, -px * q)
+                account.move(base, q - fee)
             else:
-                _move(account, base, -q)
-                _move(account, QUOTE, px * q - fee)
+                account.move(base, -q)
+                account.move(QUOTE, px * q - fee)
         if rest > 0:
             # The remainder rests on the book (it never trades here: the venue's books are the model's).
-            _lock(account, QUOTE if side == "buy" else base, rest * price if side == "buy" else rest)
+            account.lock(QUOTE if side == "buy" else base, rest * price if side == "buy" else rest)
             order.status = "PARTIALLY_FILLED" if order.fills else "NEW"
         elif want is not None and order.executed < want or (quote_qty is not None and order.quote_spent < quote_qty and not order.fills):
             order.status = "EXPIRED"
@@ -175,22 +175,12 @@ class BinanceOrders:
             return self._fail(-2011, "Unknown order sent.")
         base = order.market[: -len(QUOTE)]
         rest = order.quantity - order.executed
-        _lock(account, QUOTE if order.side == "buy" else base, -(rest * order.price if order.side == "buy" else rest))
+        account.lock(QUOTE if order.side == "buy" else base, -(rest * order.price if order.side == "buy" else rest))
         order.status = "CANCELED"
         body = self._body(order, full=False)
         body["origClientOrderId"] = order.client_id
         body["clientOrderId"] = p.get("newClientOrderId") or f"cancel{next_id()}"
         return self.dialect.respond(request, 1, lambda: body)
-
-
-def _move(account: Account, asset: str, amount: Decimal) -> None:
-    account.balances[asset] = account.balances.get(asset, Decimal(0)) + amount
-
-
-def _lock(account: Account, asset: str, amount: Decimal) -> None:
-    """Move `amount` from free to locked (negative: unlock)."""
-    _move(account, asset, -amount)
-    account.locked[asset] = account.locked.get(asset, Decimal(0)) + amount
 
 
 _counter = iter(range(1, 10**12))

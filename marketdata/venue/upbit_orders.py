@@ -136,14 +136,14 @@ class UpbitOrders:
             fee = p * q * FEE
             order.fills.append((p, q, fee))
             if buying:
-                _move(account, "KRW", -(p * q + fee))
-                _move(account, coin, q)
+                account.move("KRW", -(p * q + fee))
+                account.move(coin, q)
             else:
-                _move(account, coin, -q)
-                _move(account, "KRW", p * q - fee)
+                account.move(coin, -q)
+                account.move("KRW", p * q - fee)
         if rest > 0:
             order.locked = rest * price * (1 + FEE) if buying else rest
-            _lock(account, "KRW" if buying else coin, order.locked)
+            account.lock("KRW" if buying else coin, order.locked)
             order.status = "PARTIALLY_FILLED" if order.fills else "NEW"
         elif volume is not None and order.executed < volume or (quote_amount is not None and order.fills and funds < quote_amount / (1 + FEE) - asks[0][0]):
             order.status = "CANCELED"  # ioc/fok/best/market residue: Upbit reports "cancel" with trades
@@ -187,16 +187,8 @@ class UpbitOrders:
         if order is None or not order.open:
             return self._err(404, "order_not_found", "주문을 찾지 못했습니다.")
         accepted = self._body(order)  # Upbit answers with the order as accepted (state still "wait")
-        _lock(account, "KRW" if order.side == "buy" else order.market.split("-", 1)[1], -order.locked)
+        account.lock("KRW" if order.side == "buy" else order.market.split("-", 1)[1], -order.locked)
         order.locked = Decimal(0)
         order.status = "CANCELED"
         return self.dialect.ok(accepted)
 
-
-def _move(account, asset: str, amount: Decimal) -> None:
-    account.balances[asset] = account.balances.get(asset, Decimal(0)) + amount
-
-
-def _lock(account, asset: str, amount: Decimal) -> None:
-    _move(account, asset, -amount)
-    account.locked[asset] = account.locked.get(asset, Decimal(0)) + amount

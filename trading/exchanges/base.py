@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import ExchangeError, UnknownOutcome
+from .errors import ExchangeError, OrderNotFound, UnknownOutcome
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +46,18 @@ class ExchangeAdapter:
 
     def _error(self, response: requests.Response) -> ExchangeError:
         raise NotImplementedError
+
+    def _recover(self, client_id: str, look_up, first: UnknownOutcome, lookups: int = 5) -> dict:
+        """After an unknown outcome, look the order up by its client id before anything else.
+
+        Client ids are not idempotency keys on either exchange, so an order still unaccounted for
+        after the look-ups is reported, never sent again.
+        """
+        for attempt in range(lookups):
+            time.sleep(min(0.2 * 2**attempt, 2.0))
+            try:
+                return look_up()
+            except (OrderNotFound, UnknownOutcome):
+                continue  # not (yet) visible at the exchange: ask again before concluding
+        raise UnknownOutcome(f"order {client_id} is still unaccounted for after {lookups} look-ups; not resent",
+                             exchange=self.name) from first

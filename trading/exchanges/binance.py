@@ -97,16 +97,7 @@ class BinanceAdapter(ExchangeAdapter):
         try:
             return self.place_order(market, side, quantity, price=price, time_in_force=time_in_force, client_id=client_id)
         except UnknownOutcome as first:
-            for attempt in range(lookups):
-                time.sleep(min(0.2 * 2**attempt, 2.0))
-                try:
-                    return self.get_order(market, client_id)
-                except OrderNotFound:
-                    continue  # not (yet) seen by the exchange; ask again before concluding
-                except UnknownOutcome:
-                    continue
-            raise UnknownOutcome(f"order {client_id} is still unaccounted for after {lookups} look-ups; not resent",
-                                 exchange=self.name) from first
+            return self._recover(client_id, lambda: self.get_order(market, client_id), first, lookups)
 
     # --- plumbing ----------------------------------------------------------------------------
     def _public(self, method: str, path: str, params: dict | None = None):

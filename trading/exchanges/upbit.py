@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from decimal import Decimal
 from urllib.parse import unquote, urlencode
@@ -103,14 +102,7 @@ class UpbitAdapter(ExchangeAdapter):
         try:
             return self.place_order(market, side, ord_type, identifier=identifier, **kwargs)
         except UnknownOutcome as first:
-            for attempt in range(lookups):
-                time.sleep(min(0.2 * 2**attempt, 2.0))
-                try:
-                    return self.get_order(identifier)
-                except (OrderNotFound, UnknownOutcome):
-                    continue
-            raise UnknownOutcome(f"order {identifier} is still unaccounted for after {lookups} look-ups; not resent",
-                                 exchange=self.name) from first
+            return self._recover(identifier, lambda: self.get_order(identifier), first, lookups)
 
     def _private(self, method: str, path: str, params: dict | None = None, body: dict | None = None):
         signed = body if body is not None else params
