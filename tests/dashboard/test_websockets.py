@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 import requests
 import websocket
 from django.conf import settings
@@ -17,7 +18,7 @@ from django.conf import settings
 from liveguard.services import set_kill_switch
 from tests.conftest import wait_for
 from tests.support import free_port, stop_processes
-from trading.state import MetricsRecord, SignalRecord
+from trading.state import SIGNALS_CHANNEL, MetricsRecord, SignalRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,10 @@ def server(redis_url):
         subprocess.Popen([sys.executable, "manage.py", "run_relay"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL),
     ]
     wait_for(lambda: _up(port), timeout=20, interval=0.1)
+    # The relay must be listening before a test publishes, or the announcement is lost.
+    client = redis.Redis.from_url(redis_url)
+    wait_for(lambda: client.pubsub_numsub(SIGNALS_CHANNEL)[0][1] >= 1, timeout=20, interval=0.1)
+    client.close()
     yield f"127.0.0.1:{port}"
     stop_processes(procs)
 
