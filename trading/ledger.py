@@ -35,7 +35,8 @@ def post_many(entries: list[LedgerEntry]) -> None:
             Balance.objects.create(venue=venue, asset=asset, amount=amount)
 
 
-def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal) -> Fill:
+def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal, *,
+                fee: Decimal | None = None, fee_asset: str | None = None) -> Fill:
     """Book a fill: the base and quote legs and the fee, charged as each venue charges it.
 
     Upbit takes its fee in KRW on both sides. Binance takes it in the asset received: base when
@@ -44,7 +45,9 @@ def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decim
     venue, base, quote = order.exchange, order.symbol, QUOTE[order.exchange]
     notional = money(price * quantity)
     buying = order.side == "buy"
-    if venue == "upbit" or not buying:
+    if fee is not None:  # as the exchange reported it (live fills)
+        fee, fee_asset = money(fee), fee_asset or quote
+    elif venue == "upbit" or not buying:
         fee_asset, fee = quote, money(notional * fee_rate)
     else:
         fee_asset, fee = base, money(quantity * fee_rate)

@@ -1,0 +1,110 @@
+"""The live executor against the venue over signed HTTP: both legs, and each way a pair can go wrong."""
+
+from decimal import Decimal as D
+
+import pytest
+import requests
+from django.db import transaction
+
+from liveguard.models import GuardEvent, KillSwitch
+from marketdata.venue.accounts import Accounts
+from marketdata.venue.core import Venue
+from marketdata.venue.market import MarketModel
+from marketdata.venue.server import VenueServer, VenueThread
+from tests.support import free_port
+from trading.exchanges.binance import BinanceAdapter
+from trading.exchanges.upbit import UpbitAdapter
+from trading.execution import PairRequest
+from trading.live import LiveExecutor
+from trading.models import Fill, Order, Pair
+from trading.signals import Fees
+
+pytestmark = pytest.mark.django_db
+SECRET = "s" * 64
+FEES = Fees(upbit=D("0.0005"), binance=D("0.001"))
+
+
+@pytest.fixture
+def venue():
+    accounts = Accounts()
+    accounts.add("binance", "live-key", SECRET, {"USDT": "1000000", "BTC": "10"})
+    accounts.add("upbit", "live-key", SECRET, {"KRW": "10000000000", "BTC": "10"})
+    thread = VenueThread(VenueServer(Venue(MarketModel(seed=4)), accounts=accounts)).start()
+    thread.call(thread.server.control, None, "pause")  # hold the books still while a pair runs
+    yield thread
+    thread.stop()
+
+
+def adapters(venue, upbit_url=None):
+    return {"binance": BinanceAdapter(venue.server.binance_url, "live-key", SECRET),
+            "upbit": UpbitAdapter(upbit_url or venue.server.upbit_url, "live-key", SECRET, timeout=0.5)}
+
+
+def tops(venue):
+    bn = requests.get(f"{venue.server.binance_url}/api/v3/ticker/bookTicker", params={"symbol": "BTCUSDT"}, timeout=5).json()
+    up = requests.get(f"{venue.server.upbit_url}/v1/orderbook", params={"markets": "KRW-BTC"}, timeout=5).json()[0]
+    return D(bn["askPrice"]), D(str(up["orderbook_units"][0]["bid_price"]))
+
+
+def run(state, venue, quantity, executor):
+    ask, bid = tops(venue)
+    pair = Pair.objects.create(symbol="BTC", buy_exchange="binance", sell_exchange="upbit")
+    request = PairRequest("BTC", "binance", "upbit", quantity, ask, bid, D("1400"), D("0.00001"))
+    with transaction.atomic():
+        return executor.execute(pair, request)
+
+
+def net_base(pair):
+    """Coins bought minus coins sold across every order of the pair (hedges included), less any
+    dust the note declares (below every venue's minimum order, so no order can carry it)."""
+    total = D(0)
+    for order in Order.objects.filter(pair=pair):
+        total += order.filled_quantity if order.side == "buy" else -order.filled_quantity
+    if "dust " in pair.note:
+        dust = D(pair.note.split("dust ", 1)[1].split(" ", 1)[0])
+        assert dust < D("0.0001")  # Binance's lot step x a few; Upbit's 5,000 KRW minimum
+        total -= dust if total > 0 else -dust
+    return total
+
+
+def test_both_legs_fill_and_every_fill_is_in_the_ledger(state, venue):
+    pair = run(state, venue, D("0.01"), LiveExecutor(state, FEES, adapters(venue)))
+    assert pair.state == "filled" and pair.quantity == D("0.01") and pair.mode == "live"
+    assert net_base(pair) == 0
+    assert Fill.objects.filter(order__pair=pair).count() >= 2
+    binance_fill = Fill.objects.filter(order__pair=pair, order__exchange="binance").first()
+    assert binance_fill.fee_asset == "BTC" and binance_fill.fee == D("0.00001")  # as Binance reported it
+
+
+def test_a_rejected_leg_is_unwound_to_flat(state, venue):
+    venue.server.accounts.upbit["live-key"].balances["BTC"] = D(0)  # Upbit refuses the sell
+    pair = run(state, venue, D("0.01"), LiveExecutor(state, FEES, adapters(venue)))
+    assert pair.state == "failed" and "unwound 0.01 on binance" in pair.note
+    assert Order.objects.get(pair=pair, exchange="upbit", side="sell").status == "rejected"
+    assert net_base(pair) == 0
+    assert not KillSwitch.load().engaged
+
+
+def test_unequal_partial_fills_leave_no_exposure(state, venue):
+    # Zero slippage allowance: each IOC takes only its top level, and the two tops differ in size.
+    pair = run(state, venue, D("3"), LiveExecutor(state, FEES, adapters(venue), slippage=D(0)))
+    assert pair.state == "partial" and "unwound" in pair.note
+    assert Order.objects.filter(pair=pair, client_order_id__endswith="h").count() == 1
+    assert net_base(pair) == 0
+
+
+def test_a_leg_that_times_out_but_landed_is_found_and_the_pair_completes(state, venue):
+    venue.call(venue.server.control, "upbit", "rest_delay", seconds=0.8)
+    pair = run(state, venue, D("0.01"), LiveExecutor(state, FEES, adapters(venue)))
+    venue.call(venue.server.control, "upbit", "rest_delay", seconds=0)
+    assert pair.state == "filled" and net_base(pair) == 0
+    assert len([o for o in venue.server.upbit.orders.orders.values() if o.client_id.startswith("kimp")]) == 1
+
+
+def test_a_leg_whose_outcome_stays_unknown_is_flagged_and_trading_stops(state, venue):
+    dead = f"http://127.0.0.1:{free_port()}"  # Upbit unreachable mid-pair
+    pair = run(state, venue, D("0.01"), LiveExecutor(state, FEES, adapters(venue, upbit_url=dead), lookups=1))
+    assert "UNHEDGED" in pair.note and pair.state == "failed"
+    assert Order.objects.get(pair=pair, exchange="upbit").status == "unknown"
+    assert GuardEvent.objects.filter(check_name="leg_risk").exists()
+    assert KillSwitch.load().engaged and state.kill_switch() is True
