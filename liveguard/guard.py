@@ -89,6 +89,11 @@ class Guard:
             return Block("kill_switch", "kill switch engaged")
         return None
 
+    def check_reconciled(self, live_mode: bool, reconciled: bool) -> Block | None:
+        if live_mode and not reconciled:
+            return Block("reconciliation", "live trading waits until the venues' balances and orders agree with the ledger")
+        return None
+
     def check_paused(self, symbol: str, paused: bool) -> Block | None:
         if paused:
             return Block("paused", f"{symbol} is paused by an operator")

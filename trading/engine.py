@@ -169,6 +169,7 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
     fee = fees()
     block = (
         guard.check_kill_switch(ctx.kill_switch)
+        or guard.check_reconciled(settings.LIVE_MODE, ctx.reconciled)
         or guard.check_paused(symbol, ctx.paused)
         or guard.check_circuit_breaker(ctx.breaker)
         or guard.check_quotes(opportunity.buy_book_time, opportunity.sell_book_time, now)

@@ -180,6 +180,7 @@ class EvaluationContext:
     weighted_symbols: int
     fx_minute_ago: Decimal | None = None
     paused: bool = False
+    reconciled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +494,13 @@ class StateManager:
         return [r for r in (decode_record(ExecutionRecord, raw) for raw in pipe.execute()) if r]
 
     # metrics and heartbeats -----------------------------------------------------------------
+    def set_reconciliation(self, report: dict) -> None:
+        self.redis.set(f"{PREFIX}:reconciliation", orjson.dumps({**report, "checked_at": utcnow().isoformat()}))
+
+    def reconciliation(self) -> dict | None:
+        raw = self.redis.get(f"{PREFIX}:reconciliation")
+        return orjson.loads(raw) if raw else None
+
     def set_rebalance(self, suggestions: list[dict]) -> None:
         self.redis.set(f"{PREFIX}:rebalance", orjson.dumps(suggestions), ex=TTL_METRICS)
 
@@ -708,8 +716,9 @@ class StateManager:
         # The oldest rate of the last minute: the baseline for the FX jump check.
         now = utcnow().timestamp()
         pipe.zrangebyscore(f"{PREFIX}:fx:history:{fx_source}", now - 60, "+inf", start=0, num=1)
+        pipe.get(f"{PREFIX}:reconciliation")
         (upbit, binance, fx, reference, version, kill, breaker, breaker_ttl, warning, paused, step, total, risk,
-         risk_len, fx_before) = pipe.execute()
+         risk_len, fx_before, reconciliation) = pipe.execute()
         text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
         return EvaluationContext(
             upbit=self.decode_book(upbit) if upbit else None,
@@ -721,6 +730,7 @@ class StateManager:
             breaker=(text(breaker), max(int(breaker_ttl), 0)) if breaker is not None else None,
             market_warning=bool(warning),
             paused=bool(paused),
+            reconciled=bool(orjson.loads(reconciliation).get("ok")) if reconciliation else False,
             lot_step=Decimal(text(step)) if step else None,
             total_balance=Decimal(text(total)) if total else None,
             volatility=float(text(risk[0])) if risk[0] else None,

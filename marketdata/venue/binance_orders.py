@@ -29,6 +29,7 @@ class BinanceOrders:
         app.router.add_post("/api/v3/order", self.new_order)
         app.router.add_get("/api/v3/order", self.query_order)
         app.router.add_delete("/api/v3/order", self.cancel_order)
+        app.router.add_get("/api/v3/openOrders", self.open_orders)
 
     # --- helpers -----------------------------------------------------------------------------
     async def _auth(self, request) -> tuple[Account, dict[str, str]]:
@@ -164,6 +165,16 @@ class BinanceOrders:
         body.update(stopPrice="0.00000000", icebergQty="0.00000000", time=order.created_ms, updateTime=now_ms(),
                     isWorking=order.open)
         return self.dialect.respond(request, 4, lambda: body)
+
+    async def open_orders(self, request: web.Request) -> web.Response:
+        try:
+            _account, p = await self._auth(request)
+        except AuthFailure as exc:
+            return self._fail(exc.name, exc.message, exc.status)
+        key = request.headers["X-MBX-APIKEY"]
+        rows = [self._body(o, full=False) for o in self.orders.values()
+                if o.api_key == key and o.open and (not p.get("symbol") or o.market == p["symbol"])]
+        return self.dialect.respond(request, 6 if p.get("symbol") else 80, lambda: rows)
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         try:

@@ -37,6 +37,7 @@ class UpbitOrders:
         app.router.add_post("/v1/orders", self.new_order)
         app.router.add_get("/v1/order", self.get_order)
         app.router.add_delete("/v1/order", self.cancel_order)
+        app.router.add_get("/v1/orders/open", self.open_orders)
 
     def _err(self, status: int, name: str, message: str) -> web.Response:
         return self.dialect.error(status, name, message)
@@ -174,6 +175,16 @@ class UpbitOrders:
         if order is None:
             return self._err(404, "order_not_found", "주문을 찾지 못했습니다.")
         return self.dialect.ok(self._body(order, with_trades=True))
+
+    async def open_orders(self, request: web.Request) -> web.Response:
+        try:
+            verify_upbit(self.dialect.accounts, request.headers, request.query_string)
+        except AuthFailure as exc:
+            return self._err(exc.status, exc.name, exc.message)
+        key = self._key(request)
+        market = request.query.get("market")
+        return self.dialect.ok([self._body(o) for o in self.orders.values()
+                                if o.api_key == key and o.open and (not market or o.market == market)])
 
     async def cancel_order(self, request: web.Request) -> web.Response:
         if await request.read():

@@ -258,6 +258,13 @@ class HealthView(APIView):
                 problems.append(f"{name} heartbeat {'missing' if age is None else f'{age:.1f} s old'}")
         if body["redis"]["ok"]:
             body["kill_switch"] = state.kill_switch()
+            reconciliation = state.reconciliation()
+            if settings.LIVE_MODE:
+                body["reconciliation"] = reconciliation or {"ok": False, "differences": ["not run yet"]}
+                if not body["reconciliation"].get("ok"):
+                    problems.append("ledger and venues disagree (reconciliation)")
+            else:
+                body["reconciliation"] = {"ok": True, "mode": "paper: the ledger is the venue"}
             tripped = state.breaker()
             body["circuit_breaker"] = {"reason": tripped[0], "seconds_left": tripped[1]} if tripped else None
         body["problems"] = problems

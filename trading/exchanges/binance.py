@@ -87,6 +87,9 @@ class BinanceAdapter(ExchangeAdapter):
     def get_order(self, market: str, client_id: str) -> dict:
         return self._signed("GET", "/api/v3/order", {"symbol": market, "origClientOrderId": client_id})
 
+    def open_orders(self) -> list[dict]:
+        return self._signed("GET", "/api/v3/openOrders", {})
+
     def cancel_order(self, market: str, client_id: str) -> dict:
         return self._signed("DELETE", "/api/v3/order", {"symbol": market, "origClientOrderId": client_id})
 

@@ -93,6 +93,12 @@ class UpbitAdapter(ExchangeAdapter):
     def get_order(self, identifier: str) -> dict:
         return self._private("GET", "/v1/order", {"identifier": identifier})
 
+    def open_orders(self) -> list[dict]:
+        return self._private("GET", "/v1/orders/open")
+
+    def cancel_by_uuid(self, uuid_: str) -> dict:
+        return self._private("DELETE", "/v1/order", {"uuid": uuid_})
+
     def cancel_order(self, identifier: str) -> dict:
         return self._private("DELETE", "/v1/order", {"identifier": identifier})
 

@@ -1,0 +1,30 @@
+"""Compare the venues' balances and open orders with the ledger; live trading waits for agreement."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from trading.engine import get_state
+from trading.exchanges.binance import BinanceAdapter
+from trading.exchanges.upbit import UpbitAdapter
+from trading.reconcile import reconcile
+
+
+class Command(BaseCommand):
+    help = "Reconcile the venues with the ledger (run at start-up in live mode)."
+
+    def handle(self, *args, **options):
+        if not (settings.UPBIT_API_KEY and settings.BINANCE_API_KEY):
+            raise CommandError("reconcile needs UPBIT_* and BINANCE_* keys")
+        adapters = {
+            "upbit": UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_API_KEY, settings.UPBIT_SECRET_KEY),
+            "binance": BinanceAdapter(settings.BINANCE_REST_URL, settings.BINANCE_API_KEY, settings.BINANCE_SECRET_KEY),
+        }
+        adapters["binance"].sync_clock()
+        report = reconcile(get_state(), adapters)
+        for line in report["differences"]:
+            self.stderr.write(f"differs: {line}")
+        for line in report["cancelled"]:
+            self.stdout.write(f"cancelled orphan: {line}")
+        self.stdout.write("agreed" if report["ok"] else "NOT agreed: live trading refused")
+        if not report["ok"]:
+            raise SystemExit(1)
