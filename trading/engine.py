@@ -53,9 +53,32 @@ def current_limits(state: StateManager | None = None, max_age: float = 5.0, vers
 
 def forget_limits() -> None:
     """Drop per-process caches (tests start from an empty database)."""
-    global _limits_cache
+    global _limits_cache, _live_executor
     _limits_cache = None
+    _live_executor = None
     _funded.clear()
+
+
+_live_executor = None
+
+
+def default_executor(state: StateManager, fee: Fees):
+    """Paper fills unless LIVE_MODE (the system checks insist on keys and an explicit opt-in)."""
+    global _live_executor
+    if not settings.LIVE_MODE:
+        return PaperExecutor(state, fee)
+    if _live_executor is None:
+        from .exchanges.binance import BinanceAdapter
+        from .exchanges.upbit import UpbitAdapter
+        from .live import LiveExecutor
+
+        adapters = {
+            "upbit": UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_API_KEY, settings.UPBIT_SECRET_KEY),
+            "binance": BinanceAdapter(settings.BINANCE_REST_URL, settings.BINANCE_API_KEY, settings.BINANCE_SECRET_KEY),
+        }
+        adapters["binance"].sync_clock()
+        _live_executor = LiveExecutor(state, fee, adapters)
+    return _live_executor
 
 
 def lot_step(state: StateManager, symbol: str) -> Decimal:
@@ -195,13 +218,13 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
         return f"rejected:{block.check}"
     signal = _record_signal(opportunity, Signal.Outcome.EXECUTED, "", now)
     pair = Pair.objects.create(symbol=symbol, signal=signal, buy_exchange=opportunity.buy_exchange,
-                               sell_exchange=opportunity.sell_exchange, mode="paper")
+                               sell_exchange=opportunity.sell_exchange, mode="live" if settings.LIVE_MODE else "paper")
     request = PairRequest(symbol, opportunity.buy_exchange, opportunity.sell_exchange, opportunity.quantity,
                           opportunity.buy_price_native, opportunity.sell_price_native, fx.rate, step)
     try:
         # The fills, the pair's result and the position commit together: no reader ever sees a
         # filled pair without its position.
-        executor = executor or PaperExecutor(state, fee)
+        executor = executor or default_executor(state, fee)
         with transaction.atomic():
             pair = executor.execute(pair, request, tick_received_at=tick)
             position = positions.apply_pair(pair) if pair.quantity else None

@@ -16,7 +16,8 @@ from . import ledger
 from .models import LedgerEntry, Order
 
 log = logging.getLogger(__name__)
-TOLERANCE = Decimal("0.00000001")
+# The ledger keeps 1e-8; an exchange may keep a fee to more places. Differences below this are rounding.
+TOLERANCE = Decimal("0.0001")
 QUOTE = {"upbit": "KRW", "binance": "USDT"}
 
 

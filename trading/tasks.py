@@ -103,6 +103,18 @@ def refresh_reference_fx() -> str | None:
     return str(rate)
 
 
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def reconcile_venues() -> bool | None:
+    """In live mode, compare the venues with the ledger; trading waits while they disagree."""
+    if not settings.LIVE_MODE:
+        return None
+    from .reconcile import reconcile
+
+    state = engine.get_state()
+    executor = engine.default_executor(state, engine.fees())
+    return reconcile(state, executor.adapters)["ok"]
+
+
 @shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
 def beat_heartbeat() -> None:
     """Record that beat scheduled and a worker ran a task just now."""

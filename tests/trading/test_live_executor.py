@@ -108,3 +108,38 @@ def test_a_leg_whose_outcome_stays_unknown_is_flagged_and_trading_stops(state, v
     assert Order.objects.get(pair=pair, exchange="upbit").status == "unknown"
     assert GuardEvent.objects.filter(check_name="leg_risk").exists()
     assert KillSwitch.load().engaged and state.kill_switch() is True
+
+
+def test_live_mode_end_to_end_feeds_engine_and_signed_orders(state, settings):
+    """Venue -> feeds -> Redis -> engine in LIVE_MODE -> signed orders on the venue -> ledger in agreement."""
+    from marketdata.feeds.binance import BinanceFeed
+    from marketdata.feeds.upbit import UpbitFeed
+    from tests.conftest import RunningFeed, feed_kwargs, wait_for
+    from trading import engine
+    from trading.reconcile import reconcile
+
+    accounts = Accounts()
+    accounts.add("binance", "e2e-key", SECRET, {"USDT": "100000", "ETH": "5"})
+    accounts.add("upbit", "e2e-key", SECRET, {"KRW": "100000000", "ETH": "5"})
+    thread = VenueThread(VenueServer(Venue(MarketModel(seed=9), step_hz=5), accounts=accounts)).start()
+    try:
+        settings.LIVE_MODE = True
+        settings.UPBIT_API_KEY = settings.BINANCE_API_KEY = "e2e-key"
+        settings.UPBIT_SECRET_KEY = settings.BINANCE_SECRET_KEY = SECRET
+        settings.UPBIT_REST_URL, settings.BINANCE_REST_URL = thread.server.upbit_url, thread.server.binance_url
+        engine.forget_limits()
+        executor = engine.default_executor(state, engine.fees())
+        assert reconcile(state, executor.adapters)["ok"]
+        feeds = [UpbitFeed(state, ["ETH"], **feed_kwargs(thread, "upbit")), BinanceFeed(state, ["ETH"], **feed_kwargs(thread, "binance"))]
+        with RunningFeed(feeds[0]), RunningFeed(feeds[1]):
+            wait_for(lambda: state.get_book("upbit", "ETH") and state.get_book("binance", "ETH") and state.get_fx("upbit"))
+            thread.call(thread.server.control, None, "premium", symbol="ETH", premium=0.03)
+            outcome = wait_for(lambda: (r := engine.evaluate_symbol("ETH", state=state)) == "executed" and r, timeout=10)
+        assert outcome == "executed"
+        pair = Pair.objects.get(symbol="ETH")
+        assert pair.mode == "live" and pair.state == "filled" and (pair.buy_exchange, pair.sell_exchange) == ("binance", "upbit")
+        assert accounts.upbit["e2e-key"].balances["ETH"] == D("5") - pair.quantity  # the venue really sold
+        assert reconcile(state, executor.adapters)["ok"]  # and the ledger agrees with both venues
+    finally:
+        engine.forget_limits()
+        thread.stop()
