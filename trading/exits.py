@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from . import engine, positions
-from .execution import PairRequest, PaperExecutor
+from .execution import PairRequest
 from .models import Pair, Position
 from .state import StateManager
 
@@ -37,9 +37,10 @@ def close_position(state: StateManager, symbol: str, reason: str, executor=None)
         request = PairRequest(symbol, buy_exchange, sell_exchange, quantity, books[buy_exchange].asks[0][0],
                               books[sell_exchange].bids[0][0], fx.rate, step)
         pair = Pair.objects.create(symbol=symbol, kind=Pair.Kind.CLOSE, buy_exchange=buy_exchange,
-                                   sell_exchange=sell_exchange, mode="paper", note=reason[:300])
+                                   sell_exchange=sell_exchange, mode="live" if settings.LIVE_MODE else "paper",
+                                   note=reason[:300])
         note = pair.note
-        executor = executor or PaperExecutor(state, engine.fees())
+        executor = executor or engine.default_executor(state, engine.fees())
         with transaction.atomic():  # the closing fills and the smaller position commit together
             pair = executor.execute(pair, request)
             if note and note not in pair.note:

@@ -140,6 +140,15 @@ def test_live_mode_end_to_end_feeds_engine_and_signed_orders(state, settings):
         assert pair.mode == "live" and pair.state == "filled" and (pair.buy_exchange, pair.sell_exchange) == ("binance", "upbit")
         assert accounts.upbit["e2e-key"].balances["ETH"] == D("5") - pair.quantity  # the venue really sold
         assert reconcile(state, executor.adapters)["ok"]  # and the ledger agrees with both venues
+        # The kill switch's flatten closes the position with a live reverse pair.
+        from trading import exits
+        from trading.models import Position
+
+        assert exits.flatten_all(state) == ["ETH"]
+        close = Pair.objects.get(symbol="ETH", kind="close")
+        assert close.mode == "live" and close.quantity > 0
+        assert not Position.objects.filter(symbol="ETH").exists() or Position.objects.get(symbol="ETH").quantity < pair.quantity
+        assert reconcile(state, executor.adapters)["ok"]
     finally:
         engine.forget_limits()
         thread.stop()
