@@ -9,6 +9,7 @@ operator (or reconciliation) settles it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_FLOOR, Decimal
@@ -17,7 +18,7 @@ from liveguard import guard as lg
 from marketdata.rules import UPBIT_MIN_ORDER_KRW
 
 from . import ledger
-from .exchanges.errors import ExchangeError, UnknownOutcome
+from .exchanges.errors import ExchangeError, OrderNotFound, UnknownOutcome
 from .execution import PairRequest, PaperExecutor, to_krw
 from .fields import money
 from .models import Order, Pair
@@ -25,6 +26,40 @@ from .signals import Fees
 
 log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
+
+
+def leg_ids(pair: Pair) -> tuple[str, str]:
+    """The legs' client ids follow from the pair's id, which is committed before anything is sent."""
+    return f"kimp{pair.id.hex[:20]}b", f"kimp{pair.id.hex[:20]}s"
+
+
+def resume_pending(state, executor: LiveExecutor, older_than_s: float = 30.0) -> list[Pair]:
+    """Settle live pairs left pending by a worker that died (only those older than any live attempt)."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.db import transaction
+
+    from . import positions
+
+    settled = []
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    for pair in Pair.objects.filter(state=Pair.State.PENDING, mode="live", created_at__lt=cutoff):
+        token = state.acquire_lock(f"symbol:{pair.symbol}", 10_000)
+        if token is None:
+            continue
+        try:
+            fx = state.get_fx("upbit")
+            request = PairRequest(pair.symbol, pair.buy_exchange, pair.sell_exchange, Decimal(0), Decimal(0), Decimal(0),
+                                  fx.rate if fx else Decimal(0), Decimal("0.00000001"))
+            with transaction.atomic():
+                pair = executor.resume(pair, request)
+                positions.apply_pair(pair) if pair.quantity else None
+            executor.publish(pair)
+            settled.append(pair)
+            log.warning("resumed pair %s of %s: %s", pair.id, pair.symbol, pair.state)
+        finally:
+            state.release_lock(f"symbol:{pair.symbol}", token)
+    return settled
 
 
 def _n(value: Decimal) -> str:
@@ -53,10 +88,45 @@ class LiveExecutor(PaperExecutor):
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leg")
 
     def execute(self, pair: Pair, request: PairRequest, tick_received_at=None) -> Pair:
-        buy_id, sell_id = f"kimp{pair.id.hex[:20]}b", f"kimp{pair.id.hex[:20]}s"
+        buy_id, sell_id = leg_ids(pair)
         buy_future = self.pool.submit(self._send, request.buy_exchange, "buy", request, request.expected_buy_price, buy_id)
         sell_future = self.pool.submit(self._send, request.sell_exchange, "sell", request, request.expected_sell_price, sell_id)
-        buy, sell = (self._book(pair, request, f.result(), side) for f, side in ((buy_future, "buy"), (sell_future, "sell")))
+        return self._settle(pair, request, buy_future.result(), sell_future.result())
+
+    def resume(self, pair: Pair, request: PairRequest) -> Pair:
+        """Finish a pair whose worker died between or after its legs: look both legs up by their
+        client ids (derived from the committed pair id), book what happened, unwind any imbalance."""
+        buy_id, sell_id = leg_ids(pair)
+        buy_sent = self._look_up(request.buy_exchange, "buy", request, buy_id)
+        sell_sent = self._look_up(request.sell_exchange, "sell", request, sell_id)
+        # The pair never recorded its size; the exchanges did.
+        quantity = next((Decimal(str(r.get("origQty") or r.get("volume") or 0)) for r, *_ in (buy_sent, sell_sent) if r),
+                        Decimal(0))
+        return self._settle(pair, dataclasses.replace(request, quantity=quantity), buy_sent, sell_sent)
+
+    def _look_up(self, exchange: str, side: str, request: PairRequest, client_id: str):
+        adapter = self.adapters[exchange]
+        try:
+            if exchange == "binance":
+                response = adapter.get_order(f"{request.symbol}USDT", client_id)
+                # A query answers without fills; rebuild the one fill it implies from its totals.
+                executed = Decimal(response["executedQty"])
+                if executed:
+                    avg = Decimal(response["cummulativeQuoteQty"]) / executed
+                    fee_asset = request.symbol if side == "buy" else "USDT"
+                    fee = executed * self.fees.binance if side == "buy" else executed * avg * self.fees.binance
+                    response["fills"] = [{"price": str(avg), "qty": str(executed), "commission": str(fee),
+                                          "commissionAsset": fee_asset}]
+                return response, None, client_id, Decimal(response.get("price") or 0)
+            response = adapter.get_order(client_id)
+            return response, None, client_id, Decimal(response.get("price") or 0)
+        except OrderNotFound as exc:  # never reached the exchange: nothing to book
+            return None, exc, client_id, Decimal(0)
+        except ExchangeError as exc:
+            return None, exc, client_id, Decimal(0)
+
+    def _settle(self, pair: Pair, request: PairRequest, buy_sent, sell_sent) -> Pair:
+        buy, sell = self._book(pair, request, buy_sent, "buy"), self._book(pair, request, sell_sent, "sell")
         notes, hedge_pnl = [], Decimal(0)
         unknown = [leg for leg in (buy, sell) if isinstance(leg.error, UnknownOutcome)]
         if unknown:
@@ -95,7 +165,8 @@ class LiveExecutor(PaperExecutor):
         pair.expected_buy_price = money(to_krw(request.buy_exchange, request.expected_buy_price, fx))
         pair.expected_sell_price = money(to_krw(request.sell_exchange, request.expected_sell_price, fx))
         pair.gross_pnl, pair.fees, pair.net_pnl = money(gross), money(fees), money(gross - fees)
-        pair.pnl_pct = money((gross - fees) / (buy_krw * matched) * HUNDRED) if matched else Decimal(0)
+        basis = buy_krw * matched
+        pair.pnl_pct = money((gross - fees) / basis * HUNDRED) if basis else Decimal(0)
         balanced = buy.filled == sell.filled == request.quantity
         pair.state = Pair.State.FILLED if balanced else Pair.State.PARTIAL if matched else Pair.State.FAILED
         pair.mode, pair.note = "live", "; ".join(notes)[:300]

@@ -108,10 +108,12 @@ def reconcile_venues() -> bool | None:
     """In live mode, compare the venues with the ledger; trading waits while they disagree."""
     if not settings.LIVE_MODE:
         return None
+    from .live import resume_pending
     from .reconcile import reconcile
 
     state = engine.get_state()
     executor = engine.default_executor(state, engine.fees())
+    resume_pending(state, executor)  # pairs a dead worker left half done are settled first
     return reconcile(state, executor.adapters)["ok"]
 
 

@@ -152,3 +152,46 @@ def test_live_mode_end_to_end_feeds_engine_and_signed_orders(state, settings):
     finally:
         engine.forget_limits()
         thread.stop()
+
+
+def _old_pending_pair(state):
+    from datetime import UTC, datetime, timedelta
+
+    from trading.state import FxRecord
+
+    state.set_fx(FxRecord("upbit", D("1400"), None, None, datetime.now(UTC)))
+    pair = Pair.objects.create(symbol="BTC", buy_exchange="binance", sell_exchange="upbit", mode="live")
+    Pair.objects.filter(pk=pair.pk).update(created_at=datetime.now(UTC) - timedelta(minutes=5))
+    return Pair.objects.get(pk=pair.pk)
+
+
+def test_a_worker_killed_after_the_first_leg_is_resumed_and_unwound(state, venue):
+    from trading.live import leg_ids, resume_pending
+
+    pair = _old_pending_pair(state)
+    ads = adapters(venue)
+    ask, _bid = tops(venue)
+    # The dead worker had sent only the buy leg.
+    ads["binance"].place_order("BTCUSDT", "BUY", D("0.01"), price=ask * D("1.003"), client_id=leg_ids(pair)[0])
+    [settled] = resume_pending(state, LiveExecutor(state, FEES, ads, lookups=1), older_than_s=0)
+    assert settled.state == "failed" and "unwound" in settled.note
+    assert Order.objects.get(pair=pair, exchange="upbit").status == "rejected"  # never reached Upbit
+    assert net_base(settled) == 0
+
+
+def test_a_worker_killed_after_both_legs_is_resumed_and_completed(state, venue):
+    from trading.live import leg_ids, resume_pending
+
+    pair = _old_pending_pair(state)
+    ads = adapters(venue)
+    ask, bid = tops(venue)
+    buy_id, sell_id = leg_ids(pair)
+    ads["binance"].place_order("BTCUSDT", "BUY", D("0.01"), price=ask * D("1.003"), client_id=buy_id)
+    ads["upbit"].place_order("KRW-BTC", "ask", "limit", volume=D("0.01"), price=bid * D("0.997"), time_in_force="ioc",
+                             identifier=sell_id)
+    [settled] = resume_pending(state, LiveExecutor(state, FEES, ads, lookups=1), older_than_s=0)
+    assert settled.state == "filled" and settled.quantity == D("0.01") and net_base(settled) == 0
+    from trading.models import Position
+
+    assert Position.objects.get(symbol="BTC").quantity == D("0.01")
+    assert resume_pending(state, LiveExecutor(state, FEES, ads, lookups=1), older_than_s=0) == []  # settled once

@@ -3,9 +3,10 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from trading.engine import get_state
+from trading.engine import fees, get_state
 from trading.exchanges.binance import BinanceAdapter
 from trading.exchanges.upbit import UpbitAdapter
+from trading.live import LiveExecutor, resume_pending
 from trading.reconcile import reconcile
 
 
@@ -20,7 +21,10 @@ class Command(BaseCommand):
             "binance": BinanceAdapter(settings.BINANCE_REST_URL, settings.BINANCE_API_KEY, settings.BINANCE_SECRET_KEY),
         }
         adapters["binance"].sync_clock()
-        report = reconcile(get_state(), adapters)
+        state = get_state()
+        for pair in resume_pending(state, LiveExecutor(state, fees(), adapters), older_than_s=0):
+            self.stdout.write(f"resumed pair {pair.id} ({pair.symbol}): {pair.state} {pair.note}")
+        report = reconcile(state, adapters)
         for line in report["differences"]:
             self.stderr.write(f"differs: {line}")
         for line in report["cancelled"]:
