@@ -112,15 +112,22 @@ class BinanceDialect:
         return self.respond(request, 20, build)
 
     # --- REST ----------------------------------------------------------------------------------
-    def respond(self, request: web.Request, weight: int, build) -> web.Response:
-        """Meter the request's weight per IP, as Binance does, then answer."""
+    def admit(self, request: web.Request, weight: int) -> tuple[dict, web.Response | None]:
+        """Charge the request's weight to its IP before any work, as Binance does; a refusal means
+        nothing was processed."""
         remaining = self.weights.take(request.remote, weight)
-        used = self.weight_limit - remaining
-        headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        headers = {"X-MBX-USED-WEIGHT-1M": str(self.weight_limit - remaining)}
         if remaining < 0:
             headers["Retry-After"] = str(max(1, int(self.weights.seconds_left())))
-            return self.error(429, -1003, f"Too much request weight used; current limit is {self.weight_limit} "
-                              "request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.", headers)
+            return headers, self.error(429, -1003, f"Too much request weight used; current limit is {self.weight_limit} "
+                                       "request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.", headers)
+        return headers, None
+
+    def respond(self, request: web.Request, weight: int, build) -> web.Response:
+        """Admit the request, then answer with what build() returns (a payload or a Response)."""
+        headers, refused = self.admit(request, weight)
+        if refused is not None:
+            return refused
         result = build()
         if isinstance(result, web.Response):
             result.headers.update(headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal, InvalidOperation
 
+import orjson
 from aiohttp import web
 
 from .accounts import Account, AuthFailure, verify_binance
@@ -69,6 +70,9 @@ class BinanceOrders:
 
     # --- endpoints ---------------------------------------------------------------------------
     async def new_order(self, request: web.Request) -> web.Response:
+        headers, refused = self.dialect.admit(request, 1)
+        if refused is not None:
+            return refused  # refused before anything was done: a retry cannot double the order
         try:
             account, p = await self._auth(request)
         except AuthFailure as exc:
@@ -151,7 +155,7 @@ class BinanceOrders:
                     "transactTime": order.created_ms}
         else:
             body = self._body(order, full=resp_type == "FULL")
-        return self.dialect.respond(request, 1, lambda: body)
+        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers)
 
     async def query_order(self, request: web.Request) -> web.Response:
         try:
@@ -177,6 +181,9 @@ class BinanceOrders:
         return self.dialect.respond(request, 6 if p.get("symbol") else 80, lambda: rows)
 
     async def cancel_order(self, request: web.Request) -> web.Response:
+        headers, refused = self.dialect.admit(request, 1)
+        if refused is not None:
+            return refused
         try:
             account, p = await self._auth(request)
         except AuthFailure as exc:
@@ -191,7 +198,7 @@ class BinanceOrders:
         body = self._body(order, full=False)
         body["origClientOrderId"] = order.client_id
         body["clientOrderId"] = p.get("newClientOrderId") or f"cancel{next_id()}"
-        return self.dialect.respond(request, 1, lambda: body)
+        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
 _counter = iter(range(1, 10**12))

@@ -239,3 +239,34 @@ def test_upbit_timed_out_order_is_found_not_sent_twice(venue_with_accounts):
     assert order["identifier"] == "u-timeout" and D(order["executed_volume"]) == D("0.001")
     orders = [o for o in venue_with_accounts.server.upbit.orders.orders.values() if o.client_id == "u-timeout"]
     assert len(orders) == 1
+
+
+def test_a_rate_limited_order_is_retried_after_the_wait_and_placed_once(venue_with_accounts, monkeypatch):
+    import trading.exchanges.base as base
+
+    dialect = venue_with_accounts.server.binance
+    adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret")
+    adapter.filters("BTCUSDT")
+    dialect.weights.limit = dialect.weight_limit = dialect.weights.used("127.0.0.1")  # no weight left
+    monkeypatch.setattr(dialect.weights, "seconds_left", lambda: 1.0)  # Retry-After: 1
+
+    def wait(seconds):  # instead of sleeping: the window passes
+        waits.append(seconds)
+        dialect.weights.limit = dialect.weight_limit = 6000
+
+    waits = []
+    monkeypatch.setattr(base.time, "sleep", wait)
+    order = adapter.place_order_safely("BTCUSDT", "BUY", D("0.01"), client_id="t-429")
+    assert order["status"] == "FILLED" and waits == [1.0]
+    assert len([o for o in dialect.orders.orders.values() if o.client_id == "t-429"]) == 1
+
+
+def test_upbit_waits_for_the_next_second_when_its_budget_is_spent(venue_with_accounts, monkeypatch):
+    import trading.exchanges.upbit as upbit_module
+
+    adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET)
+    adapter.remaining_req["default"] = 0
+    waits = []
+    monkeypatch.setattr(upbit_module.time, "sleep", waits.append)
+    adapter.accounts()
+    assert len(waits) == 1 and 0 < waits[0] <= 1.0

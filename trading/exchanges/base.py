@@ -8,7 +8,7 @@ import time
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import ExchangeError, OrderNotFound, UnknownOutcome
+from .errors import ExchangeError, OrderNotFound, RateLimited, UnknownOutcome
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,17 @@ class ExchangeAdapter:
 
     def _error(self, response: requests.Response) -> ExchangeError:
         raise NotImplementedError
+
+    def _with_backoff(self, call, attempts: int = 3, max_wait: float = 5.0):
+        """Retry a call refused for rate (429/418 mean "not processed", so a retry cannot double it)."""
+        for attempt in range(attempts):
+            try:
+                return call()
+            except RateLimited as exc:
+                if attempt == attempts - 1 or exc.retry_after > max_wait:
+                    raise
+                log.warning("%s: rate limited; waiting %.1f s as asked", self.name, exc.retry_after)
+                time.sleep(exc.retry_after)
 
     def _recover(self, client_id: str, look_up, first: UnknownOutcome, lookups: int = 5) -> dict:
         """After an unknown outcome, look the order up by its client id before anything else.

@@ -98,7 +98,8 @@ class BinanceAdapter(ExchangeAdapter):
         """Place once, whatever the network does: after an unknown outcome, look the order up by its
         client id before anything else, and never send it again while it may exist."""
         try:
-            return self.place_order(market, side, quantity, price=price, time_in_force=time_in_force, client_id=client_id)
+            return self._with_backoff(lambda: self.place_order(market, side, quantity, price=price,
+                                                               time_in_force=time_in_force, client_id=client_id))
         except UnknownOutcome as first:
             return self._recover(client_id, lambda: self.get_order(market, client_id), first, lookups)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from decimal import Decimal
 from urllib.parse import unquote, urlencode
@@ -106,11 +107,16 @@ class UpbitAdapter(ExchangeAdapter):
         """Place once: after an unknown outcome, look the identifier up. Upbit refuses a reused identifier
         forever, so an order that stays unaccounted for is reported, never resent under the same id."""
         try:
-            return self.place_order(market, side, ord_type, identifier=identifier, **kwargs)
+            return self._with_backoff(lambda: self.place_order(market, side, ord_type, identifier=identifier, **kwargs))
         except UnknownOutcome as first:
             return self._recover(identifier, lambda: self.get_order(identifier), first, lookups)
 
     def _private(self, method: str, path: str, params: dict | None = None, body: dict | None = None):
+        group = "order" if path == "/v1/orders" and method == "POST" else "default"
+        if self.remaining_req.get(group) == 0:
+            # Upbit's budget is per second: the last answer said none is left, so wait for the next one.
+            time.sleep(1.0 - (time.time() % 1.0))
+            self.remaining_req.pop(group, None)
         signed = body if body is not None else params
         headers = {"Authorization": f"Bearer {token(self.api_key, self._secret, signed)}"}
         if body is not None:
@@ -137,7 +143,8 @@ class UpbitAdapter(ExchangeAdapter):
             name, message = None, response.text[:200]
         kwargs = {"exchange": self.name, "status": response.status_code, "code": name}
         if response.status_code in (418, 429):
-            return RateLimited(message or "rate limited", retry_after=1.0, **kwargs)
+            # 429: wait for the next second; 418: Upbit's escalating block, so wait longer.
+            return RateLimited(message or "rate limited", retry_after=1.0 if response.status_code == 429 else 30.0, **kwargs)
         if response.status_code == 401 or name in ("out_of_scope",):
             return AuthError(f"{name}: {message}", **kwargs)
         if name in ("insufficient_funds_ask", "insufficient_funds_bid"):
