@@ -92,7 +92,7 @@ class BinanceDialect:
 
     async def account(self, request):
         try:
-            account = verify_binance(self.accounts, request.headers, request.query_string)
+            account = self.verify(request)
         except AuthFailure as exc:
             return self.error(exc.status, exc.name, exc.message)
 
@@ -112,6 +112,10 @@ class BinanceDialect:
         return self.respond(request, 20, build)
 
     # --- REST ----------------------------------------------------------------------------------
+    def verify(self, request: web.Request, body: str = ""):
+        """Authenticate a signed request against the venue's clock (shifted by clock_offset)."""
+        return verify_binance(self.accounts, request.headers, request.query_string, body, now_ms=self.venue.clock_ms())
+
     def admit(self, request: web.Request, weight: int) -> tuple[dict, web.Response | None]:
         """Charge the request's weight to its IP before any work, as Binance does; a refusal means
         nothing was processed."""
@@ -152,7 +156,7 @@ class BinanceDialect:
         return self.respond(request, 1, dict)
 
     async def time(self, request):
-        return self.respond(request, 1, lambda: {"serverTime": now_ms()})
+        return self.respond(request, 1, lambda: {"serverTime": self.venue.clock_ms()})
 
     async def exchange_info(self, request):
         def build():
@@ -172,7 +176,7 @@ class BinanceDialect:
                 markets = wanted
             return {
                 "timezone": "UTC",
-                "serverTime": now_ms(),
+                "serverTime": self.venue.clock_ms(),
                 "rateLimits": [
                     {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": self.weight_limit},
                     {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},

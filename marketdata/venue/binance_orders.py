@@ -1,4 +1,5 @@
-"""Binance order entry on the venue: POST/GET/DELETE /api/v3/order, matched against the venue's books."""
+"""Binance order entry on the venue: POST/GET/DELETE /api/v3/order, GET /api/v3/openOrders and
+GET /api/v3/myTrades, matched against the venue's books."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 import orjson
 from aiohttp import web
 
-from .accounts import Account, AuthFailure, verify_binance
+from .accounts import Account, AuthFailure
 from .core import now_ms
 from .matching import VenueOrder, match
 
@@ -31,11 +32,12 @@ class BinanceOrders:
         app.router.add_get("/api/v3/order", self.query_order)
         app.router.add_delete("/api/v3/order", self.cancel_order)
         app.router.add_get("/api/v3/openOrders", self.open_orders)
+        app.router.add_get("/api/v3/myTrades", self.my_trades)
 
     # --- helpers -----------------------------------------------------------------------------
     async def _auth(self, request) -> tuple[Account, dict[str, str]]:
         body = (await request.read()).decode() if request.can_read_body else ""
-        account = verify_binance(self.dialect.accounts, request.headers, request.query_string, body)
+        account = self.dialect.verify(request, body)
         params = dict((await request.post()) if body else {})
         params.update(request.query)  # the query wins over the body
         return account, params
@@ -64,9 +66,17 @@ class BinanceOrders:
         }
         if full:
             body["fills"] = [{"price": fmt(p), "qty": fmt(q), "commission": fmt(f),
-                              "commissionAsset": order.market[:-len(QUOTE)] if order.side == "buy" else QUOTE,
-                              "tradeId": order.order_id * 100 + i} for i, (p, q, f) in enumerate(order.fills)]
+                              "commissionAsset": commission_asset(order),
+                              "tradeId": trade_id(order, i)} for i, (p, q, f) in enumerate(order.fills)]
         return body
+
+    def _trades(self, order: VenueOrder) -> list[dict]:
+        """The order's fills as GET /api/v3/myTrades rows (every venue fill is a taker fill)."""
+        return [{"symbol": order.market, "id": trade_id(order, i), "orderId": order.order_id, "orderListId": -1,
+                 "price": fmt(p), "qty": fmt(q), "quoteQty": fmt(p * q), "commission": fmt(f),
+                 "commissionAsset": commission_asset(order), "time": order.created_ms,
+                 "isBuyer": order.side == "buy", "isMaker": False, "isBestMatch": True}
+                for i, (p, q, f) in enumerate(order.fills)]
 
     # --- endpoints ---------------------------------------------------------------------------
     async def new_order(self, request: web.Request) -> web.Response:
@@ -180,6 +190,55 @@ class BinanceOrders:
                 if o.api_key == key and o.open and (not p.get("symbol") or o.market == p["symbol"])]
         return self.dialect.respond(request, 6 if p.get("symbol") else 80, lambda: rows)
 
+    async def my_trades(self, request: web.Request) -> web.Response:
+        """GET /api/v3/myTrades: the caller's fills in one symbol, oldest first.
+
+        Supported combinations as on Binance: symbol alone or with orderId, startTime, endTime,
+        fromId, startTime+endTime or orderId+fromId; startTime..endTime at most 24 hours. Without
+        fromId or startTime the most recent `limit` trades are returned.
+        """
+        try:
+            _account, p = await self._auth(request)
+        except AuthFailure as exc:
+            return self._fail(exc.name, exc.message, exc.status)
+        symbol = p.get("symbol")
+        if not symbol:
+            return self._fail(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        if symbol not in self.dialect.venue.binance_books:
+            return self._fail(-1121, "Invalid symbol.")
+        numbers: dict[str, int] = {}
+        for name in ("orderId", "startTime", "endTime", "fromId", "limit"):
+            raw = p.get(name)
+            if raw is None or raw == "":
+                continue
+            if not raw.isdigit() or len(raw) > 20:
+                return self._fail(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+            numbers[name] = int(raw)
+        timed = "startTime" in numbers or "endTime" in numbers
+        if timed and ("orderId" in numbers or "fromId" in numbers):
+            return self._fail(-1128, "Combination of optional parameters invalid.")
+        if "startTime" in numbers and "endTime" in numbers:
+            if numbers["endTime"] < numbers["startTime"]:
+                return self._fail(-1128, "Combination of optional parameters invalid.")
+            if numbers["endTime"] - numbers["startTime"] > 24 * 3600 * 1000:
+                return self._fail(-1127, "More than 24 hours between startTime and endTime.")
+        limit = max(1, min(numbers.get("limit", 500), 1000))
+        key = request.headers["X-MBX-APIKEY"]
+
+        def build():
+            rows = []
+            for order in sorted(self.orders.values(), key=lambda o: o.order_id):
+                if order.api_key != key or order.market != symbol:
+                    continue
+                if "orderId" in numbers and order.order_id != numbers["orderId"]:
+                    continue
+                rows += self._trades(order)
+            rows = [r for r in rows if r["id"] >= numbers.get("fromId", 0)
+                    and r["time"] >= numbers.get("startTime", 0) and r["time"] <= numbers.get("endTime", r["time"])]
+            return rows[:limit] if ("fromId" in numbers or "startTime" in numbers) else rows[-limit:]
+
+        return self.dialect.respond(request, 5 if "orderId" in numbers else 20, build)
+
     async def cancel_order(self, request: web.Request) -> web.Response:
         headers, refused = self.dialect.admit(request, 1)
         if refused is not None:
@@ -202,6 +261,16 @@ class BinanceOrders:
 
 
 _counter = iter(range(1, 10**12))
+
+
+def trade_id(order: VenueOrder, i: int) -> int:
+    """The i-th fill's trade id: the same in the FULL order response and in myTrades."""
+    return order.order_id * 100 + i
+
+
+def commission_asset(order: VenueOrder) -> str:
+    """Commission is charged in the asset received: base for a buy, quote for a sell."""
+    return order.market[: -len(QUOTE)] if order.side == "buy" else QUOTE
 
 
 def next_id() -> int:

@@ -125,6 +125,8 @@ class Faults:
     rest_delay: float = 0.0  # order entry answers this late, after the order has taken effect
     stopped: set[str] = field(default_factory=set)  # base symbols no longer published
     skip_update_id: set[str] = field(default_factory=set)  # Binance markets whose next diff skips ids
+    rules: list = field(default_factory=list)  # per-endpoint FaultRules (faults.py), first match wins
+    clock_offset_ms: int = 0  # shifts the venue's clock for signed-request checks and /api/v3/time
 
 
 class Venue:
@@ -147,6 +149,10 @@ class Venue:
         self._driver: asyncio.Task | None = None
         self.paused = False
         self._sync_from_model(publish=False)
+
+    def clock_ms(self) -> int:
+        """The venue's notion of now (ms), shifted by the clock_offset fault."""
+        return now_ms() + self.faults.clock_offset_ms
 
     # --- markets ---------------------------------------------------------------------------
     @property

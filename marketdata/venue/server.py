@@ -13,6 +13,7 @@ from aiohttp import web
 from .accounts import Accounts
 from .binance import BinanceDialect
 from .core import Venue
+from .faults import fault_middleware, make_rule
 from .upbit import UpbitDialect
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class VenueServer:
 
     async def start(self) -> None:
         for exchange, app in (("upbit", self.upbit.app()), ("binance", self.binance.app())):
+            dialect = self.upbit if exchange == "upbit" else self.binance
+            # Outermost, so a fault rule acts before anything else (the dialects' own limits included).
+            app.middlewares.insert(0, fault_middleware(self.venue, exchange, dialect))
             app.router.add_post("/_venue/control", self._control_handler(exchange))
             app.router.add_get("/_venue/state", self.state)
             runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -98,8 +102,18 @@ class VenueServer:
             venue.paused = True
         elif action == "resume":
             venue.paused = False
+        elif action == "fault":
+            rule = make_rule(exchange, params)
+            venue.faults.rules.append(rule)
+            return {"ok": True, "rule": rule.view()}
+        elif action == "clear_faults":
+            dropped = len(venue.faults.rules)
+            venue.faults.rules.clear()
+            return {"ok": True, "dropped": dropped}
+        elif action == "clock_offset":
+            venue.faults.clock_offset_ms = int(params.get("ms", 0))
         elif action == "clear":
-            venue.clear_faults()
+            venue.clear_faults()  # every switch, fault rules and clock offset included
         else:
             raise ValueError(f"unknown action {action!r}")
         return {"ok": True}
@@ -125,6 +139,9 @@ class VenueServer:
             "binance_clients": len(venue.binance_clients),
             "stopped": sorted(venue.faults.stopped),
             "delay": venue.faults.delay,
+            "rest_delay": venue.faults.rest_delay,
+            "fault_rules": [rule.view() for rule in venue.faults.rules],
+            "clock_offset_ms": venue.faults.clock_offset_ms,
             "usd_krw": venue.model.usd_krw,
             "firehose_sent": self.binance.firehose_sent,
         })
