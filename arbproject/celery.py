@@ -1,8 +1,10 @@
-"""The Celery application and its beat schedule."""
+"""The Celery application, its beat schedule, and the start-up checks of the worker and of beat."""
 
+import logging
 import os
 
 from celery import Celery
+from celery.signals import beat_init, worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arbproject.settings")
 
@@ -13,9 +15,64 @@ app.autodiscover_tasks()
 # Signals are evaluated on ticks (the dispatcher), not on this schedule.
 app.conf.beat_schedule = {
     "metrics": {"task": "trading.tasks.publish_metrics", "schedule": 1.0, "options": {"expires": 2}},
+    # The database's kill switch, pauses, trade counters and exposure re-mirrored into Redis.
+    "guard-mirror": {"task": "trading.tasks.mirror_guard_state", "schedule": 1.0, "options": {"expires": 2}},
     "positions": {"task": "trading.tasks.check_positions", "schedule": 1.0, "options": {"expires": 2}},
     "market-warnings": {"task": "trading.tasks.refresh_market_warnings", "schedule": 60.0},
     "volatility-refit": {"task": "trading.tasks.refit_volatility", "schedule": 300.0},
+    "resume-pairs": {"task": "trading.tasks.resume_pairs", "schedule": 5.0, "options": {"expires": 5}},
     "reconcile": {"task": "trading.tasks.reconcile_venues", "schedule": 60.0, "options": {"expires": 60}},
     "reference-fx": {"task": "trading.tasks.refresh_reference_fx", "schedule": 5.0, "options": {"expires": 5}},
 }
+
+
+# --- start-up: fail closed before the first task --------------------------------------------
+# Celery logs and swallows an Exception raised by a signal handler, so a refusal is a SystemExit.
+log = logging.getLogger(__name__)
+
+
+def assert_safe_to_start(process: str) -> None:
+    """Refuse to start a worker or beat in live mode without keys, the confirmation and a real
+    secret key (reads settings only: it works before Django's apps are set up)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from liveguard.checks import assert_live_mode_safe
+
+    try:
+        assert_live_mode_safe()
+    except ImproperlyConfigured as exc:
+        log.critical("%s not started: %s", process, exc)
+        raise SystemExit(f"{process} not started: {exc}") from exc
+
+
+def mirror_at_start() -> None:
+    """Mirror the database's guard state into Redis before trading. A failure is logged: a
+    reservation that finds Redis not mirrored runs the mirror itself, and beat runs it every second."""
+    try:
+        from django.apps import apps
+
+        if not apps.ready:
+            import django
+
+            django.setup()
+        from liveguard.services import mirror_guard_state
+
+        mirror_guard_state()
+    except Exception:
+        log.exception("guard state not mirrored at start-up")
+
+
+@worker_init.connect
+def _worker_init(**kwargs):
+    assert_safe_to_start("worker")
+
+
+@worker_ready.connect
+def _worker_ready(**kwargs):
+    mirror_at_start()
+
+
+@beat_init.connect
+def _beat_init(**kwargs):
+    assert_safe_to_start("beat")
+    mirror_at_start()

@@ -82,8 +82,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # lock at BEGIN, so two writers queue instead of deadlocking on a lock upgrade.
     options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
     options.setdefault("transaction_mode", "IMMEDIATE")
-    # A file, not memory, so that Celery workers started by the tests share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME", str(BASE_DIR / ".run" / "test.sqlite3"))}
+# The tests' scratch database. On SQLite a file, not memory, so that the Celery workers the tests
+# start share it; on PostgreSQL a database Django creates and drops. `make test` and the test suite
+# name one per run (kimp_test_<pid>_<random>), so two runs on one machine never meet.
+_test_db_name = env_str("DATABASE_TEST_NAME", "")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": _test_db_name or str(BASE_DIR / ".run" / "test.sqlite3")}
+elif _test_db_name:
+    DATABASES["default"]["TEST"] = {"NAME": _test_db_name}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -199,6 +205,14 @@ TRADING_DAY_TZ = env_str("TRADING_DAY_TZ", "Asia/Seoul")
 # A second USD/KRW source shown beside the KRW-USDT book; empty = none.
 FX_REFERENCE_URL = env_str("FX_REFERENCE_URL", "")
 SIGNAL_LOCK_MS = env_int("SIGNAL_LOCK_MS", 5000, minimum=100)
+# The pair lifecycle (trading/execution.py). Each leg is an IOC limit this fraction beyond the
+# expected price; a pair's worker owns it for PAIR_LEASE_S (then resume may take it over); an order
+# whose outcome stays unknown this long after the pair began engages the kill switch.
+LEG_SLIPPAGE = env_decimal("LEG_SLIPPAGE", "0.003")
+PAIR_LEASE_S = env_float("PAIR_LEASE_S", 120.0, minimum=10.0)
+LEG_RISK_AFTER_S = env_float("LEG_RISK_AFTER_S", 60.0, minimum=1.0)
+# Every signed exchange call gives up after this long (and is then an unknown outcome).
+EXCHANGE_TIMEOUT_S = env_float("EXCHANGE_TIMEOUT_S", 5.0, minimum=0.1)
 PREMIUM_HISTORY_SECONDS = env_int("PREMIUM_HISTORY_SECONDS", 3600, minimum=60)
 
 LOGGING = {

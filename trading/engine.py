@@ -9,15 +9,15 @@ from decimal import Decimal
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import transaction
 
 from liveguard import guard as lg
 from liveguard.models import GuardLimits
 
 from . import ledger, positions
-from .execution import PairRequest, PaperExecutor
+from .execution import PairExecutor, PairRequest, held_lock
 from .fields import money
 from .models import LedgerEntry, Pair, Position, Signal
+from .paper import PaperVenue
 from .quant.service import position_cap
 from .signals import Caps, Fees, Opportunity, best_opportunity, premium
 from .state import PremiumRecord, SignalRecord, StateManager
@@ -66,18 +66,17 @@ def default_executor(state: StateManager, fee: Fees):
     """Paper fills unless LIVE_MODE (the system checks insist on keys and an explicit opt-in)."""
     global _live_executor
     if not settings.LIVE_MODE:
-        return PaperExecutor(state, fee)
-    if _live_executor is None:
-        from .exchanges.binance import BinanceAdapter
-        from .exchanges.upbit import UpbitAdapter
-        from .live import LiveExecutor
+        return PairExecutor(state, fee, {name: PaperVenue(name, state, fee) for name in ("upbit", "binance")},
+                            mode="paper", slippage=settings.LEG_SLIPPAGE, lease_s=settings.PAIR_LEASE_S,
+                            flag_after_s=settings.LEG_RISK_AFTER_S)
+    # Fail closed (issue 8.5): no adapter is built while live mode is unsafe, in any process.
+    from liveguard.checks import assert_live_mode_safe
 
-        adapters = {
-            "upbit": UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_API_KEY, settings.UPBIT_SECRET_KEY),
-            "binance": BinanceAdapter(settings.BINANCE_REST_URL, settings.BINANCE_API_KEY, settings.BINANCE_SECRET_KEY),
-        }
-        adapters["binance"].sync_clock()
-        _live_executor = LiveExecutor(state, fee, adapters)
+    assert_live_mode_safe()
+    if _live_executor is None:
+        from .live import live_executor
+
+        _live_executor = live_executor(state, fee)
     return _live_executor
 
 
@@ -181,12 +180,13 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     if token is None:
         return "locked"  # another worker is trading this coin right now
     try:
-        return _guard_and_execute(state, ctx, opportunity, fx, limits, balances, step, executor, now, tick)
+        return _guard_and_execute(state, ctx, opportunity, fx, limits, balances, step, executor, now, tick, token)
     finally:
         state.release_lock(f"symbol:{symbol}", token)
 
 
-def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balances, step, executor, now, tick) -> str:
+def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balances, step, executor, now, tick,
+                       lock_token: str | None = None) -> str:
     symbol = opportunity.symbol
     guard = lg.Guard(state, limits)
     fee = fees()
@@ -206,7 +206,12 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
     )
     reservation = None
     if block is None:
-        reserved = guard.reserve(symbol, opportunity.notional_krw)
+        # [fail-closed 8.5] The buy venue's quote is reserved atomically across coins with the
+        # trade slot and the exposure; the guard re-reads the ledger's balance for it.
+        buy_venue = opportunity.buy_exchange
+        reserved = guard.reserve(symbol, opportunity.notional_krw, quote_venue=buy_venue,
+                                 quote_needed=opportunity.buy_price_native * opportunity.quantity * (1 + fee.of(buy_venue)),
+                                 quote_available=lambda: ledger.balance(buy_venue, ledger.QUOTE[buy_venue]))
         if isinstance(reserved, lg.Block):
             block = reserved
         else:
@@ -221,23 +226,28 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
                                sell_exchange=opportunity.sell_exchange, mode="live" if settings.LIVE_MODE else "paper")
     request = PairRequest(symbol, opportunity.buy_exchange, opportunity.sell_exchange, opportunity.quantity,
                           opportunity.buy_price_native, opportunity.sell_price_native, fx.rate, step)
+    executor = executor or default_executor(state, fee)
     try:
-        # The fills, the pair's result and the position commit together: no reader ever sees a
-        # filled pair without its position.
-        executor = executor or default_executor(state, fee)
-        with transaction.atomic():
+        # The lifecycle commits each stage itself; the coin's lock is kept alive for the whole pair.
+        with held_lock(state, f"symbol:{symbol}", lock_token, settings.SIGNAL_LOCK_MS):
             pair = executor.execute(pair, request, tick_received_at=tick)
-            position = positions.apply_pair(pair) if pair.quantity else None
-    except Exception:
-        guard.release(reservation)
-        Pair.objects.filter(pk=pair.pk).update(state=Pair.State.FAILED, note="executor raised; see logs")
-        Signal.objects.filter(pk=signal.pk).update(outcome=Signal.Outcome.FAILED, reason="executor raised")
+    except BaseException as exc:
+        # Any failure once an order may exist (a soft time limit, a bug, the database going away):
+        # the pair stays open for resume, the coin stops, and nothing is booked as failed.
+        _executor_raised(state, guard, reservation, pair, signal, exc)
         raise
     executor.publish(pair, tick)  # Redis mirrors the ledger once the ledger has it
+    if pair.stage != Pair.Stage.CLOSED:
+        guard.settle(reservation)  # the exposure stays reserved; the ledger will show the quote once resolved
+        Signal.objects.filter(pk=signal.pk).update(reason=pair.note[:300])
+        return "unresolved"
+    position = Position.objects.filter(symbol=symbol).first()
     if pair.quantity == 0:
-        guard.release(reservation)
+        guard.release(reservation)  # [fail-closed 8.5] slot, exposure and quote given back
         Signal.objects.filter(pk=signal.pk).update(outcome=Signal.Outcome.FAILED, reason=pair.note or "nothing filled")
+        sync_exposure(state, symbol, position)
         return "failed"
+    guard.settle(reservation)  # [fail-closed 8.5] fills committed: the ledger now shows the quote spent
     for expected, realized, side in ((pair.expected_buy_price, pair.buy_price, "buy"), (pair.expected_sell_price, pair.sell_price, "sell")):
         slip = guard.check_realized_slippage(expected, realized, side)
         if slip:
@@ -247,10 +257,36 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
     return "executed"
 
 
-def sync_exposure(state: StateManager, symbol: str, position: Position | None) -> None:
-    """The guard's exposure counter follows the position's entry notional."""
-    exposure = position.entry_buy_price * position.quantity if position else Decimal(0)
-    state.set_exposure(symbol, int(exposure.to_integral_value(rounding="ROUND_CEILING")))
+def _executor_raised(state, guard, reservation, pair: Pair, signal: Signal, exc: BaseException) -> None:
+    if record_executor_failure(state, pair, exc):
+        guard.settle(reservation)
+    else:
+        Signal.objects.filter(pk=signal.pk).update(outcome=Signal.Outcome.FAILED, reason="executor raised")
+        guard.release(reservation)
+
+
+def record_executor_failure(state, pair: Pair, exc: BaseException) -> bool:
+    """Record an executor that raised; True when orders may exist (the pair stays open, the coin paused)."""
+    try:
+        pair.refresh_from_db()
+        if not pair.orders.exists():  # nothing recorded, so nothing was sent
+            Pair.objects.filter(pk=pair.pk).update(state=Pair.State.FAILED, stage=Pair.Stage.CLOSED, lease_until=None,
+                                                   note=f"executor raised before sending: {type(exc).__name__}"[:300])
+            return False
+        reason = f"pair {pair.id}: executor raised {type(exc).__name__} with orders that may exist"
+        Pair.objects.filter(pk=pair.pk).update(lease_until=None, note=f"UNRESOLVED: {reason}"[:300])
+        lg.record(lg.Block("leg_risk", reason), pair.symbol)
+        from liveguard.services import pause_symbol
+
+        from .execution import PAUSE_PREFIX
+
+        pause_symbol(state, pair.symbol, reason=f"{PAUSE_PREFIX}{pair.id}: executor raised"[:200])
+    except Exception:  # noqa: BLE001 — the original failure is what the caller must see
+        log.exception("could not record the failure of pair %s", pair.id)
+    return True
+
+
+sync_exposure = positions.sync_exposure
 
 
 def _record_signal(o: Opportunity, outcome: str, reason: str, now: datetime) -> Signal:

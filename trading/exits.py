@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR
 
 from django.conf import settings
-from django.db import transaction
 
 from . import engine, positions
-from .execution import PairRequest
+from .execution import PairRequest, held_lock
 from .models import Pair, Position
 from .state import StateManager
 
@@ -39,17 +38,20 @@ def close_position(state: StateManager, symbol: str, reason: str, executor=None)
         pair = Pair.objects.create(symbol=symbol, kind=Pair.Kind.CLOSE, buy_exchange=buy_exchange,
                                    sell_exchange=sell_exchange, mode="live" if settings.LIVE_MODE else "paper",
                                    note=reason[:300])
-        note = pair.note
         executor = executor or engine.default_executor(state, engine.fees())
-        with transaction.atomic():  # the closing fills and the smaller position commit together
-            pair = executor.execute(pair, request)
-            if note and note not in pair.note:
-                pair.note = f"{note}; {pair.note}".strip("; ")[:300]
-                pair.save(update_fields=["note"])
-            remaining = positions.apply_pair(pair)
+        try:
+            with held_lock(state, f"symbol:{symbol}", token, settings.SIGNAL_LOCK_MS):
+                pair = executor.execute(pair, request)  # the closing fills and the smaller position commit together
+        except BaseException as exc:
+            engine.record_executor_failure(state, pair, exc)
+            raise
         executor.publish(pair)
+        remaining = Position.objects.filter(symbol=symbol).first()
         engine.sync_exposure(state, symbol, remaining)
         positions.publish(state, remaining, symbol)
+        if pair.stage != Pair.Stage.CLOSED:
+            log.error("close of %s unresolved: %s", symbol, pair.note)
+            return pair
         log.info("closed %s %s: %s", symbol, quantity, reason)
         return pair
     finally:

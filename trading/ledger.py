@@ -36,7 +36,7 @@ def post_many(entries: list[LedgerEntry]) -> None:
 
 
 def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal, *,
-                fee: Decimal | None = None, fee_asset: str | None = None) -> Fill:
+                fee: Decimal | None = None, fee_asset: str | None = None, trade_id: str = "") -> Fill:
     """Book a fill: the base and quote legs and the fee, charged as each venue charges it.
 
     Upbit takes its fee in KRW on both sides. Binance takes it in the asset received: base when
@@ -52,7 +52,8 @@ def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decim
     else:
         fee_asset, fee = base, money(quantity * fee_rate)
     with transaction.atomic():
-        fill = Fill.objects.create(order=order, price=price, quantity=quantity, fee=fee, fee_asset=fee_asset)
+        fill = Fill.objects.create(order=order, trade_id=trade_id, price=money(price), quantity=quantity, fee=fee,
+                                   fee_asset=fee_asset)
         entries = [
             LedgerEntry(venue=venue, asset=base, amount=quantity if buying else -quantity, kind=LedgerEntry.Kind.TRADE, fill=fill),
             LedgerEntry(venue=venue, asset=quote, amount=-notional if buying else notional, kind=LedgerEntry.Kind.TRADE, fill=fill),

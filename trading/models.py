@@ -60,10 +60,22 @@ class Pair(models.Model):
         CLOSE = "close"
 
     class State(models.TextChoices):
+        """The outcome. PENDING until the lifecycle closes; a live pair is never FAILED while a leg may exist."""
+
         PENDING = "pending"
         FILLED = "filled"
         PARTIAL = "partial"  # legs filled unequally; the imbalance is recorded and hedged
-        FAILED = "failed"
+        FAILED = "failed"  # nothing traded (both legs refused, or never arrived)
+
+    class Stage(models.TextChoices):
+        """Where the lifecycle stands; each stage is committed before the external calls it leads to,
+        so a resume after any crash knows which calls may have happened."""
+
+        PLANNED = "planned"  # recorded; no order sent
+        SENDING = "sending"  # leg orders recorded; they may have been sent
+        UNWINDING = "unwinding"  # legs known; a hedge order is recorded and may have been sent
+        CLOSED = "closed"  # every order known and booked; exposure zero or declared dust
+        FLAGGED = "flagged"  # an order's outcome is still unknown, or an unwind fell short: exposure named
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     symbol = models.CharField(max_length=20, db_index=True)
@@ -73,6 +85,9 @@ class Pair(models.Model):
     sell_exchange = models.CharField(max_length=10, choices=Venue.choices)
     mode = models.CharField(max_length=10, default="paper")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    stage = models.CharField(max_length=10, choices=Stage.choices, default=Stage.PLANNED, db_index=True)
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="the executing worker owns the pair until then")
+    requested_quantity = MoneyField(default=0)
     quantity = MoneyField(default=0)
     buy_price = MoneyField(default=0, help_text="KRW average")
     sell_price = MoneyField(default=0, help_text="KRW average")
@@ -95,13 +110,18 @@ class Pair(models.Model):
 
 
 class Order(models.Model):
+    class Role(models.TextChoices):
+        LEG = "leg"  # one of the pair's two legs
+        HEDGE = "hedge"  # unwinds an unequal fill
+
     class Status(models.TextChoices):
-        NEW = "new"
+        NEW = "new"  # recorded before sending: it may or may not have reached the venue
         FILLED = "filled"
         PARTIALLY_FILLED = "partially_filled"
-        REJECTED = "rejected"
-        CANCELED = "canceled"
-        UNKNOWN = "unknown"
+        REJECTED = "rejected"  # refused before it took effect
+        ABSENT = "absent"  # looked up after it could have arrived, and never there
+        CANCELED = "canceled"  # finished with nothing executed (an IOC that found no depth)
+        UNKNOWN = "unknown"  # may exist; to be looked up again
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     client_order_id = models.CharField(max_length=64, unique=True)
@@ -110,8 +130,10 @@ class Order(models.Model):
     exchange = models.CharField(max_length=10, choices=Venue.choices)
     symbol = models.CharField(max_length=20, db_index=True)
     side = models.CharField(max_length=4, choices=Side.choices)
+    role = models.CharField(max_length=5, choices=Role.choices, default=Role.LEG)
     quantity = MoneyField()
-    price = MoneyField(help_text="expected price in the venue's quote")
+    price = MoneyField(help_text="limit price in the venue's quote (0: at market)")
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="when the order was (about to be) sent")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW, db_index=True)
     filled_quantity = MoneyField(default=0)
     average_price = MoneyField(default=0)
@@ -130,11 +152,16 @@ class Order(models.Model):
 
 class Fill(models.Model):
     order = models.ForeignKey(Order, related_name="fills", on_delete=models.PROTECT)
+    trade_id = models.CharField(max_length=64, blank=True, help_text="the venue's trade id: each is booked once")
     price = MoneyField()
     quantity = MoneyField()
     fee = MoneyField()
     fee_asset = models.CharField(max_length=10)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["order", "trade_id"], condition=~models.Q(trade_id=""),
+                                               name="one_fill_per_trade")]
 
     def __str__(self):
         return f"{self.quantity} @ {self.price} (fee {self.fee} {self.fee_asset})"

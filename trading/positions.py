@@ -84,6 +84,12 @@ def mark(position: Position, upbit: BookRecord, binance: BookRecord, fx: Decimal
     return Mark(current, money(pnl), money(pnl / basis * HUNDRED) if basis else Decimal(0), buy_krw, sell_krw)
 
 
+def sync_exposure(state: StateManager, symbol: str, position: Position | None) -> None:
+    """The guard's exposure counter follows the position's entry notional."""
+    exposure = position.entry_buy_price * position.quantity if position else Decimal(0)
+    state.set_exposure(symbol, int(exposure.to_integral_value(rounding="ROUND_CEILING")))
+
+
 def publish(state: StateManager, position: Position | None, symbol: str, m: Mark | None = None) -> None:
     if position is None:
         state.delete_position(symbol)

@@ -13,48 +13,52 @@ from decimal import Decimal
 from django.db import transaction
 
 from . import ledger
-from .models import LedgerEntry, Order
+from .execution import OPEN_STAGES
+from .fields import money
+from .models import LedgerEntry, Order, Pair
 
 log = logging.getLogger(__name__)
-# The ledger keeps 1e-8; an exchange may keep a fee to more places. Differences below this are rounding.
-TOLERANCE = Decimal("0.0001")
-QUOTE = {"upbit": "KRW", "binance": "USDT"}
 
 
 def reconcile(state, adapters: dict) -> dict:
-    """Compare, adopt or cancel, record the result; returns {"ok", "differences", "cancelled", "adopted"}."""
+    """Compare, adopt or cancel, record the result; returns {"ok", "differences", "cancelled", "adopted"}.
+
+    Speaks only the venue-neutral interface (trading/exchanges/types.py). Balances must agree to
+    the ledger's precision (1e-8) exactly: the ledger books what the venues report, to the unit.
+    """
     differences, cancelled, adopted = [], [], []
     exchange_balances = {}
     for venue, adapter in adapters.items():
-        exchange_balances[venue] = {asset: free + locked for asset, (free, locked) in adapter.balances().items()}
+        exchange_balances[venue] = adapter.balances()
+        orphans = 0
         for order in adapter.open_orders():
-            client_id = order.get("clientOrderId") or order.get("identifier") or ""
-            if Order.objects.filter(client_order_id=client_id).exists():
-                adopted.append(f"{venue}:{client_id}")
+            if order.client_id and Order.objects.filter(client_order_id=order.client_id).exists():
+                adopted.append(f"{venue}:{order.client_id}")
                 continue
-            if venue == "binance":
-                adapter.cancel_order(order["symbol"], client_id)
-            else:
-                adapter.cancel_by_uuid(order["uuid"])
-            cancelled.append(f"{venue}:{client_id or order.get('uuid')}")
-            log.warning("reconcile: cancelled orphan order %s on %s", client_id or order.get("uuid"), venue)
+            adapter.cancel_open(order)
+            orphans += 1
+            cancelled.append(f"{venue}:{order.client_id or order.exchange_order_id}")
+            log.warning("reconcile: cancelled orphan order %s on %s", order.client_id or order.exchange_order_id, venue)
         # Cancelling released locked funds; read again so the comparison sees the settled state.
-        if cancelled:
-            exchange_balances[venue] = {asset: free + locked for asset, (free, locked) in adapter.balances().items()}
+        if orphans:
+            exchange_balances[venue] = adapter.balances()
     if not LedgerEntry.objects.exists():
         with transaction.atomic():
             for venue, balances in exchange_balances.items():
                 for asset, amount in balances.items():
                     if amount:
-                        ledger.post(venue, asset, amount, LedgerEntry.Kind.DEPOSIT)
+                        ledger.post(venue, asset, money(amount), LedgerEntry.Kind.DEPOSIT)
         log.info("reconcile: empty ledger; adopted the venues' balances as deposits")
     ours = ledger.balances()
     for venue, balances in exchange_balances.items():
         assets = set(balances) | {a for v, a in ours if v == venue}
         for asset in sorted(assets):
             theirs, mine = balances.get(asset, Decimal(0)), ours.get((venue, asset), Decimal(0))
-            if abs(theirs - mine) > TOLERANCE:
+            if money(theirs) != mine:
                 differences.append(f"{venue} {asset}: exchange {theirs} vs ledger {mine}")
+    open_pairs = Pair.objects.filter(stage__in=OPEN_STAGES, mode="live").count()
+    if open_pairs:
+        differences.append(f"{open_pairs} live pair(s) not settled yet")
     report = {"ok": not differences, "differences": differences, "cancelled": cancelled, "adopted": adopted}
     state.set_reconciliation(report)
     if differences:

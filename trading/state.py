@@ -35,6 +35,15 @@ TTL_PREMIUM = 300
 TTL_RULES = 86400
 TTL_WARNINGS = 3600
 TTL_COUNTER = 2 * 86400
+# A reconciliation result is trusted this long (reconcile runs every 60 s in live mode); after
+# that it is stale and live trading waits (RECONCILE_MAX_AGE_S overrides).
+TTL_RECONCILIATION = 180
+# A pair's quote reservation is held at most this long: a worker that dies mid-pair cannot keep
+# the venue's quote blocked for ever. Longer than any pair takes to send and book.
+QUOTE_HOLD_MS = 300_000
+# Quote reservations are integers in hundredths of the venue's quote currency (KRW or USDT):
+# what a pair needs is rounded up, what the ledger holds rounded down.
+QUOTE_UNIT = Decimal("0.01")
 
 # Pub/sub channel on which feed workers announce which books changed in one flush.
 TICKS_CHANNEL = f"{PREFIX}:ticks"
@@ -48,6 +57,16 @@ T = typing.TypeVar("T")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def reconcile_max_age_s() -> int:
+    """RECONCILE_MAX_AGE_S from the Django settings when they are configured, else the default."""
+    try:
+        from django.conf import settings
+
+        return int(getattr(settings, "RECONCILE_MAX_AGE_S", TTL_RECONCILIATION))
+    except Exception:  # settings not configured (a script using the state alone)
+        return TTL_RECONCILIATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,12 +513,38 @@ class StateManager:
         return [r for r in (decode_record(ExecutionRecord, raw) for raw in pipe.execute()) if r]
 
     # metrics and heartbeats -----------------------------------------------------------------
-    def set_reconciliation(self, report: dict) -> None:
-        self.redis.set(f"{PREFIX}:reconciliation", orjson.dumps({**report, "checked_at": utcnow().isoformat()}))
+    # reconciliation: a result expires, so a stale "ok" never keeps live trading open -------------
+    def set_reconciliation(self, report: dict, max_age_s: int | None = None) -> None:
+        """Store the result for max_age_s (RECONCILE_MAX_AGE_S, default 180 s); a copy without
+        the short expiry is kept for /health to show when the last check ran."""
+        max_age_s = max_age_s or reconcile_max_age_s()
+        now = utcnow()
+        payload = orjson.dumps({**report, "checked_at": now.isoformat(),
+                                "expires_at": (now.timestamp() + max_age_s)})
+        pipe = self.redis.pipeline()
+        pipe.set(f"{PREFIX}:reconciliation", payload, ex=max_age_s)
+        pipe.set(f"{PREFIX}:reconciliation:last", payload, ex=TTL_COUNTER)
+        pipe.execute()
+
+    @staticmethod
+    def _fresh_reconciliation(raw) -> dict | None:
+        report = orjson.loads(raw) if raw else None
+        if report is None or float(report.get("expires_at") or 0) <= utcnow().timestamp():
+            return None
+        return report
 
     def reconciliation(self) -> dict | None:
-        raw = self.redis.get(f"{PREFIX}:reconciliation")
-        return orjson.loads(raw) if raw else None
+        """The current result; once expired the last one with ok=False and stale=True; None if never run."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(f"{PREFIX}:reconciliation")
+        pipe.get(f"{PREFIX}:reconciliation:last")
+        current, last = pipe.execute()
+        report = self._fresh_reconciliation(current)
+        if report is not None:
+            return report
+        if last:
+            return {**orjson.loads(last), "ok": False, "stale": True}
+        return None
 
     def set_rebalance(self, suggestions: list[dict]) -> None:
         self.redis.set(f"{PREFIX}:rebalance", orjson.dumps(suggestions), ex=TTL_METRICS)
@@ -561,10 +606,36 @@ class StateManager:
         token = uuid.uuid4().hex
         return token if self.redis.set(f"{PREFIX}:lock:{name}", token, nx=True, px=ttl_ms) else None
 
+    _EXTEND = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    return 0
+    """
+
+    def extend_lock(self, name: str, token: str, ttl_ms: int) -> bool:
+        """Keep a lock we still hold for another ttl_ms; False if it expired or changed hands."""
+        return bool(self.redis.eval(self._EXTEND, 1, f"{PREFIX}:lock:{name}", token, ttl_ms))
+
     def release_lock(self, name: str, token: str) -> bool:
         return bool(self.redis.eval(self._RELEASE, 1, f"{PREFIX}:lock:{name}", token))
 
     # guard state ------------------------------------------------------------------------------
+    # The database is the record of truth for the kill switch, the pauses and the pairs; Redis
+    # holds a mirror that every evaluation reads, re-mirrored from the database every second by
+    # beat (and at start-up). The rule for every control: the safe direction goes first
+    # (engaging: Redis, then the database; releasing: the database, then Redis), and an
+    # unreadable mirror blocks trading.
+    GUARD_MIRRORED_KEY = f"{PREFIX}:guard:mirrored"
+
+    @staticmethod
+    def quote_key(venue: str) -> str:
+        """Hash of the quote reserved by pairs in flight on a venue: reservation id -> "units:expires_ms"."""
+        return f"{PREFIX}:guard:quote:{venue}"
+
+    @staticmethod
+    def quote_version_key(venue: str) -> str:
+        """Bumped each time settled fills changed the ledger's quote of a venue."""
+        return f"{PREFIX}:guard:quote_version:{venue}"
+
     def set_kill_switch(self, engaged: bool) -> None:
         """Mirror of the database's kill switch, read before every pair."""
         self.redis.set(f"{PREFIX}:guard:kill", "1" if engaged else "0")
@@ -597,15 +668,36 @@ class StateManager:
     def reset_breaker(self) -> None:
         self.redis.delete(f"{PREFIX}:guard:breaker")
 
-    # Checks and takes a trade slot and the exposure in one step, so that two workers can never
-    # both pass a limit only one trade fits under.
+    # Checks and takes a trade slot, the exposure and (optionally) the buy venue's quote in one
+    # step, so that two workers can never both pass a limit only one trade fits under.
+    # KEYS: hour, day, exposure, mirrored marker[, quote hash, quote version]
+    # ARGV: max/hour, max/day, exposure, max exposure, counter TTL, require mirrored ('1'/'0')
+    #       [, quote units, available units, version seen ('' = unchecked), reservation id,
+    #        now ms, expires ms, hold ms]
     _RESERVE = """
+    if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then return 'unmirrored' end
     local hour, day, exposure = tonumber(redis.call('GET', KEYS[1]) or '0'),
                                 tonumber(redis.call('GET', KEYS[2]) or '0'),
                                 tonumber(redis.call('GET', KEYS[3]) or '0')
     if hour + 1 > tonumber(ARGV[1]) then return 'trades_per_hour' end
     if day + 1 > tonumber(ARGV[2]) then return 'trades_per_day' end
     if exposure + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return 'position_size' end
+    if #KEYS >= 6 then
+      if ARGV[9] ~= '' and (redis.call('GET', KEYS[6]) or '0') ~= ARGV[9] then return 'quote_changed' end
+      local now, total = tonumber(ARGV[11]), 0
+      local entries = redis.call('HGETALL', KEYS[5])
+      for i = 1, #entries, 2 do
+        local units, expires = string.match(entries[i + 1], '^(%-?%d+):(%d+)$')
+        if units == nil or tonumber(expires) <= now then
+          redis.call('HDEL', KEYS[5], entries[i])
+        else
+          total = total + tonumber(units)
+        end
+      end
+      if total + tonumber(ARGV[7]) > tonumber(ARGV[8]) then return 'quote_balance' end
+      redis.call('HSET', KEYS[5], ARGV[10], ARGV[7] .. ':' .. ARGV[12])
+      redis.call('PEXPIRE', KEYS[5], ARGV[13])
+    end
     redis.call('INCR', KEYS[1]); redis.call('EXPIRE', KEYS[1], ARGV[5])
     redis.call('INCR', KEYS[2]); redis.call('EXPIRE', KEYS[2], ARGV[5])
     redis.call('INCRBY', KEYS[3], ARGV[3])
@@ -617,20 +709,60 @@ class StateManager:
                 f"{PREFIX}:guard:exposure:{symbol}"]
 
     def reserve_trade(self, symbol: str, hour: str, day: str, exposure_krw: int, *, max_per_hour: int,
-                      max_per_day: int, max_exposure_krw: int) -> str:
-        """'ok' when reserved, else the name of the limit that refused."""
-        result = self.redis.eval(self._RESERVE, 3, *self._counter_keys(symbol, hour, day), max_per_hour,
-                                 max_per_day, exposure_krw, max_exposure_krw, TTL_COUNTER)
+                      max_per_day: int, max_exposure_krw: int, quote_venue: str | None = None,
+                      quote_units: int = 0, quote_available_units: int = 0, quote_version: int | None = None,
+                      reservation_id: str = "", hold_ms: int = QUOTE_HOLD_MS, require_mirrored: bool = False) -> str:
+        """'ok' when reserved, else the name of the limit that refused.
+
+        With quote_venue, the pair's quote (quote_units, in QUOTE_UNIT) is reserved on that venue
+        too, against quote_available_units (the ledger's balance) minus every unexpired
+        reservation of any coin: 'quote_balance' when it does not fit, 'quote_changed' when
+        settled fills changed the ledger since quote_version was read (read the balance again).
+        require_mirrored: refuse with 'unmirrored' while the database has not been mirrored into
+        this Redis (flushed or restarted), as the counters would start from zero.
+        """
+        keys = self._counter_keys(symbol, hour, day) + [self.GUARD_MIRRORED_KEY]
+        args = [max_per_hour, max_per_day, exposure_krw, max_exposure_krw, TTL_COUNTER, "1" if require_mirrored else "0"]
+        if quote_venue:
+            now_ms = int(utcnow().timestamp() * 1000)
+            keys += [self.quote_key(quote_venue), self.quote_version_key(quote_venue)]
+            args += [int(quote_units), int(quote_available_units), "" if quote_version is None else int(quote_version),
+                     reservation_id or uuid.uuid4().hex, now_ms, now_ms + hold_ms, hold_ms]
+        result = self.redis.eval(self._RESERVE, len(keys), *keys, *args)
         return result.decode() if isinstance(result, bytes) else result
 
-    def release_trade(self, symbol: str, hour: str, day: str, exposure_krw: int) -> None:
-        """Give back a reservation whose pair was never sent."""
+    def release_trade(self, symbol: str, hour: str, day: str, exposure_krw: int, quote_venue: str | None = None,
+                      reservation_id: str = "") -> None:
+        """Give back a reservation whose pair was never sent (its quote reservation too)."""
         hour_key, day_key, exposure_key = self._counter_keys(symbol, hour, day)
         pipe = self.redis.pipeline()
         pipe.decr(hour_key)
         pipe.decr(day_key)
         pipe.decrby(exposure_key, exposure_krw)
+        if quote_venue and reservation_id:
+            pipe.hdel(self.quote_key(quote_venue), reservation_id)
         pipe.execute()
+
+    def settle_quote(self, venue: str, reservation_id: str) -> None:
+        """The pair's fills are in the ledger: give its quote reservation back, and tell every
+        reservation that read the ledger before now to read it again."""
+        pipe = self.redis.pipeline()
+        pipe.hdel(self.quote_key(venue), reservation_id)
+        pipe.incr(self.quote_version_key(venue))
+        pipe.execute()
+
+    def quote_version(self, venue: str) -> int:
+        return int(self.redis.get(self.quote_version_key(venue)) or 0)
+
+    def quote_reserved(self, venue: str) -> int:
+        """Quote (in QUOTE_UNIT) held by unexpired reservations on a venue."""
+        now_ms = int(utcnow().timestamp() * 1000)
+        total = 0
+        for raw in self.redis.hvals(self.quote_key(venue)):
+            units, _, expires = (raw.decode() if isinstance(raw, bytes) else raw).partition(":")
+            if expires and int(expires) > now_ms:
+                total += int(units)
+        return total
 
     def set_exposure(self, symbol: str, exposure_krw: int) -> None:
         self.redis.set(f"{PREFIX}:guard:exposure:{symbol}", exposure_krw)
@@ -646,6 +778,61 @@ class StateManager:
     def trades_counted(self, hour: str, day: str) -> tuple[int, int]:
         h, d = self.redis.mget(f"{PREFIX}:guard:trades:hour:{hour}", f"{PREFIX}:guard:trades:day:{day}")
         return int(h or 0), int(d or 0)
+
+    # Re-mirrors the database's guard state in one step. The kill switch and the pauses are
+    # overwritten every time. The trade counters and the exposure are rebuilt only when this
+    # Redis lost them (the marker is missing: flushed or restarted empty; or it names another
+    # server run: restarted from an older snapshot) or when a counter key is missing, and then
+    # only ever raised (max of current and rebuilt): a reservation that just incremented a
+    # counter is never undone.
+    # KEYS: kill, paused, marker, hour, day, exposure...   ARGV: kill, run id, counter TTL,
+    # hour count, day count, #paused, paused..., exposure... (one per exposure key)
+    _MIRROR = """
+    redis.call('SET', KEYS[1], ARGV[1])
+    local rebuild = redis.call('GET', KEYS[3]) ~= ARGV[2]
+    local npaused = tonumber(ARGV[6])
+    redis.call('DEL', KEYS[2])
+    for i = 1, npaused do redis.call('SADD', KEYS[2], ARGV[6 + i]) end
+    local raised = 0
+    local function raise(key, value, ttl)
+      local current = redis.call('GET', key)
+      if rebuild or current == false then
+        if current == false or tonumber(current) < tonumber(value) then
+          if ttl then redis.call('SET', key, value, 'EX', ttl) else redis.call('SET', key, value) end
+          raised = raised + 1
+        end
+      end
+    end
+    raise(KEYS[4], ARGV[4], ARGV[3])
+    raise(KEYS[5], ARGV[5], ARGV[3])
+    for i = 6, #KEYS do raise(KEYS[i], ARGV[6 + npaused + i - 5], nil) end
+    redis.call('SET', KEYS[3], ARGV[2])
+    if rebuild then return {1, raised} end
+    return {0, raised}
+    """
+
+    def server_run_id(self) -> str:
+        """The Redis server's run id (changes at every restart); '' where INFO is not allowed."""
+        try:
+            return str(self.redis.info("server").get("run_id", ""))
+        except redis.ResponseError:
+            return ""
+
+    def mirror_guard(self, *, kill_switch: bool, paused: Iterable[str], hour: str, day: str, trades_hour: int,
+                     trades_day: int, exposure_krw: dict[str, int], run_id: str | None = None) -> tuple[bool, int]:
+        """Write the database's guard state into Redis (see _MIRROR); returns (rebuilt, keys raised)."""
+        paused = sorted(set(paused))
+        symbols = sorted(exposure_krw)
+        hour_key, day_key, _ = self._counter_keys("", hour, day)
+        keys = [f"{PREFIX}:guard:kill", f"{PREFIX}:guard:paused", self.GUARD_MIRRORED_KEY, hour_key, day_key,
+                *(f"{PREFIX}:guard:exposure:{s}" for s in symbols)]
+        args = ["1" if kill_switch else "0", self.server_run_id() if run_id is None else run_id, TTL_COUNTER,
+                int(trades_hour), int(trades_day), len(paused), *paused, *(int(exposure_krw[s]) for s in symbols)]
+        rebuilt, raised = self.redis.eval(self._MIRROR, len(keys), *keys, *args)
+        return bool(rebuilt), int(raised)
+
+    def guard_mirrored(self) -> bool:
+        return bool(self.redis.exists(self.GUARD_MIRRORED_KEY))
 
     def _replace_set(self, key: str, members: Iterable[str], pipe=None) -> None:
         """Swap a set's members in one transaction (readers never see it half-written)."""
@@ -667,6 +854,10 @@ class StateManager:
     def set_paused(self, symbols: Iterable[str]) -> None:
         """Mirror of the database's paused coins."""
         self._replace_set(f"{PREFIX}:guard:paused", symbols)
+
+    def add_paused(self, symbol: str) -> None:
+        """Pause one coin in the mirror (engaging goes to Redis first, then the database)."""
+        self.redis.sadd(f"{PREFIX}:guard:paused", symbol)
 
     def paused_symbols(self) -> set[str]:
         return {m.decode() if isinstance(m, bytes) else m for m in self.redis.smembers(f"{PREFIX}:guard:paused")}
@@ -730,7 +921,7 @@ class StateManager:
             breaker=(text(breaker), max(int(breaker_ttl), 0)) if breaker is not None else None,
             market_warning=bool(warning),
             paused=bool(paused),
-            reconciled=bool(orjson.loads(reconciliation).get("ok")) if reconciliation else False,
+            reconciled=bool((self._fresh_reconciliation(reconciliation) or {}).get("ok")),
             lot_step=Decimal(text(step)) if step else None,
             total_balance=Decimal(text(total)) if total else None,
             volatility=float(text(risk[0])) if risk[0] else None,

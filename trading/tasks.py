@@ -11,7 +11,14 @@ from . import engine, exits, metrics
 log = logging.getLogger(__name__)
 
 
-@shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
+# A pair's worst case: both legs time out, are looked up, and up to three hedges do the same. The
+# limits sit above it and below the pair's lease, so resume never races a worker still on the pair;
+# a soft limit that fires mid-pair leaves the pair open for resume (never failed).
+PAIR_SOFT_LIMIT_S = 90
+PAIR_HARD_LIMIT_S = 100
+
+
+@shared_task(ignore_result=True, soft_time_limit=PAIR_SOFT_LIMIT_S, time_limit=PAIR_HARD_LIMIT_S)
 def evaluate_symbol(symbol: str) -> str:
     """Evaluate one coin now (enqueued by the dispatcher when its books change)."""
     state = engine.get_state()
@@ -38,7 +45,17 @@ def publish_metrics() -> None:
     Guard(state, engine.current_limits(state)).maybe_trip_breaker(record.total_balance, state.var_budget())
 
 
-@shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
+@shared_task(ignore_result=True, soft_time_limit=0.9, time_limit=2)
+def mirror_guard_state() -> dict:
+    """Re-mirror the guard's database state into Redis (every second from beat): the kill switch,
+    the pauses, and after a Redis flush or restart the trade counters and the exposure."""
+    from liveguard.services import mirror_guard_state as mirror
+
+    report = mirror(engine.get_state())
+    return {"rebuilt": report["rebuilt"], "raised": report["raised"]}
+
+
+@shared_task(ignore_result=True, soft_time_limit=PAIR_SOFT_LIMIT_S, time_limit=PAIR_HARD_LIMIT_S)
 def check_positions() -> list[str]:
     """Mark positions to market; close those past stop-loss or take-profit; reconcile exposure."""
     state = engine.get_state()
@@ -47,9 +64,18 @@ def check_positions() -> list[str]:
     return closed
 
 
-@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+@shared_task(ignore_result=True, soft_time_limit=600, time_limit=620)
 def flatten_positions() -> list[str]:
     return exits.flatten_all(engine.get_state())
+
+
+@shared_task(ignore_result=True, soft_time_limit=PAIR_SOFT_LIMIT_S, time_limit=PAIR_HARD_LIMIT_S)
+def resume_pairs() -> int:
+    """Carry on pairs whose worker died or could not settle a leg (their lease ran out)."""
+    from .execution import resume_pending
+
+    state = engine.get_state()
+    return len(resume_pending(state, engine.default_executor(state, engine.fees())))
 
 
 @shared_task(ignore_result=True, soft_time_limit=8, time_limit=10)
@@ -108,6 +134,9 @@ def reconcile_venues() -> bool | None:
     """In live mode, compare the venues with the ledger; trading waits while they disagree."""
     if not settings.LIVE_MODE:
         return None
+    from liveguard.checks import assert_live_mode_safe
+
+    assert_live_mode_safe()  # before any adapter exists (default_executor checks again)
     from .live import resume_pending
     from .reconcile import reconcile
 

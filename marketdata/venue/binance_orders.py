@@ -13,6 +13,7 @@ from .accounts import Account, AuthFailure
 from .core import now_ms
 from .matching import VenueOrder, match
 
+EIGHT = Decimal("0.00000001")
 FEE = Decimal("0.001")
 QUOTE = "USDT"
 
@@ -139,7 +140,8 @@ class BinanceOrders:
         order = VenueOrder("binance", market, side, kind.lower(), qty, price, quote_qty, tif, client_id,
                            request.headers["X-MBX-APIKEY"])
         for px, q in slices:
-            fee = (q * FEE) if side == "buy" else (px * q * FEE)
+            # Binance reports and keeps balances to 8 decimals; the commission is charged as reported.
+            fee = ((q * FEE) if side == "buy" else (px * q * FEE)).quantize(EIGHT)
             order.fills.append((px, q, fee))
             if side == "buy":
                 account.move(QUOTE, -px * q)

@@ -49,6 +49,7 @@ class FaultRule:
     seconds: float | None = None  # timeout_before (default 10), delay_after (default 1)
     retry_after: int | None = None  # Binance refuse_429 (default 1) / refuse_418 (default 120)
     status: int = 500  # error_5xx_after: 500 = the dialect's JSON error; 502/503/504 = a gateway's HTML
+    skip: int = 0  # let this many matching requests through untouched first (e.g. fault the 2nd order)
     hits: int = 0
 
     def matches(self, exchange: str, method: str, path: str) -> bool:
@@ -88,13 +89,19 @@ def make_rule(exchange: str | None, params: dict) -> FaultRule:
     status = int(params.get("status", 500))
     if kind == "error_5xx_after" and status not in (500, *GATEWAY_HTML):
         raise ValueError("status must be 500, 502, 503 or 504")
-    return FaultRule(exchange, method, path, kind, count, seconds, retry_after, status)
+    skip = int(params.get("skip", 0) or 0)
+    if skip < 0:
+        raise ValueError("skip must be >= 0")
+    return FaultRule(exchange, method, path, kind, count, seconds, retry_after, status, skip)
 
 
 def take(rules: list[FaultRule], exchange: str, method: str, path: str) -> FaultRule | None:
     """The first rule matching this request, charged one use (and dropped when used up)."""
     for rule in rules:
         if rule.matches(exchange, method, path):
+            if rule.skip > 0:
+                rule.skip -= 1
+                return None
             rule.hits += 1
             if rule.remaining is not None:
                 rule.remaining -= 1

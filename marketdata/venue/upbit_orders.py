@@ -14,6 +14,7 @@ from marketdata.rules import UPBIT_MIN_ORDER_KRW, upbit_krw_tick
 from .accounts import AuthFailure, verify_upbit
 from .matching import VenueOrder, match
 
+EIGHT = Decimal("0.00000001")
 FEE = Decimal("0.0005")
 KST = timedelta(hours=9)
 
@@ -134,7 +135,7 @@ class UpbitOrders:
         order.reserved_fee = (total * FEE) if buying else Decimal(0)
         order.locked = Decimal(0)
         for p, q in slices:
-            fee = p * q * FEE
+            fee = (p * q * FEE).quantize(EIGHT)  # kept, like every amount here, to 8 decimals
             order.fills.append((p, q, fee))
             if buying:
                 account.move("KRW", -(p * q + fee))

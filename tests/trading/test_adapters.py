@@ -13,6 +13,7 @@ from marketdata.venue.server import VenueServer, VenueThread
 from tests.support import free_port
 from trading.exchanges import binance, upbit
 from trading.exchanges.errors import AuthError, RateLimited, UnknownOutcome
+from trading.exchanges.types import LegOrder
 from trading.exchanges.upbit import UpbitAdapter, query_string, token
 
 # Binance's published worked example (rest-api.md, "SIGNED endpoint examples for POST /api/v3/order").
@@ -40,7 +41,7 @@ def test_binance_account_over_signed_http(venue_with_accounts):
     adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret")
     adapter.sync_clock()
     assert abs(adapter.clock_offset_ms) < 1000
-    assert adapter.balances() == {"USDT": (D("10000"), D("0")), "BTC": (D("0.25"), D("0"))}  # zero balances omitted
+    assert adapter.balance_detail() == {"USDT": (D("10000"), D("0")), "BTC": (D("0.25"), D("0"))}  # zero balances omitted
     assert adapter.used_weight["1M"] >= 20
 
 
@@ -50,17 +51,27 @@ def test_binance_account_over_signed_http(venue_with_accounts):
     ("bn-key", "bn-secret", -60_000, -1021),  # our clock a minute behind
     ("bn-key", "bn-secret", 5_000, -1021),  # ahead of the server
 ])
-def test_binance_auth_errors_are_the_exchanges_own(venue_with_accounts, key, secret, offset, code):
+def test_binance_auth_errors_are_the_exchanges_own(venue_with_accounts, key, secret, offset, code, monkeypatch):
     adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, key, secret)
     adapter.clock_offset_ms = offset
+    monkeypatch.setattr(adapter, "sync_clock", lambda: None)  # as if the clock could not be measured
     with pytest.raises(AuthError) as info:
         adapter.account()
     assert info.value.code == code
 
 
+@pytest.mark.parametrize("venue_offset_ms", [-2_000, 6_000, 60_000])  # we are ahead; far behind
+def test_binance_clock_off_the_venue_is_measured_and_the_call_retried_once(venue_with_accounts, venue_offset_ms):
+    """-1021 means "not processed": the adapter measures the server clock and signs again."""
+    venue_with_accounts.call(venue_with_accounts.server.control, "binance", "clock_offset", ms=venue_offset_ms)
+    adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret")
+    assert adapter.balances()["USDT"] == D("10000")
+    assert abs(adapter.clock_offset_ms - venue_offset_ms) < 500
+
+
 def test_upbit_accounts_over_jwt(venue_with_accounts):
     adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET)
-    assert adapter.balances() == {"BTC": (D("0.5"), D("0")), "KRW": (D("1000000"), D("0"))}
+    assert adapter.balance_detail() == {"BTC": (D("0.5"), D("0")), "KRW": (D("1000000"), D("0"))}
     assert adapter.remaining_req["default"] == 29
 
 
@@ -142,22 +153,22 @@ def test_binance_market_and_limit_orders_fill_against_the_book_and_move_balances
     adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret")
     depth = requests.get(f"{venue_with_accounts.server.binance_url}/api/v3/depth", params={"symbol": "BTCUSDT"}, timeout=5).json()
     best_ask = D(depth["asks"][0][0])
-    before = adapter.balances()
+    before = adapter.balance_detail()
     order = adapter.place_order("BTCUSDT", "BUY", D("0.01"), client_id="t-buy-1")
     assert order["status"] == "FILLED" and D(order["executedQty"]) == D("0.01")
     spent = D(order["cummulativeQuoteQty"])
     assert spent >= best_ask * D("0.01")
     fee = sum(D(f["commission"]) for f in order["fills"])
     assert fee == D("0.00001") and order["fills"][0]["commissionAsset"] == "BTC"
-    after = adapter.balances()
+    after = adapter.balance_detail()
     assert after["USDT"][0] == before["USDT"][0] - spent
     assert after["BTC"][0] == before["BTC"][0] + D("0.01") - fee
     # A limit sell far above the book rests, locking the coins; cancel unlocks them.
     resting = adapter.place_order("BTCUSDT", "SELL", D("0.02"), price=best_ask * 2, time_in_force="GTC", client_id="t-rest")
-    assert resting["status"] == "NEW" and adapter.balances()["BTC"][1] == D("0.02")
+    assert resting["status"] == "NEW" and adapter.balance_detail()["BTC"][1] == D("0.02")
     assert adapter.get_order("BTCUSDT", "t-rest")["status"] == "NEW"
     assert adapter.cancel_order("BTCUSDT", "t-rest")["status"] == "CANCELED"
-    assert adapter.balances()["BTC"][1] == D("0")
+    assert adapter.balance_detail()["BTC"][1] == D("0")
 
 
 def test_binance_rules_are_applied_before_sending_and_errors_are_typed(venue_with_accounts):
@@ -183,36 +194,37 @@ def test_binance_rules_are_applied_before_sending_and_errors_are_typed(venue_wit
 def test_a_timed_out_order_is_found_not_sent_twice(venue_with_accounts):
     adapter = binance.BinanceAdapter(venue_with_accounts.server.binance_url, "bn-key", "bn-secret", timeout=0.3)
     venue_with_accounts.call(venue_with_accounts.server.control, "binance", "rest_delay", seconds=0.8)
-    before = adapter.balances()["BTC"][0]
+    before = adapter.balance_detail()["BTC"][0]
     venue_with_accounts.call(venue_with_accounts.server.control, "binance", "rest_delay", seconds=0.8)
-    order = adapter.place_order_safely("BTCUSDT", "BUY", D("0.01"), client_id="t-timeout")
-    assert order["status"] == "FILLED" and order["clientOrderId"] == "t-timeout"
+    order = adapter.submit(LegOrder("BTC", "buy", D("0.01"), None, "t-timeout"))
+    assert order.status == "done" and order.client_id == "t-timeout" and order.executed == D("0.01")
+    assert order.fills and order.fee == D("0.00001") and order.fee_asset == "BTC"  # from myTrades
     venue_with_accounts.call(venue_with_accounts.server.control, "binance", "rest_delay", seconds=0)
     orders = [o for o in venue_with_accounts.server.binance.orders.orders.values() if o.client_id == "t-timeout"]
     assert len(orders) == 1  # exactly one order, despite the timeout
-    assert adapter.balances()["BTC"][0] == before + D("0.01") - D("0.00001")
+    assert adapter.balance_detail()["BTC"][0] == before + D("0.01") - D("0.00001")
 
 
 def test_upbit_orders_of_every_type_against_the_book(venue_with_accounts):
     adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET)
     book = requests.get(f"{venue_with_accounts.server.upbit_url}/v1/orderbook", params={"markets": "KRW-BTC"}, timeout=5).json()[0]
     best_ask = D(str(book["orderbook_units"][0]["ask_price"]))
-    before = adapter.balances()
+    before = adapter.balance_detail()
     bought = adapter.place_order("KRW-BTC", "bid", "price", price=D("100000"), identifier="u-buy")  # spend 100,000 KRW
     assert bought["state"] in ("done", "cancel") and D(bought["executed_volume"]) > 0
     detail = adapter.get_order("u-buy")
     funds = sum(D(t["funds"]) for t in detail["trades"])
     assert D(detail["paid_fee"]) == funds * D("0.0005")
-    after = adapter.balances()
+    after = adapter.balance_detail()
     assert after["KRW"][0] == before["KRW"][0] - funds - D(detail["paid_fee"])
     assert after["BTC"][0] == before["BTC"][0] + D(detail["executed_volume"])
     sold = adapter.place_order("KRW-BTC", "ask", "market", volume=D("0.001"), identifier="u-sell")
     assert D(sold["executed_volume"]) == D("0.001")
     # A limit bid below the book rests and locks KRW; cancelling answers with the order as accepted.
     resting = adapter.place_order("KRW-BTC", "bid", "limit", volume=D("0.001"), price=best_ask / 2, identifier="u-rest")
-    assert resting["state"] == "wait" and adapter.balances()["KRW"][1] > 0
+    assert resting["state"] == "wait" and adapter.balance_detail()["KRW"][1] > 0
     assert adapter.cancel_order("u-rest")["state"] == "wait"
-    assert adapter.get_order("u-rest")["state"] == "cancel" and adapter.balances()["KRW"][1] == 0
+    assert adapter.get_order("u-rest")["state"] == "cancel" and adapter.balance_detail()["KRW"][1] == 0
 
 
 def test_upbit_identifier_is_taken_forever_and_rules_apply_before_sending(venue_with_accounts):
@@ -234,9 +246,10 @@ def test_upbit_identifier_is_taken_forever_and_rules_apply_before_sending(venue_
 def test_upbit_timed_out_order_is_found_not_sent_twice(venue_with_accounts):
     adapter = UpbitAdapter(venue_with_accounts.server.upbit_url, "up-access", UP_SECRET, timeout=0.3)
     venue_with_accounts.call(venue_with_accounts.server.control, "upbit", "rest_delay", seconds=0.8)
-    order = adapter.place_order_safely("KRW-BTC", "ask", "market", volume=D("0.001"), identifier="u-timeout")
+    order = adapter.submit(LegOrder("BTC", "sell", D("0.001"), None, "u-timeout"))
     venue_with_accounts.call(venue_with_accounts.server.control, "upbit", "rest_delay", seconds=0)
-    assert order["identifier"] == "u-timeout" and D(order["executed_volume"]) == D("0.001")
+    assert order.client_id == "u-timeout" and order.executed == D("0.001") and order.status == "done"
+    assert order.fee == sum(f.fee for f in order.fills) and order.fee_asset == "KRW"
     orders = [o for o in venue_with_accounts.server.upbit.orders.orders.values() if o.client_id == "u-timeout"]
     assert len(orders) == 1
 
@@ -256,8 +269,8 @@ def test_a_rate_limited_order_is_retried_after_the_wait_and_placed_once(venue_wi
 
     waits = []
     monkeypatch.setattr(base.time, "sleep", wait)
-    order = adapter.place_order_safely("BTCUSDT", "BUY", D("0.01"), client_id="t-429")
-    assert order["status"] == "FILLED" and waits == [1.0]
+    order = adapter.submit(LegOrder("BTC", "buy", D("0.01"), None, "t-429"))
+    assert order.status == "done" and order.executed == D("0.01") and waits == [1.0]
     assert len([o for o in dialect.orders.orders.values() if o.client_id == "t-429"]) == 1
 
 

@@ -7,7 +7,6 @@ from decimal import Decimal as D
 
 import pytest
 
-from liveguard.guard import trading_day_keys
 from liveguard.models import GuardEvent, GuardLimits, KillSwitch
 from trading import engine, ledger
 from trading.models import Balance, Fill, LedgerEntry, Order, Pair, Position, Signal
@@ -198,26 +197,56 @@ def test_stale_fx_blocks(state, market):
     assert "old" in Signal.objects.get().reason
 
 
-def test_a_crash_between_the_legs_leaves_no_fill_no_position_and_frees_the_limit(state, market):
-    from trading.execution import PaperExecutor
+def test_a_crash_after_the_legs_were_sent_keeps_the_pair_open_stops_the_coin_and_resume_books_it(state, market):
+    from liveguard.models import SymbolPause
+    from trading.execution import resume_pending
 
-    class DiesAfterFirstLeg(PaperExecutor):
-        def _leg(self, pair, exchange, side, *args, **kwargs):
-            order = super()._leg(pair, exchange, side, *args, **kwargs)
-            if side == "buy":
-                raise ConnectionError("worker lost between the legs")
-            return order
+    executor = engine.default_executor(state, engine.fees())
 
+    def die(step, pair):
+        if step == "legs_sent":
+            raise ConnectionError("worker lost between sending and booking")
+
+    executor.checkpoint = die
     market("BTC", **JUMP)
     with pytest.raises(ConnectionError):
-        engine.evaluate_symbol("BTC", state=state, executor=DiesAfterFirstLeg(state, engine.fees()))
-    assert Fill.objects.count() == 0 and Order.objects.count() == 0
-    assert not Position.objects.exists()
-    assert Pair.objects.get().state == "failed"
-    assert Signal.objects.get().outcome == "failed"
-    assert state.list_executions("BTC") == []
+        engine.evaluate_symbol("BTC", state=state, executor=executor)
+    pair = Pair.objects.get()
+    # Never booked as failed while its legs may exist: open for resume, the coin stopped and said why.
+    assert (pair.state, pair.stage) == ("pending", "sending") and "UNRESOLVED" in pair.note
+    assert set(Order.objects.values_list("status", flat=True)) == {"new"}
+    assert Signal.objects.get().outcome == "executed"
+    assert SymbolPause.objects.filter(symbol="BTC").exists() and "BTC" in state.paused_symbols()
+    assert GuardEvent.objects.filter(check_name="leg_risk", symbol="BTC").exists()
+    assert engine.evaluate_symbol("BTC", state=state, executor=executor) == "rejected:paused"
+    # Resume looks both legs up (the paper venue still has them), books them once, and closes.
+    executor.checkpoint = lambda step, pair: None
+    [settled] = resume_pending(state, executor)
+    assert (settled.state, settled.stage) == ("filled", "closed")
+    assert Fill.objects.count() == 3 and Position.objects.get().quantity == settled.quantity
+    assert not SymbolPause.objects.filter(symbol="BTC").exists()  # its own pause is lifted
+    assert resume_pending(state, executor) == []  # settled once
+    assert Fill.objects.count() == 3
+
+
+def test_a_crash_before_anything_was_sent_fails_the_pair_and_frees_the_limit(state, market):
+    executor = engine.default_executor(state, engine.fees())
+
+    def die(step, pair):
+        raise ConnectionError("worker lost before sending")
+
+    executor.checkpoint = die
+    market("BTC", **JUMP)
+    with pytest.raises(ConnectionError):
+        engine.evaluate_symbol("BTC", state=state, executor=executor)
+    # The legs were recorded, never sent: resume proves them absent and closes the pair as failed.
+    executor.checkpoint = lambda step, pair: None
+    executor.venues = {name: type(v)(name, state, engine.fees()) for name, v in executor.venues.items()}  # a new process
+    from trading.execution import resume_pending
+
+    [settled] = resume_pending(state, executor)
+    assert (settled.state, settled.stage) == ("failed", "closed")
+    assert set(Order.objects.values_list("status", flat=True)) == {"absent"}
+    assert Fill.objects.count() == 0 and not Position.objects.exists()
     assert not LedgerEntry.objects.exclude(kind="deposit").exists()  # deposits only
-    hour, day = trading_day_keys()
-    assert state.trades_counted(hour, day) == (0, 0) and state.exposure("BTC") == 0
-    # The next tick trades normally.
     assert engine.evaluate_symbol("BTC", state=state) == "executed"

@@ -49,7 +49,7 @@ def test_orphans_are_cancelled_and_our_own_orders_adopted(state, adapters, venue
     Order.objects.create(client_order_id="ours-1", exchange="binance", symbol="BTC", side="sell", quantity=D("0.01"), price=far)
     report = reconcile(state, adapters)
     assert report["cancelled"] == ["binance:stranger"] and report["adopted"] == ["binance:ours-1"]
-    open_ids = [o["clientOrderId"] for o in adapters["binance"].open_orders()]
+    open_ids = [o.client_id for o in adapters["binance"].open_orders()]
     assert open_ids == ["ours-1"]
 
 

@@ -1,27 +1,47 @@
-"""The adapter base: a pooled session, a timeout on every call, secrets kept out of reprs and logs."""
+"""The adapter base: a pooled session, a timeout on every call, secrets kept out of reprs and logs,
+and the one discipline for orders every venue shares: once an order may exist, any failure is an
+unknown outcome, settled only by looking the order up by its client id.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from decimal import Decimal
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import ExchangeError, OrderNotFound, RateLimited, UnknownOutcome
+from .errors import (
+    AuthError,
+    DuplicateClientOrderId,
+    ExchangeError,
+    InsufficientFunds,
+    InvalidOrder,
+    OrderNotFound,
+    RateLimited,
+    UnknownOutcome,
+)
+from .types import LegOrder, LegReport, LegStatus, OpenOrder
 
 log = logging.getLogger(__name__)
 
 
 class ExchangeAdapter:
     name = ""
+    quote = ""
+    # A look-up that finds nothing this long after the send proves the order never arrived
+    # (Binance derives it from recvWindow; see BinanceAdapter).
+    absent_after_s = 3.0
 
     def __init__(self, base_url: str, api_key: str, secret_key: str, *, timeout: float = 5.0,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, lookups: int = 6, lookup_budget_s: float = 8.0):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self._secret = secret_key
         self.timeout = timeout
+        self.lookups = lookups
+        self.lookup_budget_s = lookup_budget_s
         self.session = session or requests.Session()
         self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=16))
         self.session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=16))
@@ -31,23 +51,142 @@ class ExchangeAdapter:
 
     __str__ = __repr__
 
+    # --- the venue-neutral interface -----------------------------------------------------------
+    def submit(self, order: LegOrder) -> LegReport:
+        """Send one order once, whatever the network does, and say what really happened.
+
+        Refusals that prove nothing happened (rules, funds, auth, rate limit) are REJECTED. Anything
+        else after the request may have left (timeout, reset, 5xx, a body that is not the expected
+        JSON, any exception) is settled by looking the order up by its client id; an order still
+        unaccounted for is UNKNOWN, never resent under the same id.
+        """
+        sent_at = time.time()
+        try:
+            report = self._with_backoff(lambda: self._place(order))
+        except (InvalidOrder, InsufficientFunds, AuthError, RateLimited) as exc:
+            if isinstance(exc, DuplicateClientOrderId):  # the id is taken: that order may be ours
+                return self.resolve(order.symbol, order.side, order.client_id, sent_at, str(exc))
+            return self._report(order, LegStatus.REJECTED, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 — every other failure is an unknown outcome
+            log.warning("%s %s %s: outcome unknown (%s); looking it up", self.name, order.side, order.client_id,
+                        _describe(exc))
+            return self.resolve(order.symbol, order.side, order.client_id, sent_at, _describe(exc))
+        if report.status is LegStatus.DONE and report.consistent():
+            return report
+        # Accepted but not final (still working, or fills still to collect): ask until it is.
+        return self.resolve(order.symbol, order.side, order.client_id, sent_at, "", exists=True)
+
+    def resolve(self, symbol: str, side: str, client_id: str, sent_at: float | None, first_error: str = "", *,
+                exists: bool = False) -> LegReport:
+        """Look an order up until its outcome is final, within bounded look-ups and time.
+
+        `exists`: the venue already acknowledged it, so "not found" is lag, never absence.
+        """
+        deadline = time.monotonic() + self.lookup_budget_s
+        last = first_error
+        for attempt in range(self.lookups):
+            try:
+                report = self.lookup(symbol, client_id, side=side)
+            except OrderNotFound as exc:
+                if not exists and sent_at is not None and time.time() > sent_at + self.absent_after_s:
+                    return LegReport(self.name, symbol, side, client_id, LegStatus.ABSENT,
+                                     error=f"not found {time.time() - sent_at:.1f} s after sending: never arrived")
+                last = f"not found yet ({exc})"
+            except RateLimited as exc:
+                last = f"look-up rate limited ({exc})"
+                self._sleep_within(deadline, min(exc.retry_after, 2.0))
+                continue
+            except Exception as exc:  # noqa: BLE001 — a failed look-up proves nothing
+                last = _describe(exc)
+            else:
+                if report.status is LegStatus.DONE and report.consistent():
+                    return report
+                if report.status is LegStatus.OPEN and attempt >= 2:
+                    # An IOC order should not rest; one that does is cancelled, then read again.
+                    self._try_cancel(symbol, client_id)
+                last = f"{report.status} with {report.executed} executed"
+            if not self._sleep_within(deadline, min(0.1 * 2**attempt, 1.5)):
+                break
+        return LegReport(self.name, symbol, side, client_id, LegStatus.UNKNOWN,
+                         error=f"unaccounted for after look-ups: {last}"[:300])
+
+    def cancel(self, symbol: str, client_id: str) -> LegReport:
+        """Cancel, then report the order as it stands (a cancel of a finished order is no error)."""
+        self._try_cancel(symbol, client_id)
+        return self.resolve(symbol, "", client_id, None, exists=True)
+
+    def tradable(self, symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+        raise NotImplementedError
+
+    def limit_price(self, symbol: str, side: str, price: Decimal) -> Decimal:
+        raise NotImplementedError
+
+    def lookup(self, symbol: str, client_id: str, *, side: str = "") -> LegReport:
+        """One look-up by client id; raises OrderNotFound when the venue does not know it."""
+        raise NotImplementedError
+
+    def open_orders(self) -> list[OpenOrder]:
+        raise NotImplementedError
+
+    def balances(self) -> dict[str, Decimal]:
+        raise NotImplementedError
+
+    # --- venue specifics -----------------------------------------------------------------------
+    def _place(self, order: LegOrder) -> LegReport:
+        raise NotImplementedError
+
+    def _cancel(self, symbol: str, client_id: str) -> None:
+        raise NotImplementedError
+
+    def _try_cancel(self, symbol: str, client_id: str) -> None:
+        try:
+            self._cancel(symbol, client_id)
+        except Exception as exc:  # noqa: BLE001 — finished or unknown; the look-up says which
+            log.info("%s cancel of %s: %s", self.name, client_id, _describe(exc))
+
+    def _report(self, order: LegOrder, status: LegStatus, **kwargs) -> LegReport:
+        return LegReport(self.name, order.symbol, order.side, order.client_id, status, quantity=order.quantity, **kwargs)
+
+    @staticmethod
+    def _sleep_within(deadline: float, seconds: float) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(seconds, left))
+        return True
+
+    # --- plumbing ----------------------------------------------------------------------------
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         """One HTTP call; network failures become UnknownOutcome (the caller decides what that means)."""
         try:
             response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
-        except requests.Timeout as exc:
-            raise UnknownOutcome(f"{self.name} {method} {path}: timed out", exchange=self.name) from exc
-        except requests.ConnectionError as exc:
-            raise UnknownOutcome(f"{self.name} {method} {path}: connection failed", exchange=self.name) from exc
+        except requests.Timeout:
+            raise UnknownOutcome(f"{self.name} {method} {_path(path)}: timed out", exchange=self.name) from None
+        except requests.RequestException as exc:
+            raise UnknownOutcome(f"{self.name} {method} {_path(path)}: connection failed ({type(exc).__name__})",
+                                 exchange=self.name) from None  # its text holds the signed URL
         if response.status_code >= 500:
-            raise UnknownOutcome(f"{self.name} {method} {path}: HTTP {response.status_code}", exchange=self.name,
+            raise UnknownOutcome(f"{self.name} {method} {_path(path)}: HTTP {response.status_code}", exchange=self.name,
                                  status=response.status_code)
         return response
+
+    @staticmethod
+    def _json(response: requests.Response, expect: type):
+        """The body as the expected JSON type, or UnknownOutcome (an HTML page from a proxy proves nothing)."""
+        try:
+            body = response.json()
+        except ValueError:
+            raise UnknownOutcome(f"HTTP {response.status_code} with a body that is not JSON "
+                                 f"({response.headers.get('Content-Type', '?')})", status=response.status_code) from None
+        if not isinstance(body, expect):
+            raise UnknownOutcome(f"HTTP {response.status_code} with an unexpected {type(body).__name__} body",
+                                 status=response.status_code)
+        return body
 
     def _error(self, response: requests.Response) -> ExchangeError:
         raise NotImplementedError
 
-    def _with_backoff(self, call, attempts: int = 3, max_wait: float = 5.0):
+    def _with_backoff(self, call, attempts: int = 3, max_wait: float = 2.0):
         """Retry a call refused for rate (429/418 mean "not processed", so a retry cannot double it)."""
         for attempt in range(attempts):
             try:
@@ -58,17 +197,11 @@ class ExchangeAdapter:
                 log.warning("%s: rate limited; waiting %.1f s as asked", self.name, exc.retry_after)
                 time.sleep(exc.retry_after)
 
-    def _recover(self, client_id: str, look_up, first: UnknownOutcome, lookups: int = 5) -> dict:
-        """After an unknown outcome, look the order up by its client id before anything else.
 
-        Client ids are not idempotency keys on either exchange, so an order still unaccounted for
-        after the look-ups is reported, never sent again.
-        """
-        for attempt in range(lookups):
-            time.sleep(min(0.2 * 2**attempt, 2.0))
-            try:
-                return look_up()
-            except (OrderNotFound, UnknownOutcome):
-                continue  # not (yet) visible at the exchange: ask again before concluding
-        raise UnknownOutcome(f"order {client_id} is still unaccounted for after {lookups} look-ups; not resent",
-                             exchange=self.name) from first
+def _path(path: str) -> str:
+    """A path without its query: signed queries and signatures never reach a message or a log."""
+    return path.split("?", 1)[0]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -21,6 +22,14 @@ from .errors import (
     RateLimited,
     UnknownOutcome,
 )
+from .types import LegOrder, LegReport, LegStatus, OpenOrder, TradeFill
+
+
+def _retry_after(response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", 1)))
+    except ValueError:
+        return 1.0
 
 
 def sign(secret: str, payload: str) -> str:
@@ -28,8 +37,12 @@ def sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
 
+log = logging.getLogger(__name__)
+
+
 class BinanceAdapter(ExchangeAdapter):
     name = "binance"
+    quote = "USDT"
 
     def __init__(self, *args, recv_window: int = 5000, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,14 +59,83 @@ class BinanceAdapter(ExchangeAdapter):
         self.clock_offset_ms = int(server - (before + after) / 2)
         return self.clock_offset_ms
 
+    @property
+    def absent_after_s(self) -> float:
+        """Binance refuses a request that arrives more than recvWindow after its signed timestamp, so a
+        look-up that finds nothing after that (plus a second of margin) proves the order never arrived."""
+        return self.recv_window / 1000 + 1.0
+
     def account(self) -> dict:
         return self._signed("GET", "/api/v3/account", {"omitZeroBalances": "true"})
 
-    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+    def balance_detail(self) -> dict[str, tuple[Decimal, Decimal]]:
         """asset -> (free, locked)."""
         return {b["asset"]: (Decimal(b["free"]), Decimal(b["locked"])) for b in self.account()["balances"]}
 
-    # --- orders ------------------------------------------------------------------------------
+    def balances(self) -> dict[str, Decimal]:
+        return {asset: free + locked for asset, (free, locked) in self.balance_detail().items()}
+
+    # --- the venue-neutral interface -----------------------------------------------------------
+    @staticmethod
+    def market(symbol: str) -> str:
+        return f"{symbol}USDT"
+
+    def tradable(self, symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+        f = self.filters(self.market(symbol))
+        quantity = floor_to_step(quantity, f.step_size) if f.step_size else quantity
+        if quantity <= 0 or f.quantity_error(quantity) or (f.min_notional and quantity * price < f.min_notional):
+            return Decimal(0)
+        return quantity
+
+    def limit_price(self, symbol: str, side: str, price: Decimal) -> Decimal:
+        """On the tick, never beyond the bound: a buy rounds down, a sell up."""
+        tick = self.filters(self.market(symbol)).tick_size
+        if not tick:
+            return price
+        return floor_to_step(price, tick) if side == "buy" else ceil_to_step(price, tick)
+
+    def _place(self, order: LegOrder) -> LegReport:
+        body = self.place_order(self.market(order.symbol), order.side.upper(), order.quantity, price=order.limit_price,
+                                time_in_force=order.time_in_force.upper(), client_id=order.client_id)
+        fills = tuple(TradeFill(str(f.get("tradeId", "")), Decimal(f["price"]), Decimal(f["qty"]), Decimal(f["commission"]),
+                                f["commissionAsset"]) for f in body.get("fills") or ())
+        return self._to_report(order.symbol, body, fills)
+
+    def lookup(self, symbol: str, client_id: str, *, side: str = "") -> LegReport:
+        """The order by client id; its fills (with their fees) from myTrades when anything executed."""
+        body = self.get_order(self.market(symbol), client_id)
+        fills: tuple[TradeFill, ...] = ()
+        if Decimal(body.get("executedQty") or 0):
+            trades = self._signed("GET", "/api/v3/myTrades", {"symbol": self.market(symbol), "orderId": body["orderId"]},
+                                  expect=list)
+            fills = tuple(TradeFill(str(t["id"]), Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"]),
+                                    t["commissionAsset"]) for t in trades if t.get("orderId") == body["orderId"])
+        return self._to_report(symbol, body, fills)
+
+    def _to_report(self, symbol: str, body: dict, fills: tuple[TradeFill, ...]) -> LegReport:
+        try:
+            status = LegStatus.OPEN if body["status"] in self.OPEN_STATES else LegStatus.DONE
+            executed = Decimal(body["executedQty"])
+            return LegReport(self.name, symbol, body["side"].lower(), body["clientOrderId"], status,
+                             quantity=Decimal(body["origQty"]), executed=executed,
+                             quote_amount=sum((f.price * f.quantity for f in fills), Decimal(0)), fills=fills,
+                             exchange_order_id=str(body["orderId"]))
+        except (KeyError, TypeError, AttributeError, ArithmeticError) as exc:
+            raise UnknownOutcome(f"binance order answer without {exc}", exchange=self.name) from None
+
+    OPEN_STATES = frozenset({"NEW", "PARTIALLY_FILLED", "PENDING_NEW", "PENDING_CANCEL"})
+
+    def _cancel(self, symbol: str, client_id: str) -> None:
+        self.cancel_order(self.market(symbol), client_id)
+
+    def cancel_open(self, order: OpenOrder) -> None:
+        self._signed("DELETE", "/api/v3/order", {"symbol": self.market(order.symbol), "orderId": order.exchange_order_id})
+
+    def open_orders(self) -> list[OpenOrder]:
+        return [OpenOrder(self.name, o["symbol"].removesuffix("USDT"), o.get("clientOrderId", ""), str(o["orderId"]))
+                for o in self.raw_open_orders()]
+
+    # --- the wire calls ------------------------------------------------------------------------
     def filters(self, market: str) -> BinanceFilters:
         """PRICE_FILTER / LOT_SIZE / NOTIONAL of a symbol, read once per adapter."""
         if market not in self._filters:
@@ -87,31 +169,21 @@ class BinanceAdapter(ExchangeAdapter):
     def get_order(self, market: str, client_id: str) -> dict:
         return self._signed("GET", "/api/v3/order", {"symbol": market, "origClientOrderId": client_id})
 
-    def open_orders(self) -> list[dict]:
-        return self._signed("GET", "/api/v3/openOrders", {})
+    def raw_open_orders(self) -> list[dict]:
+        return self._signed("GET", "/api/v3/openOrders", {}, expect=list)
 
     def cancel_order(self, market: str, client_id: str) -> dict:
         return self._signed("DELETE", "/api/v3/order", {"symbol": market, "origClientOrderId": client_id})
 
-    def place_order_safely(self, market: str, side: str, quantity: Decimal, *, client_id: str,
-                           price: Decimal | None = None, time_in_force: str = "IOC", lookups: int = 5) -> dict:
-        """Place once, whatever the network does: after an unknown outcome, look the order up by its
-        client id before anything else, and never send it again while it may exist."""
-        try:
-            return self._with_backoff(lambda: self.place_order(market, side, quantity, price=price,
-                                                               time_in_force=time_in_force, client_id=client_id))
-        except UnknownOutcome as first:
-            return self._recover(client_id, lambda: self.get_order(market, client_id), first, lookups)
-
     # --- plumbing ----------------------------------------------------------------------------
-    def _public(self, method: str, path: str, params: dict | None = None):
+    def _public(self, method: str, path: str, params: dict | None = None, expect: type = dict):
         response = self._send(method, path, params=params)
         self._track(response)
         if response.status_code != 200:
             raise self._error(response)
-        return response.json()
+        return self._json(response, expect)
 
-    def _signed(self, method: str, path: str, params: dict):
+    def _signed(self, method: str, path: str, params: dict, expect: type = dict, *, resynced: bool = False):
         query = dict(params)
         query["recvWindow"] = self.recv_window
         query["timestamp"] = int(time.time() * 1000) + self.clock_offset_ms
@@ -120,23 +192,31 @@ class BinanceAdapter(ExchangeAdapter):
         response = self._send(method, url, headers={"X-MBX-APIKEY": self.api_key}, allow_redirects=False)
         self._track(response)
         if response.status_code != 200:
-            raise self._error(response)
-        return response.json()
+            error = self._error(response)
+            if error.code == -1021 and not resynced:
+                # Our clock left the receive window; the request was not processed. Measure and retry once.
+                self.sync_clock()
+                return self._signed(method, path, params, expect, resynced=True)
+            raise error
+        return self._json(response, expect)
 
     def _track(self, response) -> None:
         for header, value in response.headers.items():
             if header.upper().startswith("X-MBX-USED-WEIGHT-"):
-                self.used_weight[header.upper().removeprefix("X-MBX-USED-WEIGHT-")] = int(value)
+                try:
+                    self.used_weight[header.upper().removeprefix("X-MBX-USED-WEIGHT-")] = int(value)
+                except ValueError:
+                    log.warning("binance: unreadable %s header", header)
 
     def _error(self, response) -> ExchangeError:
         try:
             body = response.json()
-            code, msg = body.get("code"), body.get("msg", "")
-        except ValueError:
+            code, msg = body.get("code"), str(body.get("msg", ""))
+        except (ValueError, AttributeError):
             code, msg = None, response.text[:200]
         kwargs = {"exchange": self.name, "status": response.status_code, "code": code}
         if response.status_code in (418, 429) or code == -1003:
-            return RateLimited(msg or "rate limited", retry_after=float(response.headers.get("Retry-After", 1)), **kwargs)
+            return RateLimited(msg or "rate limited", retry_after=_retry_after(response), **kwargs)
         if code in (-1021, -1022, -2014, -2015):
             return AuthError(msg, **kwargs)
         if code == -2010 and "insufficient balance" in msg.lower():

@@ -4,9 +4,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from trading.engine import fees, get_state
-from trading.exchanges.binance import BinanceAdapter
-from trading.exchanges.upbit import UpbitAdapter
-from trading.live import LiveExecutor, resume_pending
+from trading.execution import resume_pending
+from trading.live import live_executor
 from trading.reconcile import reconcile
 
 
@@ -16,13 +15,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if not (settings.UPBIT_API_KEY and settings.BINANCE_API_KEY):
             raise CommandError("reconcile needs UPBIT_* and BINANCE_* keys")
-        adapters = {
-            "upbit": UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_API_KEY, settings.UPBIT_SECRET_KEY),
-            "binance": BinanceAdapter(settings.BINANCE_REST_URL, settings.BINANCE_API_KEY, settings.BINANCE_SECRET_KEY),
-        }
-        adapters["binance"].sync_clock()
         state = get_state()
-        for pair in resume_pending(state, LiveExecutor(state, fees(), adapters), older_than_s=0):
+        executor = live_executor(state, fees())
+        adapters = executor.venues
+        for pair in resume_pending(state, executor):
             self.stdout.write(f"resumed pair {pair.id} ({pair.symbol}): {pair.state} {pair.note}")
         report = reconcile(state, adapters)
         for line in report["differences"]:

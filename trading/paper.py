@@ -1,0 +1,98 @@
+"""The paper venue: the same interface as the signed adapters, filled against the live books in Redis.
+
+An IOC limit takes the book's levels up to its limit price, a taker at each level; fees as each
+venue charges them (Upbit in KRW on both sides; Binance in the asset received). Orders live in this
+process only: after a crash a paper order is simply absent, and since the ledger is the paper
+account, nothing else can disagree with it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from marketdata.rules import floor_to_step
+
+from .exchanges.errors import OrderNotFound
+from .exchanges.types import LegOrder, LegReport, LegStatus, OpenOrder, TradeFill
+from .fields import money
+from .signals import BINANCE_MIN_NOTIONAL_USDT, UPBIT_MIN_ORDER_KRW, Fees
+
+QUOTE = {"upbit": "KRW", "binance": "USDT"}
+DEFAULT_STEP = Decimal("0.00000001")
+
+
+class PaperVenue:
+    remote = False  # its calls cost nothing: the executor sends legs one after the other
+
+    def __init__(self, name: str, state, fees: Fees):
+        self.name, self.quote = name, QUOTE[name]
+        self.state, self.fee_rate = state, fees.of(name)
+        self._orders: dict[str, LegReport] = {}
+
+    def step(self, symbol: str) -> Decimal:
+        """Both paper venues trade in the coin's Binance lot step, so any fill can be hedged exactly."""
+        rules = self.state.get_rules("binance", symbol)
+        return Decimal(rules["step_size"]) if rules.get("step_size") else DEFAULT_STEP
+
+    def submit(self, order: LegOrder) -> LegReport:
+        book = self.state.get_book(self.name, order.symbol)
+        if book is None:
+            return LegReport(self.name, order.symbol, order.side, order.client_id, LegStatus.REJECTED,
+                             quantity=order.quantity, error="no book")
+        buying = order.side == "buy"
+        levels = book.asks if buying else book.bids
+        limit = order.limit_price
+        wanted = floor_to_step(order.quantity, self.step(order.symbol))
+        available = sum((size for price, size in levels
+                         if limit is None or (price <= limit if buying else price >= limit)), Decimal(0))
+        left = floor_to_step(min(wanted, available), self.step(order.symbol))
+        fills = []
+        for i, (price, size) in enumerate(levels):
+            if left <= 0 or (limit is not None and (price > limit if buying else price < limit)):
+                break
+            part = min(size, left)
+            left -= part
+            if self.name == "upbit" or not buying:
+                fee, asset = money(price * part * self.fee_rate), self.quote
+            else:
+                fee, asset = money(part * self.fee_rate), order.symbol
+            fills.append(TradeFill(f"{order.client_id}-{i}", price, part, fee, asset))
+        executed = sum((f.quantity for f in fills), Decimal(0))
+        report = LegReport(self.name, order.symbol, order.side, order.client_id, LegStatus.DONE, quantity=wanted,
+                           executed=executed, quote_amount=sum((f.price * f.quantity for f in fills), Decimal(0)),
+                           fills=tuple(fills), exchange_order_id=order.client_id,
+                           error="" if executed else "no depth within the limit")
+        self._orders[order.client_id] = report
+        return report
+
+    def lookup(self, symbol: str, client_id: str, *, side: str = "") -> LegReport:
+        if client_id not in self._orders:
+            raise OrderNotFound(f"paper order {client_id} unknown", exchange=self.name)
+        return self._orders[client_id]
+
+    def resolve(self, symbol: str, side: str, client_id: str, sent_at: float | None, first_error: str = "", *,
+                exists: bool = False) -> LegReport:
+        try:
+            return self.lookup(symbol, client_id)
+        except OrderNotFound:
+            return LegReport(self.name, symbol, side, client_id, LegStatus.ABSENT, error="not in this process: never filled")
+
+    def cancel(self, symbol: str, client_id: str) -> LegReport:
+        return self.resolve(symbol, "", client_id, None)
+
+    def open_orders(self) -> list[OpenOrder]:
+        return []
+
+    def cancel_open(self, order: OpenOrder) -> None:
+        return None
+
+    def balances(self) -> dict[str, Decimal]:
+        return {}
+
+    def tradable(self, symbol: str, quantity: Decimal, price: Decimal) -> Decimal:
+        quantity = floor_to_step(quantity, self.step(symbol))
+        minimum = UPBIT_MIN_ORDER_KRW if self.name == "upbit" else BINANCE_MIN_NOTIONAL_USDT
+        return quantity if quantity > 0 and quantity * price >= minimum else Decimal(0)
+
+    def limit_price(self, symbol: str, side: str, price: Decimal) -> Decimal:
+        return price
