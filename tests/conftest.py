@@ -1,8 +1,10 @@
-"""Shared fixtures: a private Redis server, the simulated venue on free ports, feed workers."""
+"""Shared fixtures: the run's own scratch database, a private Redis server, the simulated venue on
+free ports, feed workers."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,8 +18,66 @@ from django.conf import settings
 from marketdata.venue.core import Venue
 from marketdata.venue.market import MarketModel
 from marketdata.venue.server import VenueServer, VenueThread
-from tests.support import PrivateRedis, free_port  # noqa: F401  (free_port is re-exported)
+from tests.support import PrivateRedis, database_url, free_port  # noqa: F401  (free_port is re-exported)
 from trading.state import BookRecord, FxRecord, PriceRecord, StateManager
+
+SQLITE = "django.db.backends.sqlite3"
+
+
+def pytest_configure(config):
+    """Name this run's scratch database and point every process the tests start at it.
+
+    `make test` passes DATABASE_TEST_NAME (so that it can drop the database even after a crash);
+    any other run gets a name of its own here: kimp_test_<pid>_<random> on PostgreSQL, a file
+    .run/test-<pid>-<random>.sqlite3 on SQLite. Django creates it (on PostgreSQL through the
+    server's `postgres` database), and drops it at the end of the session; nothing else is touched.
+    """
+    db = settings.DATABASES["default"]
+    expected = os.environ.get("KIMP_TEST_DB_ENGINE")  # set by `make test` for each of its two runs
+    if expected and db["ENGINE"].rsplit(".", 1)[-1] != expected:
+        raise pytest.UsageError(f"this run should use {expected} but DATABASE_URL selects {db['ENGINE']}")
+    test = db.setdefault("TEST", {})
+    if not os.environ.get("DATABASE_TEST_NAME"):
+        token = f"{os.getpid()}_{secrets.token_hex(4)}"
+        if db["ENGINE"] == SQLITE:
+            test["NAME"] = str(Path(settings.BASE_DIR) / ".run" / f"test-{token}.sqlite3")
+        else:
+            test["NAME"] = f"{db['NAME']}_test_{token}"[-63:]  # PostgreSQL keeps 63 bytes of a name
+    if db["ENGINE"] == SQLITE:
+        Path(test["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Settings were read at start-up; this is for subprocesses (workers, servers, commands).
+    os.environ["DATABASE_URL"] = database_url(test["NAME"])
+
+
+def pytest_report_header(config):
+    db = settings.DATABASES["default"]
+    where = "" if db["ENGINE"] == SQLITE else f" on {db.get('HOST') or 'local socket'}:{db.get('PORT') or 5432}"
+    return f"database: {db['ENGINE'].rsplit('.', 1)[-1]}, scratch {db['TEST']['NAME']}{where}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if settings.DATABASES["default"]["ENGINE"] != SQLITE:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (make test runs the suite on it)")
+    for item in items:
+        if item.get_closest_marker("postgresql"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's scratch database, and before it drops the database: end the sessions that
+    threads or processes of the tests may have left open on it, or PostgreSQL refuses the DROP."""
+    yield
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        connections.close_all()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests and the benchmarks: free ports and a private redis-server."""
+"""Helpers shared by the tests and the benchmarks: free ports, a private redis-server, and the
+DATABASE_URL that points the processes a test starts at the test database."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from urllib.parse import quote, urlencode
 
 import redis
 
@@ -67,3 +69,59 @@ def stop_processes(procs, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def database_url(name: str | None = None, alias: str = "default") -> str:
+    """A DATABASE_URL for this process's database `alias` (by default the one it uses now: inside a
+    test, the scratch test database), with `name` instead of its NAME when given. The Celery workers,
+    servers and commands a test starts get it, so that they read and write what the test sees."""
+    from django.db import connections
+
+    db = connections[alias].settings_dict
+    name = name or db["NAME"]
+    engine = db["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        return f"sqlite:///{name}"
+    if engine != "django.db.backends.postgresql":
+        raise NotImplementedError(f"no DATABASE_URL for the {engine} engine")
+    auth = ""
+    if db.get("USER"):
+        auth = quote(str(db["USER"]), safe="")
+        if db.get("PASSWORD"):
+            auth += ":" + quote(str(db["PASSWORD"]), safe="")
+        auth += "@"
+    host = quote(str(db.get("HOST") or ""), safe="")  # a socket directory is quoted whole
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    options = {k: v for k, v in (db.get("OPTIONS") or {}).items() if isinstance(v, str | int)}
+    query = f"?{urlencode(options)}" if options else ""
+    return f"postgres://{auth}{host}{port}/{quote(str(name), safe='')}{query}"
+
+
+def drop_scratch_database(url: str, name: str) -> bool:
+    """Drop the scratch database `name` on the PostgreSQL server of `url`, if it is still there (a
+    run that died before pytest-django dropped it). Only names `make test` makes are accepted."""
+    import re
+
+    import psycopg
+    from psycopg import sql
+
+    if not re.fullmatch(r"kimp_test_[0-9]+_[0-9a-f]+", name):
+        raise ValueError(f"{name!r} is not a scratch database name of `make test`")
+    with psycopg.connect(url, dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            return False
+        force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force))
+        return True
+
+
+if __name__ == "__main__":
+    # `python -m tests.support drop-database NAME`, with DATABASE_URL naming the server: make test's
+    # clean-up after the suite, whatever happened to it.
+    import os
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "drop-database":
+        sys.exit("usage: python -m tests.support drop-database NAME   (DATABASE_URL names the server)")
+    if drop_scratch_database(os.environ["DATABASE_URL"], sys.argv[2]):
+        print(f"dropped the scratch database {sys.argv[2]} that the run left behind")

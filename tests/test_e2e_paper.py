@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from arbproject.celery import app as celery_app
 from liveguard.models import GuardEvent
@@ -17,7 +16,7 @@ from liveguard.services import set_kill_switch, update_limits
 from marketdata.feeds.binance import BinanceFeed
 from marketdata.feeds.upbit import UpbitFeed
 from tests.conftest import RunningFeed, feed_kwargs, wait_for
-from tests.support import stop_processes
+from tests.support import database_url, stop_processes
 from trading.dispatcher import Dispatcher
 from trading.models import Pair, Position, Signal
 from trading.tasks import evaluate_symbol
@@ -29,7 +28,7 @@ SYMBOLS = ["BTC", "ETH", "XRP"]
 
 def start_workers(redis_url, count):
     """Real Celery worker processes on the private broker and the shared test database."""
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}"}
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url()}
     procs = [subprocess.Popen(
         [str(Path(sys.executable).parent / "celery"), "-A", "arbproject", "worker", "-P", "solo", "-l", "warning",
          "--without-mingle", "--without-gossip", "--without-heartbeat", "-n", f"e2e-{os.getpid()}-{i}@%h"],

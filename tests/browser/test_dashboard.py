@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 from django.contrib.auth.models import User
 
 from liveguard.models import GuardEvent, KillSwitch
 from tests.conftest import wait_for
-from tests.support import free_port, stop_processes
+from tests.support import database_url, free_port, stop_processes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -30,7 +29,7 @@ ARTIFACTS = ROOT / "artifacts"
 @pytest.fixture
 def system(redis_url):
     up, bn, web = free_port(), free_port(), free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url(),
            "UPBIT_REST_URL": f"http://127.0.0.1:{up}", "UPBIT_WS_URL": f"ws://127.0.0.1:{up}/websocket/v1",
            "BINANCE_REST_URL": f"http://127.0.0.1:{bn}", "BINANCE_WS_URL": f"ws://127.0.0.1:{bn}", "LOG_LEVEL": "WARNING",
            "FX_REFERENCE_URL": f"http://127.0.0.1:{up}/v1/forex/recent?codes=FRX.KRWUSD"}

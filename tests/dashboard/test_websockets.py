@@ -13,11 +13,10 @@ import pytest
 import redis
 import requests
 import websocket
-from django.conf import settings
 
 from liveguard.services import set_kill_switch
 from tests.conftest import wait_for
-from tests.support import free_port, stop_processes
+from tests.support import database_url, free_port, stop_processes
 from trading.state import SIGNALS_CHANNEL, MetricsRecord, SignalRecord
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def server(redis_url):
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url(),
            "LOG_LEVEL": "WARNING"}
     bin_dir = Path(sys.executable).parent
     procs = [
