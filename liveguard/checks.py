@@ -1,7 +1,13 @@
-"""Configuration rules that make trading unsafe, as Django system checks (`manage.py check`)."""
+"""Configuration rules that make trading unsafe, as Django system checks (`manage.py check`).
+
+The live-mode rules are also enforced at run time by every process that can send an order
+(`assert_live_mode_safe`): the Celery worker and beat at start, the web server and management
+commands at start (LiveguardConfig.ready), and every build of the live executor.
+"""
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import ERROR, Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 LIVE_CONFIRM_PHRASE = "I understand this sends real orders"
 
@@ -26,6 +32,20 @@ def live_mode_checks(app_configs=None, **kwargs):
     if settings.DEBUG:
         problems.append(Warning("DJANGO_DEBUG=true in live mode exposes internals in error pages.", id="kimp.W001"))
     return problems
+
+
+def live_mode_problems() -> list[str]:
+    """Why live mode is unsafe right now (no keys, no explicit opt-in, the insecure secret key); [] when safe."""
+    return [p.msg for p in live_mode_checks() if p.level >= ERROR]
+
+
+def assert_live_mode_safe() -> None:
+    """Raise ImproperlyConfigured with every reason when LIVE_MODE is on but unsafe; no-op in paper mode."""
+    if not settings.LIVE_MODE:
+        return
+    problems = live_mode_problems()
+    if problems:
+        raise ImproperlyConfigured("live mode refused: " + " ".join(problems))
 
 
 @register("kimp")

@@ -1,24 +1,31 @@
 """Every safety check that stands between a signal and a pair of orders.
 
 Checks run cheapest first; the first that fails blocks the pair and is recorded with its reason.
-The last check reserves a trade slot and the exposure atomically in Redis, so concurrent workers
-cannot both pass a limit that only one trade fits under.
+The last check reserves a trade slot, the exposure and the buy venue's quote atomically in Redis,
+so concurrent workers cannot both pass a limit that only one trade fits under.
+
+Fail closed: the kill switch and the pauses are read from the Redis mirror *and* the database
+(either engaged blocks); a mirror that cannot be read blocks; a reservation is refused until the
+database has been mirrored into Redis (after a flush or restart the counters are rebuilt first).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from zoneinfo import ZoneInfo
 
+import redis
 from django.conf import settings
 from django.db.models import Sum
 
-from trading.state import FxRecord, StateManager
+from trading.state import QUOTE_UNIT, FxRecord, StateManager
 
-from .models import GuardEvent, GuardLimits, KillSwitch
+from .models import GuardEvent, GuardLimits, KillSwitch, SymbolPause
 
 log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
@@ -38,6 +45,14 @@ class Reservation:
     hour: str
     day: str
     exposure_krw: int
+    quote_venue: str = ""  # the buy venue whose quote is reserved ("" = none)
+    quote_units: int = 0  # in trading.state.QUOTE_UNIT (hundredths of KRW or USDT)
+    reservation_id: str = ""
+
+
+def quote_units(amount: Decimal, rounding: str = ROUND_CEILING) -> int:
+    """An amount of quote in whole QUOTE_UNITs: what a pair needs rounds up, what is held rounds down."""
+    return int((amount / QUOTE_UNIT).to_integral_value(rounding=rounding))
 
 
 def trading_day_keys(now: datetime | None = None) -> tuple[str, str]:
@@ -51,13 +66,40 @@ def start_of_trading_day(now: datetime | None = None) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-def kill_switch_engaged(state: StateManager) -> bool:
-    """The Redis mirror first; the database (the truth, and what survives restarts) when it is missing."""
-    mirrored = state.kill_switch()
-    if mirrored is None:
-        mirrored = KillSwitch.load().engaged
-        state.set_kill_switch(mirrored)
-    return mirrored
+def start_of_trading_hour(now: datetime | None = None) -> datetime:
+    local = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.TRADING_DAY_TZ))
+    return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def db_kill_switch() -> bool:
+    """The kill switch as committed in the database (the truth)."""
+    return bool(KillSwitch.objects.filter(pk=1).values_list("engaged", flat=True).first())
+
+
+def db_paused(symbol: str) -> bool:
+    return SymbolPause.objects.filter(symbol=symbol).exists()
+
+
+def kill_switch_engaged(state: StateManager, mirrored=UNSET) -> bool:
+    """Engaged when the Redis mirror or the database says so, or when the mirror cannot be read.
+
+    A mirror that is missing (Redis flushed or restarted) or disagrees with the database is
+    written again from the database.
+    """
+    if mirrored is UNSET:
+        try:
+            mirrored = state.kill_switch()
+        except redis.RedisError as exc:
+            log.error("kill switch mirror unreadable (%s): trading blocked", exc)
+            return True
+    engaged = db_kill_switch()
+    if mirrored is None or (engaged and not mirrored):
+        try:
+            state.set_kill_switch(engaged)
+        except redis.RedisError as exc:
+            log.error("kill switch mirror not restored (%s)", exc)
+            return True
+    return engaged or bool(mirrored)
 
 
 def realized_pnl_since(since: datetime | None) -> Decimal:
@@ -84,8 +126,8 @@ class Guard:
 
     # --- the checks ------------------------------------------------------------------------------
     def check_kill_switch(self, mirrored=UNSET) -> Block | None:
-        engaged = kill_switch_engaged(self.state) if mirrored is UNSET or mirrored is None else mirrored
-        if engaged:
+        """mirrored: the value read from Redis with the evaluation (None: missing), or UNSET to read it."""
+        if kill_switch_engaged(self.state, mirrored):
             return Block("kill_switch", "kill switch engaged")
         return None
 
@@ -95,7 +137,8 @@ class Guard:
         return None
 
     def check_paused(self, symbol: str, paused: bool) -> Block | None:
-        if paused:
+        """paused: the Redis mirror's answer; the database is asked too (a pause survives a lost mirror)."""
+        if paused or db_paused(symbol):
             return Block("paused", f"{symbol} is paused by an operator")
         return None
 
@@ -183,25 +226,72 @@ class Guard:
             return Block("total_loss", f"total loss {total:.0f} KRW reached the limit {limits.max_total_loss:.0f} KRW")
         return None
 
-    def reserve(self, symbol: str, notional_krw: Decimal) -> Reservation | Block:
+    def reserve(self, symbol: str, notional_krw: Decimal, *, quote_venue: str | None = None,
+                quote_needed: Decimal | None = None,
+                quote_available: Decimal | Callable[[], Decimal] | None = None) -> Reservation | Block:
+        """Take a trade slot, the coin's exposure and (with quote_venue) the quote the buy leg spends.
+
+        quote_needed: quote the buy venue spends (its price x quantity x (1 + fee)), in the
+        venue's quote currency. quote_available: the ledger's balance of that quote, or a callable
+        that reads it; by default the guard reads the ledger itself. Read by the guard (callable
+        or default), the balance is checked against settlements that landed meanwhile, so a
+        balance that predates a settled pair is never paired with that pair's released
+        reservation. Reservations of every coin on the venue count against the balance.
+        """
+        from .services import mirror_guard_state
+
         limits = self.limits
         hour, day = trading_day_keys()
-        exposure = int(notional_krw.to_integral_value(rounding="ROUND_CEILING"))
-        result = self.state.reserve_trade(
-            symbol, hour, day, exposure, max_per_hour=limits.max_trades_per_hour, max_per_day=limits.max_trades_per_day,
-            max_exposure_krw=int(limits.max_position_size),
-        )
+        exposure = int(notional_krw.to_integral_value(rounding=ROUND_CEILING))
+        quote = {}
+        reservation_id = ""
+        if quote_venue:
+            reservation_id = uuid.uuid4().hex
+            if quote_available is None:
+                from trading import ledger
+
+                def quote_available() -> Decimal:
+                    return ledger.balance(quote_venue, ledger.QUOTE[quote_venue])
+            quote = {"quote_venue": quote_venue, "quote_units": quote_units(quote_needed or Decimal(0)),
+                     "reservation_id": reservation_id}
+        result = available = None
+        for _ in range(3):
+            if quote_venue:
+                version = self.state.quote_version(quote_venue) if callable(quote_available) else None
+                available = quote_available() if callable(quote_available) else quote_available
+                quote.update(quote_available_units=quote_units(available, ROUND_FLOOR), quote_version=version)
+            result = self.state.reserve_trade(
+                symbol, hour, day, exposure, max_per_hour=limits.max_trades_per_hour,
+                max_per_day=limits.max_trades_per_day, max_exposure_krw=int(limits.max_position_size),
+                require_mirrored=True, **quote,
+            )
+            if result == "unmirrored":
+                mirror_guard_state(self.state)  # Redis lost the counters: rebuild them from the database
+            elif result != "quote_changed":  # else a pair settled since the balance was read: read again
+                break
         if result == "ok":
-            return Reservation(symbol, hour, day, exposure)
+            return Reservation(symbol, hour, day, exposure, quote_venue or "", quote.get("quote_units", 0), reservation_id)
         messages = {
             "trades_per_hour": f"{limits.max_trades_per_hour} trades this hour already",
             "trades_per_day": f"{limits.max_trades_per_day} trades today already",
             "position_size": f"{symbol} exposure would exceed {limits.max_position_size:.0f} KRW",
+            "quote_balance": f"{quote_venue} quote: {quote_needed} needed, {available} in the ledger less what pairs in "
+                             f"flight reserved",
+            "quote_changed": f"{quote_venue} quote kept changing while reserving",
+            "unmirrored": "guard state not mirrored into Redis",
         }
         return Block(result, messages.get(result, result))
 
     def release(self, reservation: Reservation) -> None:
-        self.state.release_trade(reservation.symbol, reservation.hour, reservation.day, reservation.exposure_krw)
+        """Give back everything a reservation took: its pair was never sent, or nothing filled."""
+        self.state.release_trade(reservation.symbol, reservation.hour, reservation.day, reservation.exposure_krw,
+                                 reservation.quote_venue or None, reservation.reservation_id)
+
+    def settle(self, reservation: Reservation) -> None:
+        """The pair's fills are in the ledger (committed): give back its quote reservation, since the
+        ledger's balance now shows the spend. The trade slot and the exposure stay taken."""
+        if reservation.quote_venue and reservation.reservation_id:
+            self.state.settle_quote(reservation.quote_venue, reservation.reservation_id)
 
     # --- circuit breaker ---------------------------------------------------------------------
     def maybe_trip_breaker(self, total_balance_krw: Decimal, var_95: Decimal | None = None) -> str | None:

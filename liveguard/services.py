@@ -1,18 +1,52 @@
-"""Changing the controls: always audited, always mirrored to the hot state at once."""
+"""Changing the controls: always audited, always mirrored to the hot state at once.
+
+The database is the record of truth; Redis holds the mirror every evaluation reads. The rule for
+every control: the safe direction goes first. Engaging (the kill switch, a pause) is written to
+Redis first and then committed; releasing is committed first and then written to Redis. A Redis
+error never stops an engage from being committed: the guard reads the database as well as the
+mirror (either engaged blocks), and beat re-mirrors the database every second
+(`mirror_guard_state`), so a mirror left behind is corrected.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+
+from .guard import start_of_trading_day, start_of_trading_hour, trading_day_keys
 from .models import AuditLog, GuardLimits, KillSwitch, SymbolPause, save_audited
+
+log = logging.getLogger(__name__)
+
+
+def _mirror(write: Callable[[], object], what: str) -> bool:
+    """Write to the Redis mirror; a failure is logged, never raised (the database decides)."""
+    try:
+        write()
+        return True
+    except redis.RedisError as exc:
+        log.error("Redis mirror not updated (%s): %s; the guard reads the database, beat re-mirrors it", what, exc)
+        return False
 
 
 def set_kill_switch(state, engaged: bool, user=None, reason: str = "") -> KillSwitch:
-    """Engage or release the kill switch: database first (the truth), then the Redis mirror."""
+    """Engage: Redis first, then the database. Release: the database first, then Redis."""
+    if engaged:
+        _mirror(lambda: state.set_kill_switch(True), "kill switch engaged")
     switch = KillSwitch.load()
     switch.engaged = engaged
     switch.reason = reason[:200]
     switch.changed_by = user if user is not None and user.is_authenticated else None
     save_audited(switch, user)
-    state.set_kill_switch(engaged)
+    # Mirror the committed value (again, for an engage: a re-mirror may have overwritten it meanwhile).
+    _mirror(lambda: state.set_kill_switch(engaged), "kill switch " + ("engaged" if engaged else "released"))
     return switch
 
 
@@ -36,19 +70,83 @@ def update_limits(state=None, user=None, **changes) -> GuardLimits:
 
 
 def pause_symbol(state, symbol: str, user=None, reason: str = "") -> SymbolPause:
-    pause, created = SymbolPause.objects.get_or_create(symbol=symbol, defaults={"reason": reason[:200], "paused_by": _user(user)})
-    if created:
-        AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="trading", new_value="paused", user=_user(user))
-    state.set_paused(SymbolPause.objects.values_list("symbol", flat=True))
+    """Engage a pause: Redis first, then the database, then the whole set re-mirrored."""
+    _mirror(lambda: state.add_paused(symbol), f"pause {symbol}")
+    with transaction.atomic():
+        pause, created = SymbolPause.objects.get_or_create(symbol=symbol, defaults={"reason": reason[:200],
+                                                                                  "paused_by": _user(user)})
+        if created:
+            AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="trading", new_value="paused",
+                                    user=_user(user))
+    _mirror(lambda: state.set_paused(SymbolPause.objects.values_list("symbol", flat=True)), f"pause {symbol}")
     return pause
 
 
 def resume_symbol(state, symbol: str, user=None) -> bool:
-    deleted, _ = SymbolPause.objects.filter(symbol=symbol).delete()
-    if deleted:
-        AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="paused", new_value="trading", user=_user(user))
-    state.set_paused(SymbolPause.objects.values_list("symbol", flat=True))
+    """Release a pause: the database first, then Redis."""
+    with transaction.atomic():
+        deleted, _ = SymbolPause.objects.filter(symbol=symbol).delete()
+        if deleted:
+            AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="paused", new_value="trading",
+                                    user=_user(user))
+    _mirror(lambda: state.set_paused(SymbolPause.objects.values_list("symbol", flat=True)), f"resume {symbol}")
     return bool(deleted)
+
+
+def counted_pairs(since: datetime):
+    """The pairs that hold a trade slot, created since `since`.
+
+    A pair counts when it was sent: every opening pair (closing pairs take no slot) of the current
+    mode, except a failed one with nothing filled: its reservation was given back before or
+    without sending (the executor raised, or no leg filled). Pending pairs are in flight and count.
+    This is exactly what the Redis counters hold: reservations taken less reservations released.
+    """
+    from trading.models import Pair
+
+    mode = "live" if settings.LIVE_MODE else "paper"
+    return (Pair.objects.filter(kind=Pair.Kind.OPEN, mode=mode, created_at__gte=since)
+            .exclude(state=Pair.State.FAILED, quantity=0))
+
+
+def trades_from_database(now: datetime | None = None) -> tuple[int, int]:
+    """(this hour's, this trading day's) pairs by `counted_pairs`, hours and days in TRADING_DAY_TZ."""
+    now = now or datetime.now(UTC)
+    hour_start = start_of_trading_hour(now)
+    counts = counted_pairs(start_of_trading_day(now)).aggregate(
+        day=Count("pk"), hour=Count("pk", filter=Q(created_at__gte=hour_start)))
+    return counts["hour"] or 0, counts["day"] or 0
+
+
+def exposure_from_database() -> dict[str, int]:
+    """Each coin's exposure in whole KRW, rounded up: the position's entry notional (engine.sync_exposure)."""
+    from trading.models import Position
+
+    return {p.symbol: int((p.entry_buy_price * p.quantity).to_integral_value(rounding=ROUND_CEILING))
+            for p in Position.objects.all()}
+
+
+def mirror_guard_state(state=None, now: datetime | None = None) -> dict:
+    """Write the database's guard state into Redis: the kill switch and the pauses always; the
+    trade counters (this hour's and this KST day's pairs) and each coin's exposure when Redis lost
+    them (flushed or restarted), only ever raising them. Run every second by beat, at the start of
+    the worker and of beat, and by a reservation that finds Redis not yet mirrored."""
+    if state is None:
+        from trading.engine import get_state
+
+        state = get_state()
+    now = now or datetime.now(UTC)
+    hour, day = trading_day_keys(now)
+    trades_hour, trades_day = trades_from_database(now)
+    kill = bool(KillSwitch.objects.filter(pk=1).values_list("engaged", flat=True).first())
+    paused = list(SymbolPause.objects.values_list("symbol", flat=True))
+    exposure = exposure_from_database()
+    rebuilt, raised = state.mirror_guard(kill_switch=kill, paused=paused, hour=hour, day=day, trades_hour=trades_hour,
+                                         trades_day=trades_day, exposure_krw=exposure)
+    if rebuilt:
+        log.warning("guard state rebuilt in Redis from the database: %s trades this hour, %s today, exposure %s",
+                    trades_hour, trades_day, exposure)
+    return {"kill_switch": kill, "paused": sorted(paused), "trades_hour": trades_hour, "trades_day": trades_day,
+            "exposure_krw": exposure, "rebuilt": rebuilt, "raised": raised}
 
 
 def _user(user):

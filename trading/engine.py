@@ -238,7 +238,8 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
         raise
     executor.publish(pair, tick)  # Redis mirrors the ledger once the ledger has it
     if pair.stage != Pair.Stage.CLOSED:
-        guard.settle(reservation)  # the exposure stays reserved; the ledger will show the quote once resolved
+        # [fail-closed 8.5] Slot, exposure and quote all stay reserved: orders may be live and the ledger
+        # does not show their spend yet; the quote reservation lapses after QUOTE_HOLD_MS, once resume has booked it.
         Signal.objects.filter(pk=signal.pk).update(reason=pair.note[:300])
         return "unresolved"
     position = Position.objects.filter(symbol=symbol).first()
@@ -258,9 +259,8 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
 
 
 def _executor_raised(state, guard, reservation, pair: Pair, signal: Signal, exc: BaseException) -> None:
-    if record_executor_failure(state, pair, exc):
-        guard.settle(reservation)
-    else:
+    # [fail-closed 8.5] When orders may exist, everything stays reserved, the quote too (it lapses after QUOTE_HOLD_MS).
+    if not record_executor_failure(state, pair, exc):
         Signal.objects.filter(pk=signal.pk).update(outcome=Signal.Outcome.FAILED, reason="executor raised")
         guard.release(reservation)
 

@@ -261,7 +261,9 @@ class HealthView(APIView):
             reconciliation = state.reconciliation()
             if settings.LIVE_MODE:
                 body["reconciliation"] = reconciliation or {"ok": False, "differences": ["not run yet"]}
-                if not body["reconciliation"].get("ok"):
+                if body["reconciliation"].get("stale"):  # expired: a stale "ok" keeps nothing open
+                    problems.append(f"reconciliation stale (last checked {body['reconciliation'].get('checked_at')})")
+                elif not body["reconciliation"].get("ok"):
                     problems.append("ledger and venues disagree (reconciliation)")
             else:
                 body["reconciliation"] = {"ok": True, "mode": "paper: the ledger is the venue"}
