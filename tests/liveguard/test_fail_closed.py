@@ -182,6 +182,19 @@ def test_beat_is_scheduled_every_second():
     assert entry["schedule"] == 1.0
 
 
+def test_worker_and_beat_start_up_mirror_the_database(state, redis_client):
+    from arbproject.celery import _beat_init, _worker_ready
+
+    services.pause_symbol(state, "SOL")
+    KillSwitch.objects.update_or_create(pk=1, defaults={"engaged": True})
+    redis_client.flushdb()
+    _worker_ready()
+    assert state.kill_switch() is True and state.paused_symbols() == {"SOL"} and state.guard_mirrored()
+    redis_client.flushdb()
+    _beat_init()  # paper mode: safe to start, then the mirror
+    assert state.kill_switch() is True and state.guard_mirrored()
+
+
 def test_counters_are_rebuilt_from_the_pairs_of_the_current_hour_and_kst_day(state):
     now = datetime(2026, 3, 10, 5, 30, tzinfo=UTC)  # 14:30 KST: the hour began 05:00 UTC, the day 15:00 UTC on the 9th
     pair(now - timedelta(minutes=20))  # this hour
