@@ -83,7 +83,8 @@ def take(levels: list[Level], quantity: Decimal) -> list[Level]:
 
 
 def to_krw(exchange: str, amount: Decimal, fx: Decimal) -> Decimal:
-    return amount * fx if exchange == "binance" else amount
+    """An amount in the venue's quote, in KRW at the pair's rate."""
+    return amount if ledger.QUOTE[exchange] == "KRW" else amount * fx
 
 
 def client_id(pair: Pair, role: str, side: str, seq: int = 0) -> str:
@@ -388,13 +389,14 @@ class PairExecutor:
 
     @staticmethod
     def _fee_krw(order: Order, fx: Decimal) -> Decimal:
+        """A fee in KRW: in the venue's quote, or in the coin traded (valued at the order's price)."""
         if not order.fee:
             return ZERO
+        if order.fee_asset == ledger.QUOTE[order.exchange]:
+            return to_krw(order.exchange, order.fee, fx)
         if order.fee_asset == "KRW":
             return order.fee
-        if order.fee_asset == "USDT":
-            return order.fee * fx
-        return order.fee * order.average_price * fx  # Binance buy: fee in the coin
+        return to_krw(order.exchange, order.fee * order.average_price, fx)  # the coin (third assets: issue 9)
 
     # --- hot state ------------------------------------------------------------------------------
     def publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None:

@@ -15,7 +15,10 @@ from .signals import Fees
 
 
 def live_venues() -> dict:
-    """Both signed adapters from the settings (callers check that live mode is safe first)."""
+    """Both signed adapters from the settings; refused (ImproperlyConfigured) while live mode is unsafe."""
+    from liveguard.checks import assert_live_mode_safe
+
+    assert_live_mode_safe()
     adapters = {
         "upbit": UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_API_KEY, settings.UPBIT_SECRET_KEY,
                               timeout=settings.EXCHANGE_TIMEOUT_S),

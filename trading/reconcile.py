@@ -29,19 +29,12 @@ def reconcile(state, adapters: dict) -> dict:
     differences, cancelled, adopted = [], [], []
     exchange_balances = {}
     for venue, adapter in adapters.items():
-        exchange_balances[venue] = adapter.balances()
-        orphans = 0
-        for order in adapter.open_orders():
-            if order.client_id and Order.objects.filter(client_order_id=order.client_id).exists():
-                adopted.append(f"{venue}:{order.client_id}")
-                continue
-            adapter.cancel_open(order)
-            orphans += 1
-            cancelled.append(f"{venue}:{order.client_id or order.exchange_order_id}")
-            log.warning("reconcile: cancelled orphan order %s on %s", order.client_id or order.exchange_order_id, venue)
-        # Cancelling released locked funds; read again so the comparison sees the settled state.
-        if orphans:
-            exchange_balances[venue] = adapter.balances()
+        try:
+            exchange_balances[venue] = _read_venue(venue, adapter, differences, cancelled, adopted)
+        except Exception as exc:  # noqa: BLE001 — a venue we cannot read is a venue we cannot trust
+            differences.append(f"{venue}: could not be read ({type(exc).__name__}: {str(exc)[:120]})")
+    if len(exchange_balances) < len(adapters):
+        return _record(state, differences, cancelled, adopted)
     if not LedgerEntry.objects.exists():
         with transaction.atomic():
             for venue, balances in exchange_balances.items():
@@ -59,6 +52,30 @@ def reconcile(state, adapters: dict) -> dict:
     open_pairs = Pair.objects.filter(stage__in=OPEN_STAGES, mode="live").count()
     if open_pairs:
         differences.append(f"{open_pairs} live pair(s) not settled yet")
+    return _record(state, differences, cancelled, adopted)
+
+
+def _read_venue(venue: str, adapter, differences: list, cancelled: list, adopted: list) -> dict:
+    """The venue's balances after cancelling orphans (orders no ledger row knows)."""
+    orphans = 0
+    for order in adapter.open_orders():
+        if order.client_id and Order.objects.filter(client_order_id=order.client_id).exists():
+            adopted.append(f"{venue}:{order.client_id}")
+            continue
+        name = order.client_id or order.exchange_order_id
+        try:
+            adapter.cancel_open(order)
+        except Exception as exc:  # noqa: BLE001 — it may or may not be cancelled: the next run sees
+            differences.append(f"{venue}: cancel of orphan {name} unconfirmed ({type(exc).__name__})")
+            continue
+        orphans += 1
+        cancelled.append(f"{venue}:{name}")
+        log.warning("reconcile: cancelled orphan order %s on %s", name, venue)
+    # Cancelling released locked funds; read again so the comparison sees the settled state.
+    return adapter.balances()
+
+
+def _record(state, differences: list, cancelled: list, adopted: list) -> dict:
     report = {"ok": not differences, "differences": differences, "cancelled": cancelled, "adopted": adopted}
     state.set_reconciliation(report)
     if differences:

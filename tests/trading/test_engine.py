@@ -7,6 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from liveguard.guard import trading_day_keys
 from liveguard.models import GuardEvent, GuardLimits, KillSwitch
 from trading import engine, ledger
 from trading.models import Balance, Fill, LedgerEntry, Order, Pair, Position, Signal
@@ -250,3 +251,41 @@ def test_a_crash_before_anything_was_sent_fails_the_pair_and_frees_the_limit(sta
     assert Fill.objects.count() == 0 and not Position.objects.exists()
     assert not LedgerEntry.objects.exclude(kind="deposit").exists()  # deposits only
     assert engine.evaluate_symbol("BTC", state=state) == "executed"
+
+
+@pytest.mark.parametrize("failure", ["soft_time_limit", "html_body", "bug"])
+def test_any_failure_once_orders_may_exist_leaves_the_pair_open_never_failed(state, market, failure):
+    """Celery's soft time limit, a body that is not JSON, a plain bug: all the same to the money."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    errors = {"soft_time_limit": SoftTimeLimitExceeded(), "html_body": ValueError("Expecting value: line 1 column 1"),
+              "bug": KeyError("fills")}
+    executor = engine.default_executor(state, engine.fees())
+
+    def fail(step, pair):
+        if step == "legs_booked":
+            raise errors[failure]
+
+    executor.checkpoint = fail
+    market("BTC", **JUMP)
+    with pytest.raises(type(errors[failure])):
+        engine.evaluate_symbol("BTC", state=state, executor=executor)
+    pair = Pair.objects.get()
+    assert pair.state == "pending" and pair.stage == "sending" and pair.lease_until is None
+    assert Signal.objects.get().outcome == "executed"
+    hour, day = trading_day_keys()
+    assert state.trades_counted(hour, day) == (1, 1)  # the limit still counts it: it may have traded
+    assert state.exposure("BTC") > 0
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:paused"
+
+
+def test_the_coin_lock_is_held_for_the_whole_pair_however_long_it_takes(state):
+    import time
+
+    from trading.execution import held_lock
+
+    token = state.acquire_lock("symbol:BTC", 300)
+    with held_lock(state, "symbol:BTC", token, 300):
+        time.sleep(1.0)  # three TTLs
+        assert state.acquire_lock("symbol:BTC", 300) is None  # still ours
+    assert state.release_lock("symbol:BTC", token)

@@ -289,3 +289,30 @@ def test_redis_unavailable_for_two_seconds_while_a_leg_is_unknown(state, venue, 
     monkeypatch.setattr(state.redis, "execute_command", real)
     settle(state, venue, key)
     assert_invariant(venue, key)
+
+
+CANCEL_PATH = {"binance": "/api/v3/order", "upbit": "/v1/order"}
+
+
+@pytest.mark.parametrize("exchange", ["binance", "upbit"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_cancel_of_an_orphan_fails(state, venue, exchange, kind):
+    """Reconciliation cancels an order no ledger row knows; a cancel that fails is reported, never
+    assumed, and the next run finishes the job."""
+    from trading.reconcile import reconcile
+
+    key = new_account(venue)
+    ads = adapters(venue, key)
+    bid, ask = tops(venue)[exchange]
+    far = ads[exchange].limit_price("BTC", "sell", ask * 2)  # rests: nobody buys at twice the ask
+    if exchange == "binance":
+        ads[exchange].place_order("BTCUSDT", "SELL", D("0.01"), price=far, time_in_force="GTC", client_id=f"stray-{key}")
+    else:
+        ads[exchange].place_order("KRW-BTC", "ask", "limit", volume=D("0.01"), price=far, identifier=f"stray-{key}")
+    fault(venue, exchange, CANCEL_PATH[exchange], kind, method="DELETE")
+    first = reconcile(state, ads)
+    assert first["ok"] is False or first["cancelled"]  # never a silent "ok" while the orphan may stand
+    control(venue, None, "clear_faults")
+    second = reconcile(state, ads)
+    assert second["ok"], second["differences"]
+    assert not any(o.open for _, o in venue_orders(venue, key))

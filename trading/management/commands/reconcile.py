@@ -13,8 +13,8 @@ class Command(BaseCommand):
     help = "Reconcile the venues with the ledger (run at start-up in live mode)."
 
     def handle(self, *args, **options):
-        if not (settings.UPBIT_API_KEY and settings.BINANCE_API_KEY):
-            raise CommandError("reconcile needs UPBIT_* and BINANCE_* keys")
+        if not settings.LIVE_MODE:
+            raise CommandError("reconcile talks to the exchanges with the trading keys: it needs LIVE_MODE=true")
         state = get_state()
         executor = live_executor(state, fees())
         adapters = executor.venues
