@@ -62,6 +62,10 @@ class PairRequest:
     expected_sell_price: Decimal
     fx_rate: Decimal
     lot_step: Decimal
+    # Each leg's IOC limit in its venue's quote. None: the expected price moved by the executor's
+    # slippage allowance (closes, tests). The engine sets them from the signal's edge.
+    buy_limit: Decimal | None = None
+    sell_limit: Decimal | None = None
 
 
 class Executor(Protocol):
@@ -201,9 +205,9 @@ class PairExecutor:
     def _record_legs(self, pair: Pair, request: PairRequest) -> tuple[Order, Order]:
         now = datetime.now(UTC)
         buy_limit = self.venues[request.buy_exchange].limit_price(
-            request.symbol, "buy", request.expected_buy_price * (1 + self.slippage))
+            request.symbol, "buy", request.buy_limit or request.expected_buy_price * (1 + self.slippage))
         sell_limit = self.venues[request.sell_exchange].limit_price(
-            request.symbol, "sell", request.expected_sell_price * (1 - self.slippage))
+            request.symbol, "sell", request.sell_limit or request.expected_sell_price * (1 - self.slippage))
         buy_id, sell_id = leg_ids(pair)
         with transaction.atomic():
             buy = Order.objects.create(client_order_id=buy_id, pair=pair, exchange=request.buy_exchange,
