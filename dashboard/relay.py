@@ -28,7 +28,6 @@ SIGNALS_GROUP = "signals"
 
 def metrics_snapshot(state: StateManager) -> dict:
     """What a metrics client sees: the live record plus the controls' state."""
-    from liveguard.guard import realized_pnl_since, start_of_trading_day
     from trading import ledger
 
     record = state.get_metrics()
@@ -43,8 +42,9 @@ def metrics_snapshot(state: StateManager) -> dict:
         "paused": sorted(state.paused_symbols()),
         "rebalance": state.rebalance(),
         "balances": [[venue, asset, str(amount)] for (venue, asset), amount in sorted(ledger.balances().items())],
-        "pnl_today": str(realized_pnl_since(start_of_trading_day())),
-        "pnl_total": str(realized_pnl_since(None)),
+        # Per the accounting model (docs/ACCOUNTING.md): equity change less flows.
+        "pnl_today": str(record.pnl_today) if record else None,
+        "pnl_total": str(record.pnl_total) if record else None,
     }
 
 

@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 
 import redis
 from django.conf import settings
-from django.db.models import Sum
 
 from trading.state import QUOTE_UNIT, FxRecord, StateManager
 
@@ -101,22 +100,6 @@ def kill_switch_engaged(state: StateManager, mirrored=UNSET) -> bool:
             return True
     return engaged or bool(mirrored)
 
-
-def realized_pnl_since(since: datetime | None) -> Decimal:
-    from trading.models import Pair
-
-    pairs = Pair.objects.exclude(state=Pair.State.PENDING)
-    if since is not None:
-        pairs = pairs.filter(created_at__gte=since)
-    return pairs.aggregate(total=Sum("net_pnl"))["total"] or Decimal(0)
-
-
-def daily_loss() -> Decimal:
-    return max(Decimal(0), -realized_pnl_since(start_of_trading_day()))
-
-
-def total_loss() -> Decimal:
-    return max(Decimal(0), -realized_pnl_since(None))
 
 
 class Guard:
@@ -216,12 +199,15 @@ class Guard:
                                     f"needs {opportunity.quantity}")
         return None
 
-    def check_losses(self) -> Block | None:
+    def check_losses(self, pnl_today: Decimal | None, pnl_total: Decimal | None) -> Block | None:
+        """Losses on equity (docs/ACCOUNTING.md): today's since 00:00 KST and the total since the start,
+        unrealized included, flows excluded. Without current figures, refuse (fail closed)."""
         limits = self.limits
-        day = daily_loss()
+        if pnl_today is None or pnl_total is None:
+            return Block("daily_loss", "no current equity figures: losses cannot be checked")
+        day, total = max(Decimal(0), -pnl_today), max(Decimal(0), -pnl_total)
         if day >= limits.max_daily_loss:
             return Block("daily_loss", f"daily loss {day:.0f} KRW reached the limit {limits.max_daily_loss:.0f} KRW")
-        total = total_loss()
         if total >= limits.max_total_loss:
             return Block("total_loss", f"total loss {total:.0f} KRW reached the limit {limits.max_total_loss:.0f} KRW")
         return None
@@ -294,11 +280,12 @@ class Guard:
             self.state.settle_quote(reservation.quote_venue, reservation.reservation_id)
 
     # --- circuit breaker ---------------------------------------------------------------------
-    def maybe_trip_breaker(self, total_balance_krw: Decimal, var_95: Decimal | None = None) -> str | None:
-        """Trip when today's loss reaches the threshold share of the balance, or exceeds the VaR budget."""
+    def maybe_trip_breaker(self, total_balance_krw: Decimal, var_95: Decimal | None = None, *,
+                           pnl_today: Decimal = Decimal(0)) -> str | None:
+        """Trip when today's loss on equity reaches the threshold share of equity, or exceeds the VaR budget."""
         if total_balance_krw <= 0:
             return None
-        loss = daily_loss()
+        loss = max(Decimal(0), -pnl_today)
         threshold = total_balance_krw * self.limits.circuit_breaker_threshold_pct / HUNDRED
         reason = None
         if loss > 0 and loss >= threshold:

@@ -105,6 +105,9 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
     wanted = [("upbit", "KRW", settings.PAPER_START_KRW), ("binance", "USDT", settings.PAPER_START_USDT),
               ("upbit", symbol, settings.PAPER_START_COIN_KRW / upbit_mid),
               ("binance", symbol, settings.PAPER_START_COIN_KRW / (binance_mid * fx))]
+    # A deposit is a flow, valued at the marks of the moment (docs/ACCOUNTING.md), never performance.
+    marks = {"KRW": Decimal(1), "USDT": fx}
+    value_of = {("upbit", symbol): upbit_mid, ("binance", symbol): binance_mid * fx}
     missing = [(v, a, amount) for v, a, amount in wanted if (v, a) not in funded]
     if not missing:
         _funded.update(funded)
@@ -121,7 +124,8 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
         funded = set(LedgerEntry.objects.filter(kind=LedgerEntry.Kind.DEPOSIT).values_list("venue", "asset").distinct())
         for venue, asset, amount in missing:
             if (venue, asset) not in funded:
-                ledger.deposit(venue, asset, money(amount))
+                amount = money(amount)
+                ledger.deposit(venue, asset, amount, value_krw=amount * (marks.get(asset) or value_of[(venue, asset)]))
         _funded.update((venue, asset) for venue, asset, _ in wanted)
     finally:
         state.release_lock("funding", token)
@@ -202,7 +206,7 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
         or guard.check_slippage(opportunity)
         or guard.check_balances(opportunity, balances.get((opportunity.buy_exchange, ledger.QUOTE[opportunity.buy_exchange]), Decimal(0)),
                                 balances.get((opportunity.sell_exchange, symbol), Decimal(0)), fee.of(opportunity.buy_exchange))
-        or guard.check_losses()
+        or guard.check_losses(*loss_figures(state, ctx, fx.rate))
     )
     reservation = None
     if block is None:
@@ -256,6 +260,16 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
     sync_exposure(state, symbol, position)
     positions.publish(state, position, symbol)
     return "executed"
+
+
+def loss_figures(state: StateManager, ctx, fx: Decimal, max_age_s: float = 5.0) -> tuple[Decimal, Decimal]:
+    """(today's PnL, total PnL) on equity: from the metrics beat keeps current, else computed now."""
+    if ctx.pnl is not None and (datetime.now(UTC) - ctx.pnl[2]).total_seconds() <= max_age_s:
+        return ctx.pnl[0], ctx.pnl[1]
+    from .metrics import figures
+
+    _, today, total = figures(state, fx)
+    return today.pnl, total
 
 
 def _executor_raised(state, guard, reservation, pair: Pair, signal: Signal, exc: BaseException) -> None:

@@ -264,11 +264,12 @@ class PairExecutor:
         status = report.status
         if status is LegStatus.DONE:
             known = set(Fill.objects.filter(order=order).values_list("trade_id", flat=True))
+            rate = self._quote_rate(order)
             for fill in report.fills:
                 if fill.trade_id and fill.trade_id in known:
                     continue
                 ledger.record_fill(order, fill.price, fill.quantity, ZERO, fee=fill.fee, fee_asset=fill.fee_asset,
-                                   trade_id=fill.trade_id)
+                                   trade_id=fill.trade_id, quote_rate_krw=rate)
             order.filled_quantity = report.executed
             order.average_price = money(report.average_price)
             order.fee = money(report.fee)
@@ -287,6 +288,14 @@ class PairExecutor:
         order.reason = report.error[:300]
         order.save()
         return order
+
+    @staticmethod
+    def _quote_rate(order: Order) -> Decimal | None:
+        """KRW per unit of the order's quote at the pair's rate (the accounting values fills with it)."""
+        if ledger.QUOTE[order.exchange] == "KRW":
+            return Decimal(1)
+        rate = Pair.objects.filter(pk=order.pair_id).values_list("fx_rate", flat=True).first()
+        return rate or None
 
     @staticmethod
     def _excess(buy: Order, sell: Order, hedges: list[Order]) -> tuple[Order, str, Decimal]:
@@ -331,6 +340,7 @@ class PairExecutor:
                 return locked  # closed by another path already
             pair.quantity = matched
             pair.buy_price, pair.sell_price = money(buy_krw), money(sell_krw)
+            pair.hedge_pnl = money(hedge_pnl)
             pair.gross_pnl, pair.fees, pair.net_pnl = money(gross), money(fees), money(gross - fees)
             basis = buy_krw * matched
             pair.pnl_pct = money((gross - fees) / basis * HUNDRED) if basis else ZERO

@@ -13,9 +13,11 @@ from .models import Balance, Fill, LedgerEntry, Order
 QUOTE = {"upbit": "KRW", "binance": "USDT"}
 
 
-def post(venue: str, asset: str, amount: Decimal, kind: str, fill: Fill | None = None) -> LedgerEntry:
+def post(venue: str, asset: str, amount: Decimal, kind: str, fill: Fill | None = None,
+         value_krw: Decimal | None = None) -> LedgerEntry:
     """Add one ledger entry and move the balance by exactly the same amount (call inside a transaction)."""
-    entry = LedgerEntry(venue=venue, asset=asset, amount=amount, kind=kind, fill=fill)
+    entry = LedgerEntry(venue=venue, asset=asset, amount=amount, kind=kind, fill=fill,
+                        value_krw=None if value_krw is None else money(value_krw))
     post_many([entry])
     return entry
 
@@ -36,11 +38,14 @@ def post_many(entries: list[LedgerEntry]) -> None:
 
 
 def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal, *,
-                fee: Decimal | None = None, fee_asset: str | None = None, trade_id: str = "") -> Fill:
+                fee: Decimal | None = None, fee_asset: str | None = None, trade_id: str = "",
+                quote_rate_krw: Decimal | None = None, fee_value_krw: Decimal | None = None) -> Fill:
     """Book a fill: the base and quote legs and the fee, charged as each venue charges it.
 
     Upbit takes its fee in KRW on both sides. Binance takes it in the asset received: base when
-    buying, quote when selling.
+    buying, quote when selling. `quote_rate_krw` (KRW per unit of the venue's quote at the fill:
+    1 for KRW, the pair's rate for USDT) values each entry for the accounting model; a fee in a
+    third asset (BNB) is valued by the caller (`fee_value_krw`).
     """
     venue, base, quote = order.exchange, order.symbol, QUOTE[order.exchange]
     notional = money(price * quantity)
@@ -54,12 +59,19 @@ def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decim
     with transaction.atomic():
         fill = Fill.objects.create(order=order, trade_id=trade_id, price=money(price), quantity=quantity, fee=fee,
                                    fee_asset=fee_asset)
+        rate = quote_rate_krw if quote_rate_krw is not None else (Decimal(1) if quote == "KRW" else None)
+        value = None if rate is None else notional * rate
         entries = [
-            LedgerEntry(venue=venue, asset=base, amount=quantity if buying else -quantity, kind=LedgerEntry.Kind.TRADE, fill=fill),
-            LedgerEntry(venue=venue, asset=quote, amount=-notional if buying else notional, kind=LedgerEntry.Kind.TRADE, fill=fill),
+            LedgerEntry(venue=venue, asset=base, amount=quantity if buying else -quantity, kind=LedgerEntry.Kind.TRADE,
+                        fill=fill, value_krw=_money_or_none(value)),
+            LedgerEntry(venue=venue, asset=quote, amount=-notional if buying else notional, kind=LedgerEntry.Kind.TRADE,
+                        fill=fill, value_krw=_money_or_none(value)),
         ]
         if fee:
-            entries.append(LedgerEntry(venue=venue, asset=fee_asset, amount=-fee, kind=LedgerEntry.Kind.FEE, fill=fill))
+            if fee_value_krw is None and rate is not None:
+                fee_value_krw = fee * rate if fee_asset == quote else fee * price * rate if fee_asset == base else None
+            entries.append(LedgerEntry(venue=venue, asset=fee_asset, amount=-fee, kind=LedgerEntry.Kind.FEE, fill=fill,
+                                       value_krw=_money_or_none(fee_value_krw)))
         post_many(entries)
     return fill
 
@@ -83,6 +95,16 @@ def is_funded() -> bool:
     return LedgerEntry.objects.filter(kind=LedgerEntry.Kind.DEPOSIT).exists()
 
 
-def deposit(venue: str, asset: str, amount: Decimal) -> None:
+def deposit(venue: str, asset: str, amount: Decimal, value_krw: Decimal | None = None) -> None:
+    """A flow in, valued at the marks of the moment (None: valued at the first marks the accounting sees)."""
     with transaction.atomic():
-        post(venue, asset, amount, LedgerEntry.Kind.DEPOSIT)
+        post(venue, asset, amount, LedgerEntry.Kind.DEPOSIT, value_krw=value_krw)
+
+
+def withdraw(venue: str, asset: str, amount: Decimal, value_krw: Decimal | None = None) -> None:
+    with transaction.atomic():
+        post(venue, asset, -amount, LedgerEntry.Kind.WITHDRAWAL, value_krw=value_krw)
+
+
+def _money_or_none(value: Decimal | None) -> Decimal | None:
+    return None if value is None else money(value)

@@ -7,43 +7,47 @@ from decimal import Decimal
 
 from liveguard import guard as lg
 
-from . import ledger
+from . import accounting, ledger
 from .fields import money
 from .models import Order, Pair, Position
 from .state import MetricsRecord, StateManager
 
 
+def figures(state: StateManager, fx: Decimal):
+    """(valuation, today's PnL, total PnL) per the accounting model, at the current marks."""
+    book = accounting.replay()
+    marks = accounting.current_marks(state, fx, list(book.quantity))
+    if accounting.value_flows(marks):
+        book = accounting.replay()
+    current = accounting.valuation(marks, book)
+    today = accounting.period_pnl(current, fx, lg.start_of_trading_day())
+    return current, today, current.pnl
+
+
 def valuation(state: StateManager, fx: Decimal) -> tuple[Decimal, Decimal]:
-    """(total, available) in KRW: every asset at its venue's mid; available is quote only."""
-    total = available = Decimal(0)
-    for (venue, asset), amount in ledger.balances().items():
-        if asset == "KRW":
-            value = amount
-        elif asset == "USDT":
-            value = amount * fx
-        else:
-            price = state.get_price(venue, asset)
-            if price is None:
-                continue
-            value = amount * price.mid * (fx if venue == "binance" else 1)
-        total += value
-        if asset in ("KRW", "USDT"):
-            available += value
-    return money(total), money(available)
+    """(equity, available) in KRW: every asset at its own venue's mark; available is quote only."""
+    current, _, _ = figures(state, fx)
+    available = sum((amount * (fx if asset == "USDT" else 1) for (venue, asset), amount in ledger.balances().items()
+                     if asset in ("KRW", "USDT")), Decimal(0))
+    return money(current.equity), money(available)
 
 
 def compute(state: StateManager, fx: Decimal) -> MetricsRecord:
-    total, available = valuation(state, fx)
+    current, today, total = figures(state, fx)
+    available = sum((amount * (fx if asset == "USDT" else 1) for (venue, asset), amount in ledger.balances().items()
+                     if asset in ("KRW", "USDT")), Decimal(0))
     start = lg.start_of_trading_day()
     return MetricsRecord(
-        total_balance=total,
-        available_balance=available,
+        total_balance=money(current.equity),
+        available_balance=money(available),
         positions_count=Position.objects.count(),
         orders_count=Order.objects.filter(created_at__gte=start).count(),
-        daily_loss=money(lg.daily_loss()),
-        total_loss=money(lg.total_loss()),
+        daily_loss=money(max(Decimal(0), -today.pnl)),
+        total_loss=money(max(Decimal(0), -total)),
         trades_today=Pair.objects.filter(created_at__gte=start, quantity__gt=0).count(),
         timestamp=datetime.now(UTC),
+        equity=money(current.equity), flows=money(current.flows), pnl_today=money(today.pnl), pnl_total=money(total),
+        realized=money(current.realized), unrealized=money(current.unrealized),
     )
 
 

@@ -93,6 +93,7 @@ class Pair(models.Model):
     sell_price = MoneyField(default=0, help_text="KRW average")
     expected_buy_price = MoneyField(default=0)
     expected_sell_price = MoneyField(default=0)
+    hedge_pnl = MoneyField(default=0, help_text="KRW: the unwinds' price difference, part of gross_pnl")
     gross_pnl = MoneyField(default=0, help_text="KRW")
     fees = MoneyField(default=0, help_text="KRW")
     net_pnl = MoneyField(default=0, help_text="KRW")
@@ -157,6 +158,9 @@ class Fill(models.Model):
     quantity = MoneyField()
     fee = MoneyField()
     fee_asset = models.CharField(max_length=10)
+    fee_krw = MoneyField(null=True, blank=True,
+                         help_text="the fee in KRW when filled (a BNB fee at BNB's price then); empty: it could not be valued")
+    fee_note = models.CharField(max_length=200, blank=True, help_text="how the fee was charged and valued, when not plainly")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -195,7 +199,8 @@ class LedgerEntry(models.Model):
     """Every change to a balance: starting funds, each fill's two sides, each fee."""
 
     class Kind(models.TextChoices):
-        DEPOSIT = "deposit"
+        DEPOSIT = "deposit"  # a flow in: never performance
+        WITHDRAWAL = "withdrawal"  # a flow out
         TRADE = "trade"
         FEE = "fee"
 
@@ -203,6 +208,8 @@ class LedgerEntry(models.Model):
     asset = models.CharField(max_length=10)
     amount = MoneyField()
     kind = models.CharField(max_length=10, choices=Kind.choices)
+    value_krw = MoneyField(null=True, blank=True,
+                           help_text="KRW value of the amount when booked (flows at the marks, trades at the fill's rate)")
     fill = models.ForeignKey(Fill, null=True, blank=True, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -225,3 +232,69 @@ class Balance(models.Model):
 
     def __str__(self):
         return f"{self.venue} {self.asset} {self.amount}"
+
+
+class EquitySnapshot(models.Model):
+    """Equity and flows at a moment, per the accounting model (docs/ACCOUNTING.md); the daily figures
+    start from the first snapshot of the trading day."""
+
+    taken_at = models.DateTimeField(db_index=True)
+    equity = MoneyField(help_text="KRW: every balance at its mark")
+    flows = MoneyField(help_text="KRW: deposits less withdrawals, each at its value when booked")
+    realized = MoneyField(help_text="KRW")
+    unrealized = MoneyField(help_text="KRW")
+    fx_rate = MoneyField()
+    usdt_exposure = MoneyField(default=0, help_text="USDT-priced holdings in USDT (for the FX part of revaluation)")
+    trading_pnl = MoneyField(default=0, help_text="KRW: sum of net PnL of the pairs closed so far")
+
+    class Meta:
+        ordering = ["-taken_at"]
+
+    def __str__(self):
+        return f"{self.taken_at:%Y-%m-%d %H:%M:%S} equity {self.equity} flows {self.flows}"
+
+
+class FeeSchedule(models.Model):
+    """What a venue charges one account: edited in the admin, every change audited (trading/fees.py).
+
+    Binance's rates follow the VIP tier unless set here; paying fees in BNB takes the BNB discount
+    off them (0.1 % -> 0.075 % at VIP 0). Without a row the settings' taker rates apply.
+    """
+
+    venue = models.CharField(max_length=10, choices=Venue.choices)
+    account = models.CharField(max_length=40, default="default", help_text="the account label (FEE_ACCOUNT)")
+    vip_tier = models.PositiveSmallIntegerField(default=0, help_text="Binance VIP tier (0-9); Upbit has none (0)")
+    taker_rate = models.DecimalField(max_digits=10, decimal_places=8, null=True, blank=True,
+                                     help_text="fraction (0.001 = 0.1 %); empty: the venue's published rate for the tier")
+    maker_rate = models.DecimalField(max_digits=10, decimal_places=8, null=True, blank=True,
+                                     help_text="fraction; empty: the published rate for the tier")
+    pay_fees_in_bnb = models.BooleanField(default=False, help_text="Binance: fees paid in BNB (spot BNB burn)")
+    bnb_discount_pct = models.DecimalField(max_digits=6, decimal_places=3, default=25,
+                                           help_text="Binance: discount when fees are paid in BNB, in %")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["venue", "account"], name="one_fee_schedule_per_account")]
+        ordering = ["venue", "account"]
+
+    def __str__(self):
+        return f"{self.venue} fees ({self.account})"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        if self.venue == Venue.UPBIT and self.vip_tier:
+            errors["vip_tier"] = "Upbit has no VIP tiers"
+        if self.venue == Venue.UPBIT and self.pay_fees_in_bnb:
+            errors["pay_fees_in_bnb"] = "only Binance takes fees in BNB"
+        if self.vip_tier > 9:
+            errors["vip_tier"] = "Binance's tiers are VIP 0 to VIP 9"
+        for name in ("taker_rate", "maker_rate"):
+            rate = getattr(self, name)
+            if rate is not None and not 0 <= rate < 1:
+                errors[name] = "a fraction of the notional, at least 0 and below 1"
+        if self.bnb_discount_pct is not None and not 0 <= self.bnb_discount_pct < 100:
+            errors["bnb_discount_pct"] = "a percentage from 0 to below 100"
+        if errors:
+            raise ValidationError(errors)

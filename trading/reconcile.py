@@ -36,11 +36,15 @@ def reconcile(state, adapters: dict) -> dict:
     if len(exchange_balances) < len(adapters):
         return _record(state, differences, cancelled, adopted)
     if not LedgerEntry.objects.exists():
+        marks = _marks(state, exchange_balances)
         with transaction.atomic():
             for venue, balances in exchange_balances.items():
                 for asset, amount in balances.items():
                     if amount:
-                        ledger.post(venue, asset, money(amount), LedgerEntry.Kind.DEPOSIT)
+                        mark = marks.of(venue, asset) if marks else None
+                        # A flow: valued at the marks now, or at the first marks the accounting sees.
+                        ledger.post(venue, asset, money(amount), LedgerEntry.Kind.DEPOSIT,
+                                    value_krw=None if mark is None else amount * mark)
         log.info("reconcile: empty ledger; adopted the venues' balances as deposits")
     ours = ledger.balances()
     for venue, balances in exchange_balances.items():
@@ -53,6 +57,15 @@ def reconcile(state, adapters: dict) -> dict:
     if open_pairs:
         differences.append(f"{open_pairs} live pair(s) not settled yet")
     return _record(state, differences, cancelled, adopted)
+
+
+def _marks(state, exchange_balances: dict):
+    from .accounting import current_marks
+
+    fx = state.get_fx("upbit")
+    if fx is None:
+        return None
+    return current_marks(state, fx.rate, [(v, a) for v, b in exchange_balances.items() for a in b])
 
 
 def _read_venue(venue: str, adapter, differences: list, cancelled: list, adopted: list) -> dict:

@@ -168,6 +168,13 @@ class MetricsRecord:
     total_loss: Decimal
     trades_today: int
     timestamp: datetime = field(default_factory=utcnow)
+    # The accounting model (trading/accounting.py): KRW, equity at each venue's marks, flows excluded.
+    equity: Decimal = Decimal(0)
+    flows: Decimal = Decimal(0)
+    pnl_today: Decimal = Decimal(0)  # equity change since 00:00 KST less the day's flows
+    pnl_total: Decimal = Decimal(0)  # equity less all flows
+    realized: Decimal = Decimal(0)
+    unrealized: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +201,7 @@ class EvaluationContext:
     market_warning: bool
     lot_step: Decimal | None
     total_balance: Decimal | None
+    pnl: tuple[Decimal, Decimal, datetime] | None  # (today, total, as of) from the metrics record
     volatility: float | None
     weight: float | None
     weighted_symbols: int
@@ -901,7 +909,7 @@ class StateManager:
         pipe.sismember(f"{PREFIX}:warnings", symbol)
         pipe.sismember(f"{PREFIX}:guard:paused", symbol)
         pipe.hget(f"{PREFIX}:rules:binance:{symbol}", "step_size")
-        pipe.hget(self.metrics_key(), "total_balance")
+        pipe.hmget(self.metrics_key(), "total_balance", "pnl_today", "pnl_total", "timestamp")
         pipe.hmget(f"{PREFIX}:risk", f"vol:{symbol}", f"weight:{symbol}")
         pipe.hlen(f"{PREFIX}:risk")
         # The oldest rate of the last minute: the baseline for the FX jump check.
@@ -923,7 +931,9 @@ class StateManager:
             paused=bool(paused),
             reconciled=bool((self._fresh_reconciliation(reconciliation) or {}).get("ok")),
             lot_step=Decimal(text(step)) if step else None,
-            total_balance=Decimal(text(total)) if total else None,
+            total_balance=Decimal(text(total[0])) if total[0] else None,
+            pnl=(Decimal(text(total[1])), Decimal(text(total[2])), datetime.fromisoformat(text(total[3])))
+            if total[1] and total[2] and total[3] else None,
             volatility=float(text(risk[0])) if risk[0] else None,
             weight=float(text(risk[1])) if risk[1] else None,
             # The risk hash holds timestamp, var_95, then a vol and a weight per coin.

@@ -42,7 +42,8 @@ def publish_metrics() -> None:
     record = metrics.compute(state, fx.rate)
     state.set_metrics(record)
     metrics.rebalance_suggestions(state, fx.rate)
-    Guard(state, engine.current_limits(state)).maybe_trip_breaker(record.total_balance, state.var_budget())
+    Guard(state, engine.current_limits(state)).maybe_trip_breaker(record.total_balance, state.var_budget(),
+                                                                  pnl_today=record.pnl_today)
 
 
 @shared_task(ignore_result=True, soft_time_limit=0.9, time_limit=2)
@@ -62,6 +63,21 @@ def check_positions() -> list[str]:
     closed = exits.check_positions(state)
     exits.reconcile_exposure(state)
     return closed
+
+
+@shared_task(ignore_result=True, soft_time_limit=20, time_limit=30)
+def snapshot_equity() -> str | None:
+    """Keep equity and flows every minute: the daily figures start from the day's first snapshot."""
+    from .accounting import current_marks, snapshot
+
+    state = engine.get_state()
+    fx = engine.fx_rate(state)
+    if fx is None:
+        return None
+    from . import ledger
+
+    marks = current_marks(state, fx.rate, list(ledger.balances()))
+    return str(snapshot(marks).equity)
 
 
 @shared_task(ignore_result=True, soft_time_limit=600, time_limit=620)

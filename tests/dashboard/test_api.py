@@ -46,7 +46,9 @@ def test_read_endpoints_serve_spec_fields_from_redis(client, traded, state):
     state.set_metrics(MetricsRecord(D("1"), D("1"), 1, 2, D("0"), D("0"), 1))
     metrics = client.get("/metrics/live").json()
     assert set(metrics) == {"total_balance", "available_balance", "positions_count", "orders_count", "daily_loss",
-                            "total_loss", "trades_today", "timestamp"}
+                            "total_loss", "trades_today", "timestamp",
+                            # the accounting model's figures (docs/ACCOUNTING.md)
+                            "equity", "flows", "pnl_today", "pnl_total", "realized", "unrealized"}
     [position] = client.get("/positions").json()
     assert set(position) == {"symbol", "quantity", "entry_price", "current_price", "side", "pnl", "pnl_pct", "timestamp"}
     assert D(client.get("/positions/BTC").json()["quantity"]) == traded.quantity

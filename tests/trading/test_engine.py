@@ -1,6 +1,7 @@
 """One evaluation end to end inside the process: books in Redis -> guard -> paper pair -> ledger."""
 
 import random
+from datetime import UTC, datetime
 import threading
 from collections import defaultdict
 from decimal import Decimal as D
@@ -10,7 +11,7 @@ import pytest
 from liveguard.guard import trading_day_keys
 from liveguard.models import GuardEvent, GuardLimits, KillSwitch
 from trading import engine, ledger
-from trading.models import Balance, Fill, LedgerEntry, Order, Pair, Position, Signal
+from trading.models import Balance, EquitySnapshot, Fill, LedgerEntry, Order, Pair, Position, Signal
 
 pytestmark = pytest.mark.django_db
 
@@ -79,8 +80,10 @@ def test_no_signal_without_a_premium(state, market):
         (lambda state, market: limits(max_trades_per_hour=0), "trades_per_hour"),
         (lambda state, market: limits(max_trades_per_day=0), "trades_per_day"),
         (lambda state, market: state.set_exposure("BTC", 999_000), "position_size"),
-        (lambda state, market: Pair.objects.create(symbol="ETH", buy_exchange="upbit", sell_exchange="binance",
-                                                   state="filled", net_pnl=D("-600000")), "daily_loss"),
+        # Equity today started 600,000 KRW above where it is now (flows excluded): the daily loss limit.
+        (lambda state, market: EquitySnapshot.objects.create(
+            taken_at=datetime.now(UTC), equity=D("600000"), flows=0, realized=0, unrealized=0, fx_rate=D("1400")),
+         "daily_loss"),
     ],
 )
 def test_each_guard_check_blocks_and_records_its_reason(state, market, setup, check):
@@ -116,9 +119,9 @@ def test_loss_over_threshold_trips_the_breaker(state):
     from liveguard.guard import Guard
 
     limits(circuit_breaker_threshold_pct=D("1"), circuit_breaker_cooldown=60)
-    Pair.objects.create(symbol="ETH", buy_exchange="upbit", sell_exchange="binance", state="filled", net_pnl=D("-20000"))
     guard = Guard(state)
-    assert guard.maybe_trip_breaker(D("1000000")) is not None  # 20,000 >= 1 % of 1,000,000
+    assert guard.maybe_trip_breaker(D("1000000"), pnl_today=D("-9999")) is None  # under 1 % of equity
+    assert guard.maybe_trip_breaker(D("1000000"), pnl_today=D("-20000")) is not None  # 20,000 >= 1 % of 1,000,000
     assert state.breaker() is not None
     assert GuardEvent.objects.filter(check_name="circuit_breaker").exists()
 

@@ -95,6 +95,43 @@ class MetricsSerializer(serializers.Serializer):
     total_loss = Money()
     trades_today = serializers.IntegerField()
     timestamp = serializers.DateTimeField()
+    equity = Money(help_text="KRW: every balance at its own venue's mark (docs/ACCOUNTING.md)")
+    flows = Money(help_text="KRW: deposits less withdrawals, each valued when booked; never performance")
+    pnl_today = Money(help_text="KRW: equity change since 00:00 KST less the day's flows (unrealized included)")
+    pnl_total = Money(help_text="KRW: equity less all flows")
+    realized = Money(help_text="KRW: average cost per venue and asset")
+    unrealized = Money(help_text="KRW: equity less cost basis")
+
+
+class PnlPeriodSerializer(serializers.Serializer):
+    since = serializers.DateTimeField(allow_null=True, help_text="the baseline snapshot (null: since the first flow)")
+    pnl = Money(help_text="equity change less flows; = trading + fx + inventory")
+    trading = Money(help_text="Σ net PnL of the pairs closed in the period = spread_captured + slippage + hedges + fees")
+    spread_captured = Money(help_text="at the signal's volume-weighted prices")
+    slippage = Money(help_text="fill prices versus the signal's")
+    hedges = Money(help_text="unwinds of unequal fills")
+    fees = Money(help_text="negative: every fee at its value when charged")
+    fx = Money(help_text="the KRW/USDT move on USDT-priced holdings at the period's start")
+    inventory = Money(help_text="every other mark move on what is held, the premium carried by open positions included")
+
+
+class PnlSerializer(serializers.Serializer):
+    equity = Money()
+    flows = Money()
+    realized = Money()
+    unrealized = Money()
+    fees_realized = Money(help_text="part of realized: fee units at their cost")
+    unpriced = serializers.ListField(child=serializers.CharField(), help_text="holdings with no mark, kept at cost")
+    today = PnlPeriodSerializer()
+    total = PnlPeriodSerializer()
+    timestamp = serializers.DateTimeField()
+
+
+class EquityPointSerializer(serializers.Serializer):
+    timestamp = serializers.DateTimeField()
+    equity = Money()
+    flows = Money()
+    pnl = Money(help_text="equity less flows")
 
 
 class PremiumSerializer(serializers.Serializer):

@@ -5,6 +5,8 @@ from . import views
 urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),
     path("metrics/live", views.MetricsView.as_view(), name="metrics-live"),
+    path("pnl", views.PnlView.as_view(), name="pnl"),
+    path("equity/history", views.EquityHistoryView.as_view(), name="equity-history"),
     path("positions", views.PositionsView.as_view(), name="positions"),
     path("positions/<str:symbol>", views.PositionDetailView.as_view(), name="position"),
     path("signals", views.SignalsView.as_view(), name="signals"),

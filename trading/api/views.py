@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from trading import engine
+from trading.fields import money
 from trading.models import Order, Pair, Position, Signal
 from trading.state import encode_record
 
@@ -87,6 +88,46 @@ class MetricsView(ReadView):
         if record is None:
             return Response({"error": "metrics are not available yet (is celery beat running?)"}, status=503)
         return Response(plain(record))
+
+
+class PnlView(ReadView):
+    @extend_schema(responses=s.PnlSerializer, description="Equity, realized and unrealized PnL, and today's and the "
+                   "total PnL decomposed, all per the accounting model in docs/ACCOUNTING.md (KRW).")
+    def get(self, request):
+        from trading import accounting, ledger
+
+        fx = engine.fx_rate(self.state)
+        if fx is None:
+            return Response({"error": "no KRW/USDT rate yet: nothing can be valued"}, status=503)
+        book = accounting.replay()
+        marks = accounting.current_marks(self.state, fx.rate, list(ledger.balances()))
+        current = accounting.valuation(marks, book)
+        from liveguard.guard import start_of_trading_day
+
+        def period(p):
+            return {"since": p.since, "pnl": p.pnl, "trading": p.trading, "spread_captured": p.spread_captured,
+                    "slippage": p.slippage, "hedges": p.hedges, "fees": p.fees, "fx": p.fx, "inventory": p.inventory}
+
+        return Response(plain({
+            "equity": money(current.equity), "flows": money(current.flows), "realized": money(current.realized),
+            "unrealized": money(current.unrealized), "fees_realized": money(current.fees_realized),
+            "unpriced": list(current.unpriced),
+            "today": period(accounting.period_pnl(current, fx.rate, start_of_trading_day())),
+            "total": period(accounting.period_pnl(current, fx.rate, None)),
+            "timestamp": datetime.now(UTC),
+        }))
+
+
+class EquityHistoryView(ReadView):
+    @extend_schema(responses=s.EquityPointSerializer(many=True), parameters=[LIMIT],
+                   description="Equity snapshots (every minute, newest last).")
+    def get(self, request):
+        from trading.models import EquitySnapshot
+
+        limit = parse_limit(request, default=1440)
+        rows = list(EquitySnapshot.objects.order_by("-taken_at")[:limit])[::-1]
+        return Response(plain([{"timestamp": r.taken_at, "equity": r.equity, "flows": r.flows, "pnl": r.equity - r.flows}
+                               for r in rows]))
 
 
 class PositionsView(ReadView):

@@ -1,0 +1,268 @@
+"""The accounting model (docs/ACCOUNTING.md): every PnL figure on the dashboard and the API.
+
+* Reporting currency: KRW.
+* Marks: each holding at its own venue's price — a coin on Upbit at Upbit's mid, a coin on Binance
+  at Binance's mid × the KRW/USDT rate, USDT at that rate (the mid of Upbit's KRW-USDT book, the
+  market where the system converts), KRW at 1. No cross-venue price: a premium is not a gain
+  until the coin moves to the dearer venue or the premium converges.
+* Equity = Σ balance × mark. Flows (deposits, withdrawals) are valued when booked and are never
+  performance: PnL = equity − flows.
+* Realized / unrealized: average cost per venue and asset, in KRW. An acquisition adds its KRW
+  value (the quote given, at the fill's rate) to the asset's cost basis; a disposal removes the
+  average cost of the units given and realizes the difference from the value received; a fee
+  removes the fee units at their average cost (a realized cost). Σ cost basis = flows + realized,
+  event by event, so unrealized = equity − Σ cost basis and equity = flows + realized + unrealized
+  exactly.
+* Decomposition of a period's PnL: trading (per pair: spread captured at the signal's prices,
+  slippage versus the signal, hedges, fees — summing to each pair's net PnL) and holding (every
+  mark moving on what is held: the FX part on USDT-priced holdings, the rest inventory
+  revaluation, which includes the premium carried by open positions).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from .fields import money
+from .models import EquitySnapshot, LedgerEntry, Pair
+
+ZERO = Decimal(0)
+QUOTES = {"upbit": "KRW", "binance": "USDT"}
+
+
+@dataclass(frozen=True)
+class Marks:
+    """KRW per unit of each (venue, asset); `fx` is KRW per USDT."""
+
+    fx: Decimal
+    prices: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # coin mids in the venue's quote
+
+    def of(self, venue: str, asset: str) -> Decimal | None:
+        if asset == "KRW":
+            return Decimal(1)
+        if asset == "USDT":
+            return self.fx
+        price = self.prices.get((venue, asset))
+        if price is None:
+            return None
+        return price if QUOTES[venue] == "KRW" else price * self.fx
+
+
+def current_marks(state, fx: Decimal, assets) -> Marks:
+    prices = {}
+    for venue, asset in assets:
+        if asset in ("KRW", "USDT"):
+            continue
+        record = state.get_price(venue, asset)
+        if record is not None:
+            prices[(venue, asset)] = record.mid
+    return Marks(fx, prices)
+
+
+@dataclass
+class Book:
+    """The cost-basis book after replaying the ledger."""
+
+    quantity: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    basis: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    flows: Decimal = ZERO
+    realized: Decimal = ZERO
+    realized_fees: Decimal = ZERO  # part of `realized`: fee units at their cost
+    unvalued: list[int] = field(default_factory=list)  # entries with no KRW value (kept at zero cost)
+
+    def average(self, key) -> Decimal:
+        q = self.quantity[key]
+        return self.basis[key] / q if q > 0 else ZERO
+
+    def _dispose(self, key, units: Decimal) -> Decimal:
+        """Remove `units` at average cost; returns the cost removed."""
+        cost = self.average(key) * units
+        self.quantity[key] -= units
+        self.basis[key] -= cost
+        return cost
+
+    def _acquire(self, key, units: Decimal, value: Decimal) -> None:
+        self.quantity[key] += units
+        self.basis[key] += value
+
+    def apply_flow(self, key, amount: Decimal, value: Decimal) -> None:
+        if amount >= 0:
+            self._acquire(key, amount, value)
+            self.flows += value
+        else:
+            cost = self._dispose(key, -amount)
+            self.flows -= value
+            self.realized += value - cost
+
+    def apply_fill(self, entries: list[LedgerEntry]) -> None:
+        """One fill: the coin and quote legs (same value), and maybe a fee."""
+        for entry in entries:
+            key = (entry.venue, entry.asset)
+            value = entry.value_krw
+            if value is None:
+                self.unvalued.append(entry.pk)
+                value = ZERO
+            if entry.kind == LedgerEntry.Kind.FEE:
+                cost = self._dispose(key, -entry.amount)
+                self.realized -= cost
+                self.realized_fees -= cost
+            elif entry.amount > 0:
+                self._acquire(key, entry.amount, value)
+            else:
+                cost = self._dispose(key, -entry.amount)
+                self.realized += value - cost
+
+    def total_basis(self) -> Decimal:
+        return sum(self.basis.values(), ZERO)
+
+
+def replay(until: datetime | None = None) -> Book:
+    """Replay the ledger in booking order (flows, then each fill's entries together)."""
+    book = Book()
+    query = LedgerEntry.objects.order_by("id")
+    if until is not None:
+        query = query.filter(created_at__lte=until)
+    pending: list[LedgerEntry] = []
+    pending_fill = None
+    for entry in query.iterator(chunk_size=2000):
+        if entry.fill_id is not None and entry.fill_id == pending_fill:
+            pending.append(entry)
+            continue
+        if pending:
+            book.apply_fill(pending)
+        pending, pending_fill = [], None
+        if entry.fill_id is not None:
+            pending, pending_fill = [entry], entry.fill_id
+        elif entry.kind in (LedgerEntry.Kind.DEPOSIT, LedgerEntry.Kind.WITHDRAWAL):
+            if entry.value_krw is None:
+                book.unvalued.append(entry.pk)
+            book.apply_flow((entry.venue, entry.asset), entry.amount, entry.value_krw or ZERO)
+        else:  # a trade or fee entry without a fill: adjustments, valued as they were booked
+            book.apply_fill([entry])
+    if pending:
+        book.apply_fill(pending)
+    return book
+
+
+def value_flows(marks: Marks) -> int:
+    """Give flows booked without a value (a live start before any book was known) the first marks seen."""
+    valued = 0
+    for entry in LedgerEntry.objects.filter(kind__in=(LedgerEntry.Kind.DEPOSIT, LedgerEntry.Kind.WITHDRAWAL),
+                                            value_krw__isnull=True):
+        mark = marks.of(entry.venue, entry.asset)
+        if mark is not None:
+            LedgerEntry.objects.filter(pk=entry.pk).update(value_krw=money(entry.amount * mark))
+            valued += 1
+    return valued
+
+
+@dataclass(frozen=True)
+class Valuation:
+    equity: Decimal
+    flows: Decimal
+    realized: Decimal
+    unrealized: Decimal
+    fees_realized: Decimal
+    unpriced: tuple[str, ...]  # holdings with no mark (left out of equity, said)
+    usdt_exposure: Decimal  # USDT-priced holdings in USDT: what a move of the rate revalues
+
+    @property
+    def pnl(self) -> Decimal:
+        return self.equity - self.flows
+
+
+def valuation(marks: Marks, book: Book | None = None) -> Valuation:
+    """Equity at the marks, and its split: flows + realized + unrealized (exact)."""
+    book = book or replay()
+    equity, unpriced, usdt = ZERO, [], ZERO
+    for key, quantity in book.quantity.items():
+        if quantity == 0:
+            continue
+        mark = marks.of(*key)
+        if mark is None:
+            unpriced.append(f"{key[0]} {key[1]}")
+            continue
+        equity += quantity * mark
+        if key[1] == "USDT":
+            usdt += quantity
+        elif QUOTES[key[0]] == "USDT":
+            usdt += quantity * marks.prices[key]
+    # Unpriced holdings stay at cost, so that the identity holds and nothing is invented.
+    at_cost = sum((book.basis[k] for k, q in book.quantity.items() if q and marks.of(*k) is None), ZERO)
+    equity += at_cost
+    unrealized = equity - book.total_basis()
+    return Valuation(equity, book.flows, book.realized, unrealized, book.realized_fees, tuple(unpriced), usdt)
+
+
+# --- periods ------------------------------------------------------------------------------------
+def snapshot(marks: Marks, now: datetime | None = None) -> EquitySnapshot:
+    v = valuation(marks)
+    return EquitySnapshot.objects.create(
+        taken_at=now or datetime.now(UTC), equity=money(v.equity), flows=money(v.flows), realized=money(v.realized),
+        unrealized=money(v.unrealized), fx_rate=money(marks.fx), usdt_exposure=money(v.usdt_exposure),
+        trading_pnl=money(closed_pairs_pnl(None)),
+    )
+
+
+def baseline(since: datetime) -> EquitySnapshot | None:
+    """The snapshot a period starts from: the last one at or before `since`, else the first after it."""
+    return (EquitySnapshot.objects.filter(taken_at__lte=since).order_by("-taken_at").first()
+            or EquitySnapshot.objects.filter(taken_at__gt=since).order_by("taken_at").first())
+
+
+def closed_pairs_pnl(since: datetime | None) -> Decimal:
+    pairs = Pair.objects.filter(stage=Pair.Stage.CLOSED)
+    if since is not None:
+        pairs = pairs.filter(updated_at__gte=since)
+    return pairs.aggregate(total=Sum("net_pnl"))["total"] or ZERO
+
+
+@dataclass(frozen=True)
+class PeriodPnl:
+    since: datetime | None
+    pnl: Decimal  # equity change less flows
+    trading: Decimal  # Σ net PnL of the pairs closed in the period
+    spread_captured: Decimal
+    slippage: Decimal
+    hedges: Decimal
+    fees: Decimal  # negative: a cost
+    fx: Decimal  # revaluation of USDT-priced holdings by the rate's move
+    inventory: Decimal  # every other mark move on what is held (the premium carried included)
+
+    @property
+    def holding(self) -> Decimal:
+        return self.fx + self.inventory
+
+
+def pair_components(pairs) -> dict[str, Decimal]:
+    """Spread captured at the signal's prices, slippage versus the signal, hedges, fees: Σ = Σ net PnL."""
+    spread = slippage = hedges = fees = ZERO
+    for p in pairs:
+        captured = money((p.expected_sell_price - p.expected_buy_price) * p.quantity)
+        spread += captured
+        slippage += p.gross_pnl - p.hedge_pnl - captured
+        hedges += p.hedge_pnl
+        fees -= p.fees
+    return {"spread_captured": spread, "slippage": slippage, "hedges": hedges, "fees": fees}
+
+
+def period_pnl(current: Valuation, fx_now: Decimal, since: datetime | None) -> PeriodPnl:
+    """PnL since `since` (None: since the first flow) and its decomposition, which sums exactly."""
+    base = baseline(since) if since is not None else None
+    base_pnl = (base.equity - base.flows) if base else ZERO
+    pnl = money(current.pnl - base_pnl)
+    pairs = Pair.objects.filter(stage=Pair.Stage.CLOSED)
+    if base is not None:
+        pairs = pairs.filter(updated_at__gt=base.taken_at)
+    parts = pair_components(pairs)
+    trading = sum(parts.values(), ZERO)
+    # The rate's move on what was priced in USDT at the period's start (at the baseline's holdings).
+    fx = money(base.usdt_exposure * (fx_now - base.fx_rate)) if base else ZERO
+    inventory = pnl - trading - fx
+    return PeriodPnl(base.taken_at if base else None, pnl, trading, parts["spread_captured"], parts["slippage"],
+                     parts["hedges"], parts["fees"], fx, inventory)
