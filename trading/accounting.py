@@ -80,8 +80,12 @@ class Book:
         return self.basis[key] / q if q > 0 else ZERO
 
     def _dispose(self, key, units: Decimal) -> Decimal:
-        """Remove `units` at average cost; returns the cost removed."""
-        cost = self.average(key) * units
+        """Remove `units` at average cost, to the ledger's unit (1e-8 KRW, so that every sum here is exact);
+        returns the cost removed (all of it when nothing is left)."""
+        if units == self.quantity[key]:
+            cost = self.basis[key]
+        else:
+            cost = money(self.basis[key] * units / self.quantity[key]) if self.quantity[key] > 0 else ZERO
         self.quantity[key] -= units
         self.basis[key] -= cost
         return cost
