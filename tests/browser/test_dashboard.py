@@ -82,11 +82,14 @@ def browser(monkeypatch):
 def test_overview_shows_live_numbers_that_change(system, browser):
     page = browser.new_page()
     page.goto(system["base"] + "/")
-    page.wait_for_function("document.getElementById('total_balance').textContent !== '–'", timeout=20000)
+    page.wait_for_function("document.getElementById('equity').textContent !== '–'", timeout=20000)
     page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=10000)
-    first = page.inner_text("#total_balance")
+    first = page.inner_text("#equity")
     # Prices move every step, so the valuation moves within a few metric pushes.
-    page.wait_for_function(f"document.getElementById('total_balance').textContent !== {first!r}", timeout=20000)
+    page.wait_for_function(f"document.getElementById('equity').textContent !== {first!r}", timeout=20000)
+    # The day's PnL is decomposed on the page, per the accounting model.
+    page.wait_for_function("document.querySelectorAll('#decomposition tbody tr').length >= 8", timeout=20000)
+    assert "spread captured" in page.inner_text("#decomposition")
     assert page.inner_text("#kill_state").startswith("released")
     assert "feed_upbit" in page.inner_text("#health")
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)

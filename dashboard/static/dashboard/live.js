@@ -32,7 +32,8 @@
     halt.textContent = msg.kill_switch ? "KILL SWITCH ENGAGED" : msg.circuit_breaker ? "CIRCUIT BREAKER" : "";
     if (page !== "overview") return;
     const m = msg.metrics || {};
-    for (const key of ["total_balance", "available_balance", "daily_loss"]) $(key).textContent = fmt(m[key]);
+    for (const key of ["equity", "available_balance", "daily_loss", "flows", "realized", "unrealized"]) $(key).textContent = fmt(m[key]);
+    $("pnl_total").textContent = fmt(m.pnl_total); $("pnl_total").className = "big " + cls(m.pnl_total);
     for (const key of ["trades_today", "positions_count", "orders_count"]) $(key).textContent = fmt(m[key]);
     $("pnl_today").textContent = fmt(msg.pnl_today); $("pnl_today").className = "big " + cls(msg.pnl_today);
     $("daily_loss_bar").value = Number(m.daily_loss || 0);
@@ -140,8 +141,26 @@
     }
   }
 
+  // --- equity and the day's decomposition (docs/ACCOUNTING.md) ----------------------------
+  let equityChart = null;
+  async function refreshEquity() {
+    const [pnl, history] = await Promise.all([api("/pnl"), api("/equity/history?limit=1440")]);
+    const d = pnl.today;
+    const rows = [["trading (pairs closed)", d.trading], ["· spread captured", d.spread_captured], ["· slippage vs signal", d.slippage],
+                  ["· hedges", d.hedges], ["· fees", d.fees], ["FX revaluation", d.fx], ["inventory revaluation", d.inventory],
+                  ["PnL today", d.pnl]];
+    $("decomposition").querySelector("tbody").innerHTML = rows.map(([name, v]) =>
+      `<tr><td>${name}</td><td class="${cls(v)}">${fmt(v)}</td></tr>`).join("");
+    if (!window.Chart) return;
+    const points = history.map((p) => ({ x: Date.parse(p.timestamp), y: Number(p.equity) }));
+    if (!equityChart) {
+      equityChart = new Chart($("equity_chart"), { type: "line", data: { datasets: [{ data: points, borderColor: "#58a6ff", pointRadius: 0 }] },
+        options: { animation: false, plugins: { legend: { display: false } }, scales: { x: { type: "linear", ticks: { callback: (v) => new Date(v).toLocaleTimeString() } } } } });
+    } else { equityChart.data.datasets[0].data = points; equityChart.update("none"); }
+  }
+
   socket("/ws/metrics", onMetrics);
-  if (page === "overview") wireKillSwitch();
+  if (page === "overview") { wireKillSwitch(); refreshEquity().catch(() => {}); setInterval(() => refreshEquity().catch(() => {}), 5000); }
   if (page === "board") {
     document.querySelectorAll("#board th[data-key]").forEach((th) => th.addEventListener("click", () => {
       sortDir = sortKey === th.dataset.key ? -sortDir : -1; sortKey = th.dataset.key; refreshBoard();
