@@ -249,6 +249,7 @@ class Guard:
             result = self.state.reserve_trade(
                 symbol, hour, day, exposure, max_per_hour=limits.max_trades_per_hour,
                 max_per_day=limits.max_trades_per_day, max_exposure_krw=int(limits.max_position_size),
+                max_total_exposure_krw=int(limits.max_total_exposure),
                 require_mirrored=True, **quote,
             )
             if result == "unmirrored":
@@ -261,6 +262,7 @@ class Guard:
             "trades_per_hour": f"{limits.max_trades_per_hour} trades this hour already",
             "trades_per_day": f"{limits.max_trades_per_day} trades today already",
             "position_size": f"{symbol} exposure would exceed {limits.max_position_size:.0f} KRW",
+            "total_exposure": f"exposure across every coin would exceed {limits.max_total_exposure:.0f} KRW",
             "quote_balance": f"{quote_venue} quote: {quote_needed} needed, {available} in the ledger less what pairs in "
                              f"flight reserved",
             "quote_changed": f"{quote_venue} quote kept changing while reserving",

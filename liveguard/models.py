@@ -30,6 +30,8 @@ class GuardLimits(Singleton):
     """Every limit LiveGuard enforces (SPEC §3 defaults). Edited in the admin; every change audited."""
 
     max_position_size = models.DecimalField(default=Decimal("1000000"), help_text="KRW per pair", **MONEY)
+    max_total_exposure = models.DecimalField(default=Decimal("5000000"), **MONEY,
+                                             help_text="KRW across every coin (premiums move together)")
     max_daily_loss = models.DecimalField(default=Decimal("500000"), help_text="KRW", **MONEY)
     max_total_loss = models.DecimalField(default=Decimal("2000000"), help_text="KRW", **MONEY)
     max_trades_per_hour = models.PositiveIntegerField(default=100)
@@ -46,6 +48,7 @@ class GuardLimits(Singleton):
                                          help_text="net of both venues' fees")
     stop_loss_pct = models.DecimalField(default=Decimal("1.0"), max_digits=8, decimal_places=4)
     take_profit_pct = models.DecimalField(default=Decimal("0.5"), max_digits=8, decimal_places=4)
+    stop_loss_cooldown = models.PositiveIntegerField(default=1800, help_text="seconds a coin waits after a stop-loss")
     max_inventory_pct = models.DecimalField(default=Decimal("90"), max_digits=8, decimal_places=4,
                                             help_text="share of a venue's base inventory one pair may use")
     block_market_warnings = models.BooleanField(default=True, help_text="refuse coins with Upbit caution flags")

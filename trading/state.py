@@ -285,6 +285,9 @@ def _levels_from_json(levels: Iterable[Sequence[str]]) -> list[Level]:
 # --- the manager -----------------------------------------------------------------------------
 
 
+EXPOSURE_PREFIX = f"{PREFIX}:guard:exposure:"  # + coin: KRW reserved or held; + "coins": the set of coins
+
+
 class StateManager:
     """Typed reads and writes of the hot state; the only place key strings are built."""
 
@@ -690,6 +693,17 @@ class StateManager:
     if hour + 1 > tonumber(ARGV[1]) then return 'trades_per_hour' end
     if day + 1 > tonumber(ARGV[2]) then return 'trades_per_day' end
     if exposure + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return 'position_size' end
+    -- The total across coins (premiums move together). Every coin with exposure is in one set;
+    -- the coins' keys are read by name (a single Redis, not a cluster). ARGV[#ARGV]: the cap
+    -- ('' for none), ARGV[#ARGV - 1]: this coin, ARGV[#ARGV - 2]: the coins' key prefix.
+    local max_total, coin, prefix = ARGV[#ARGV], ARGV[#ARGV - 1], ARGV[#ARGV - 2]
+    if max_total ~= '' then
+      local total_exposure = exposure + tonumber(ARGV[3])
+      for _, other in ipairs(redis.call('SMEMBERS', prefix .. 'coins')) do
+        if other ~= coin then total_exposure = total_exposure + tonumber(redis.call('GET', prefix .. other) or '0') end
+      end
+      if total_exposure > tonumber(max_total) then return 'total_exposure' end
+    end
     if #KEYS >= 6 then
       if ARGV[9] ~= '' and (redis.call('GET', KEYS[6]) or '0') ~= ARGV[9] then return 'quote_changed' end
       local now, total = tonumber(ARGV[11]), 0
@@ -709,6 +723,7 @@ class StateManager:
     redis.call('INCR', KEYS[1]); redis.call('EXPIRE', KEYS[1], ARGV[5])
     redis.call('INCR', KEYS[2]); redis.call('EXPIRE', KEYS[2], ARGV[5])
     redis.call('INCRBY', KEYS[3], ARGV[3])
+    redis.call('SADD', prefix .. 'coins', coin)
     return 'ok'
     """
 
@@ -719,8 +734,11 @@ class StateManager:
     def reserve_trade(self, symbol: str, hour: str, day: str, exposure_krw: int, *, max_per_hour: int,
                       max_per_day: int, max_exposure_krw: int, quote_venue: str | None = None,
                       quote_units: int = 0, quote_available_units: int = 0, quote_version: int | None = None,
-                      reservation_id: str = "", hold_ms: int = QUOTE_HOLD_MS, require_mirrored: bool = False) -> str:
+                      reservation_id: str = "", hold_ms: int = QUOTE_HOLD_MS, require_mirrored: bool = False,
+                      max_total_exposure_krw: int | None = None) -> str:
         """'ok' when reserved, else the name of the limit that refused.
+
+        max_total_exposure_krw: the cap on the exposure summed over every coin ('total_exposure').
 
         With quote_venue, the pair's quote (quote_units, in QUOTE_UNIT) is reserved on that venue
         too, against quote_available_units (the ledger's balance) minus every unexpired
@@ -736,6 +754,7 @@ class StateManager:
             keys += [self.quote_key(quote_venue), self.quote_version_key(quote_venue)]
             args += [int(quote_units), int(quote_available_units), "" if quote_version is None else int(quote_version),
                      reservation_id or uuid.uuid4().hex, now_ms, now_ms + hold_ms, hold_ms]
+        args += [EXPOSURE_PREFIX, symbol, "" if max_total_exposure_krw is None else int(max_total_exposure_krw)]
         result = self.redis.eval(self._RESERVE, len(keys), *keys, *args)
         return result.decode() if isinstance(result, bytes) else result
 
@@ -773,15 +792,23 @@ class StateManager:
         return total
 
     def set_exposure(self, symbol: str, exposure_krw: int) -> None:
-        self.redis.set(f"{PREFIX}:guard:exposure:{symbol}", exposure_krw)
+        pipe = self.redis.pipeline()
+        pipe.set(f"{EXPOSURE_PREFIX}{symbol}", exposure_krw)
+        pipe.sadd(f"{EXPOSURE_PREFIX}coins", symbol)
+        pipe.execute()
+
+    def total_exposure(self) -> int:
+        coins = [c.decode() if isinstance(c, bytes) else c for c in self.redis.smembers(f"{EXPOSURE_PREFIX}coins")]
+        return sum(int(v or 0) for v in self.redis.mget([f"{EXPOSURE_PREFIX}{c}" for c in coins])) if coins else 0
 
     def exposure(self, symbol: str) -> int:
         return int(self.redis.get(f"{PREFIX}:guard:exposure:{symbol}") or 0)
 
     def exposure_symbols(self) -> list[str]:
-        prefix = f"{PREFIX}:guard:exposure:"
-        return [k.decode()[len(prefix):] if isinstance(k, bytes) else k[len(prefix):]
-                for k in self.redis.scan_iter(match=f"{prefix}*", count=500)]
+        prefix = EXPOSURE_PREFIX
+        found = [k.decode()[len(prefix):] if isinstance(k, bytes) else k[len(prefix):]
+                 for k in self.redis.scan_iter(match=f"{prefix}*", count=500)]
+        return [s for s in found if s != "coins"]
 
     def trades_counted(self, hour: str, day: str) -> tuple[int, int]:
         h, d = self.redis.mget(f"{PREFIX}:guard:trades:hour:{hour}", f"{PREFIX}:guard:trades:day:{day}")
@@ -837,6 +864,8 @@ class StateManager:
         args = ["1" if kill_switch else "0", self.server_run_id() if run_id is None else run_id, TTL_COUNTER,
                 int(trades_hour), int(trades_day), len(paused), *paused, *(int(exposure_krw[s]) for s in symbols)]
         rebuilt, raised = self.redis.eval(self._MIRROR, len(keys), *keys, *args)
+        if symbols:
+            self.redis.sadd(f"{EXPOSURE_PREFIX}coins", *symbols)  # the total-exposure cap sums these
         return bool(rebuilt), int(raised)
 
     def guard_mirrored(self) -> bool:
@@ -910,14 +939,13 @@ class StateManager:
         pipe.sismember(f"{PREFIX}:guard:paused", symbol)
         pipe.hget(f"{PREFIX}:rules:binance:{symbol}", "step_size")
         pipe.hmget(self.metrics_key(), "total_balance", "pnl_today", "pnl_total", "timestamp")
-        pipe.hmget(f"{PREFIX}:risk", f"vol:{symbol}", f"weight:{symbol}")
-        pipe.hlen(f"{PREFIX}:risk")
+        pipe.hmget(self.RISK_KEY, f"vol:{symbol}", f"weight:{symbol}", "weighted")
         # The oldest rate of the last minute: the baseline for the FX jump check.
         now = utcnow().timestamp()
         pipe.zrangebyscore(f"{PREFIX}:fx:history:{fx_source}", now - 60, "+inf", start=0, num=1)
         pipe.get(f"{PREFIX}:reconciliation")
         (upbit, binance, fx, reference, version, kill, breaker, breaker_ttl, warning, paused, step, total, risk,
-         risk_len, fx_before, reconciliation) = pipe.execute()
+         fx_before, reconciliation) = pipe.execute()
         text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
         return EvaluationContext(
             upbit=self.decode_book(upbit) if upbit else None,
@@ -936,8 +964,7 @@ class StateManager:
             if total[1] and total[2] and total[3] else None,
             volatility=float(text(risk[0])) if risk[0] else None,
             weight=float(text(risk[1])) if risk[1] else None,
-            # The risk hash holds timestamp, var_95, then a vol and a weight per coin.
-            weighted_symbols=max(0, (int(risk_len) - 2) // 2),
+            weighted_symbols=int(text(risk[2])) if risk[2] else 0,
             fx_minute_ago=Decimal(text(fx_before[0]).split(":", 1)[1]) if fx_before else None,
         )
 
@@ -953,13 +980,25 @@ class StateManager:
         pipe.incr(f"{PREFIX}:stats:evaluations")
         pipe.zadd(f"{PREFIX}:index:premiums", {record.symbol: now})
         if self.redis.set(f"{history}:sampled", "1", nx=True, px=max(1, int(sample_every * 1000))):
-            mids = f"{PREFIX}:mids:{record.symbol}"
-            pipe.zadd(history, {f"{now:.3f}:{record.premium_pct}": now})
-            pipe.zadd(mids, {f"{now:.3f}:{record.upbit_mid}": now})
-            for key in (history, mids):
-                pipe.zremrangebyscore(key, "-inf", now - history_seconds)
-                pipe.expire(key, history_seconds)
+            self.sample_premium(record.symbol, now, record.premium_pct, history_seconds, upbit_mid=record.upbit_mid, pipe=pipe)
         pipe.execute()
+
+    def sample_premium(self, symbol: str, ts: float, premium_pct: Decimal, history_seconds: int,
+                       upbit_mid: Decimal | None = None, pipe=None) -> None:
+        """Add one sample (unthrottled) to a coin's premium history (percent) and, when given, to its
+        Upbit mid history; both keep history_seconds before ts."""
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
+        keys = [f"{PREFIX}:premium:history:{symbol}"]
+        pipe.zadd(keys[0], {f"{ts:.3f}:{premium_pct}": ts})
+        if upbit_mid is not None:
+            keys.append(f"{PREFIX}:mids:{symbol}")
+            pipe.zadd(keys[1], {f"{ts:.3f}:{upbit_mid}": ts})
+        for key in keys:
+            pipe.zremrangebyscore(key, "-inf", ts - history_seconds)
+            pipe.expire(key, history_seconds)
+        if own:
+            pipe.execute()
 
     def evaluations_count(self) -> int:
         return int(self.redis.get(f"{PREFIX}:stats:evaluations") or 0)
@@ -971,33 +1010,78 @@ class StateManager:
         return self._list_indexed("premiums", PremiumRecord, lambda s: f"{PREFIX}:premium:{s}", TTL_PREMIUM)
 
     def premium_history(self, symbol: str) -> list[tuple[float, Decimal]]:
+        """The premium (percent) sampled about once a second: what the risk model is fitted on."""
         return self._samples(f"{PREFIX}:premium:history:{symbol}")
 
     def mid_history(self, symbol: str) -> list[tuple[float, Decimal]]:
-        """Upbit mid prices sampled about once a second (for volatility and risk)."""
+        """Upbit mid prices sampled with the premium (not used by the risk model: a premium book
+        does not hold the coin's price)."""
         return self._samples(f"{PREFIX}:mids:{symbol}")
 
     def premium_symbols(self) -> list[str]:
         return [m.decode() if isinstance(m, bytes) else m for m in self.redis.zrange(f"{PREFIX}:index:premiums", 0, -1)]
 
     # risk model (refitted on a schedule) ----------------------------------------------------------
-    def set_risk_model(self, var_95: float | None, vols: dict[str, float], weights: dict[str, float]) -> None:
-        key = f"{PREFIX}:risk"
-        mapping = {"timestamp": utcnow().isoformat(), "var_95": "" if var_95 is None else repr(float(var_95))}
+    # arbitrage:risk (hash, an hour): timestamp, horizon_s, weighted (number of weighted coins),
+    # var_95_krw (the breaker's VaR budget, KRW over one day), var_source (equity or book),
+    # book_var_95_krw, equity_var_95_krw, and per coin vol:<coin> (premium volatility over the
+    # horizon, percentage points) and weight:<coin>. arbitrage:risk:report: the refit's detail (JSON).
+    RISK_KEY = f"{PREFIX}:risk"
+    RISK_REPORT_KEY = f"{PREFIX}:risk:report"
+    RISK_TTL = 3600
+
+    def set_risk_model(self, var_95_krw: float | None, vols: dict[str, float], weights: dict[str, float], *,
+                       horizon_seconds: int = 3600, var_source: str | None = None, book_var_krw: float | None = None,
+                       equity_var_krw: float | None = None, report: dict | None = None) -> None:
+        optional = lambda v: "" if v is None else repr(float(v))  # noqa: E731
+        mapping = {"timestamp": utcnow().isoformat(), "horizon_s": str(int(horizon_seconds)), "weighted": str(len(weights)),
+                   "var_95_krw": optional(var_95_krw), "var_source": var_source or "",
+                   "book_var_95_krw": optional(book_var_krw), "equity_var_95_krw": optional(equity_var_krw)}
         mapping.update({f"vol:{s}": repr(float(v)) for s, v in vols.items()})
         mapping.update({f"weight:{s}": repr(float(w)) for s, w in weights.items()})
         pipe = self.redis.pipeline()
-        pipe.delete(key)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, 3600)
+        pipe.delete(self.RISK_KEY)
+        pipe.hset(self.RISK_KEY, mapping=mapping)
+        pipe.expire(self.RISK_KEY, self.RISK_TTL)
+        if report is not None:
+            pipe.set(self.RISK_REPORT_KEY, orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS, default=str), ex=self.RISK_TTL)
         pipe.execute()
 
     def risk_model(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{PREFIX}:risk").items()}
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(self.RISK_KEY).items()}
+
+    def risk_report(self) -> dict | None:
+        raw = self.redis.get(self.RISK_REPORT_KEY)
+        return orjson.loads(raw) if raw else None
+
+    def var_budget_krw(self) -> Decimal | None:
+        """The VaR budget in KRW over one day (equity or premium book VaR at 95 %); None without one."""
+        raw = self.redis.hget(self.RISK_KEY, "var_95_krw")
+        return Decimal(raw.decode()) if raw else None
 
     def var_budget(self) -> Decimal | None:
-        raw = self.redis.hget(f"{PREFIX}:risk", "var_95")
-        return Decimal(raw.decode()) if raw else None
+        """The VaR budget as a share of the published total balance (what maybe_trip_breaker
+        multiplies the balance by): var_95_krw / total_balance; None without either."""
+        var_krw, total = self.redis.pipeline(transaction=False).hget(self.RISK_KEY, "var_95_krw") \
+            .hget(self.metrics_key(), "total_balance").execute()
+        if not var_krw or not total or Decimal(total.decode()) <= 0:
+            return None
+        return Decimal(var_krw.decode()) / Decimal(total.decode())
+
+    # equity samples (the accounting samples equity about once a second) ------------------------
+    EQUITY_HISTORY_KEY = f"{PREFIX}:equity:history"
+    EQUITY_HISTORY_SECONDS = 86400
+
+    def sample_equity(self, ts: float, value: Decimal) -> None:
+        """Add an equity sample (KRW) at ts (epoch seconds); a day of samples is kept."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.EQUITY_HISTORY_KEY, {f"{ts:.3f}:{value}": ts})
+        pipe.zremrangebyscore(self.EQUITY_HISTORY_KEY, "-inf", ts - self.EQUITY_HISTORY_SECONDS)
+        pipe.expire(self.EQUITY_HISTORY_KEY, self.EQUITY_HISTORY_SECONDS)
+        pipe.execute()
+
+    def equity_history(self) -> list[tuple[float, Decimal]]:
+        return self._samples(self.EQUITY_HISTORY_KEY)
 
     def _samples(self, key: str) -> list[tuple[float, Decimal]]:
         members = self.redis.zrange(key, 0, -1)

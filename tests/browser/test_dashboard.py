@@ -58,7 +58,7 @@ def system(redis_url):
 def _health_ok(base):
     try:
         return requests.get(f"{base}/health", timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except requests.RequestException:  # not up yet, or busy starting
         return False
 
 

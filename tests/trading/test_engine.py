@@ -292,3 +292,14 @@ def test_the_coin_lock_is_held_for_the_whole_pair_however_long_it_takes(state):
         time.sleep(1.0)  # three TTLs
         assert state.acquire_lock("symbol:BTC", 300) is None  # still ours
     assert state.release_lock("symbol:BTC", token)
+
+
+def test_the_total_exposure_across_coins_is_capped(state, market):
+    """Premiums move together: each coin under its own limit can still be too much in sum."""
+    limits(max_total_exposure=D("1500000"))
+    state.set_exposure("ETH", 900_000)  # another coin already holds most of the total
+    market("BTC", **JUMP)
+    assert engine.evaluate_symbol("BTC", state=state) == "rejected:total_exposure"
+    assert "across every coin" in Signal.objects.get().reason
+    state.set_exposure("ETH", 0)
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
