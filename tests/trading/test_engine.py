@@ -1,9 +1,9 @@
 """One evaluation end to end inside the process: books in Redis -> guard -> paper pair -> ledger."""
 
 import random
-from datetime import UTC, datetime
 import threading
 from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
