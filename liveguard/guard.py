@@ -76,7 +76,7 @@ def db_kill_switch() -> bool:
 
 
 def db_paused(symbol: str) -> bool:
-    return SymbolPause.objects.filter(symbol=symbol).exists()
+    return SymbolPause.active().filter(symbol=symbol).exists()
 
 
 def kill_switch_engaged(state: StateManager, mirrored=UNSET) -> bool:

@@ -134,7 +134,15 @@ class SymbolPause(models.Model):
     symbol = models.CharField(max_length=20, unique=True)
     reason = models.CharField(max_length=200, blank=True)
     paused_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    until = models.DateTimeField(null=True, blank=True, help_text="a cool-down ends by itself then; empty: until resumed")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
         return f"{self.symbol} paused"
+
+    @classmethod
+    def active(cls, now=None):
+        from datetime import UTC, datetime
+
+        now = now or datetime.now(UTC)
+        return cls.objects.filter(models.Q(until__isnull=True) | models.Q(until__gt=now))

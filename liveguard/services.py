@@ -69,16 +69,22 @@ def update_limits(state=None, user=None, **changes) -> GuardLimits:
     return save_limits(state or get_state(), limits, user)
 
 
-def pause_symbol(state, symbol: str, user=None, reason: str = "") -> SymbolPause:
-    """Engage a pause: Redis first, then the database, then the whole set re-mirrored."""
+def pause_symbol(state, symbol: str, user=None, reason: str = "", until: datetime | None = None) -> SymbolPause:
+    """Engage a pause: Redis first, then the database, then the whole set re-mirrored.
+
+    `until`: a cool-down that ends by itself. It never shortens a pause already in force.
+    """
     _mirror(lambda: state.add_paused(symbol), f"pause {symbol}")
     with transaction.atomic():
-        pause, created = SymbolPause.objects.get_or_create(symbol=symbol, defaults={"reason": reason[:200],
-                                                                                  "paused_by": _user(user)})
+        pause, created = SymbolPause.objects.select_for_update().get_or_create(
+            symbol=symbol, defaults={"reason": reason[:200], "paused_by": _user(user), "until": until})
         if created:
-            AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="trading", new_value="paused",
-                                    user=_user(user))
-    _mirror(lambda: state.set_paused(SymbolPause.objects.values_list("symbol", flat=True)), f"pause {symbol}")
+            AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="trading",
+                                    new_value=f"paused until {until.isoformat()}" if until else "paused", user=_user(user))
+        elif pause.until is not None and (until is None or until > pause.until):
+            pause.until, pause.reason = until, reason[:200] or pause.reason  # longer (or open-ended) wins
+            pause.save(update_fields=["until", "reason"])
+    _mirror(lambda: state.set_paused(SymbolPause.active().values_list("symbol", flat=True)), f"pause {symbol}")
     return pause
 
 
@@ -89,7 +95,7 @@ def resume_symbol(state, symbol: str, user=None) -> bool:
         if deleted:
             AuditLog.objects.create(model="SymbolPause", field=symbol, old_value="paused", new_value="trading",
                                     user=_user(user))
-    _mirror(lambda: state.set_paused(SymbolPause.objects.values_list("symbol", flat=True)), f"resume {symbol}")
+    _mirror(lambda: state.set_paused(SymbolPause.active().values_list("symbol", flat=True)), f"resume {symbol}")
     return bool(deleted)
 
 
@@ -138,7 +144,8 @@ def mirror_guard_state(state=None, now: datetime | None = None) -> dict:
     hour, day = trading_day_keys(now)
     trades_hour, trades_day = trades_from_database(now)
     kill = bool(KillSwitch.objects.filter(pk=1).values_list("engaged", flat=True).first())
-    paused = list(SymbolPause.objects.values_list("symbol", flat=True))
+    SymbolPause.objects.filter(until__lte=now).delete()  # cool-downs that have run out
+    paused = list(SymbolPause.active(now).values_list("symbol", flat=True))
     exposure = exposure_from_database()
     rebuilt, raised = state.mirror_guard(kill_switch=kill, paused=paused, hour=hour, day=day, trades_hour=trades_hour,
                                          trades_day=trades_day, exposure_krw=exposure)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR
 
 from django.conf import settings
+
+from liveguard import guard as lg
 
 from . import engine, positions
 from .execution import PairRequest, held_lock
@@ -33,6 +35,13 @@ def close_position(state: StateManager, symbol: str, reason: str, executor=None)
             return None
         buy_exchange, sell_exchange = position.sell_exchange, position.buy_exchange
         books = {"upbit": upbit, "binance": binance}
+        # As on entries: no close on a stale book (nothing this tick; one guard event every few seconds).
+        stale = lg.Guard(state, engine.current_limits(state)).check_quotes(
+            books[buy_exchange].timestamp, books[sell_exchange].timestamp, datetime.now(UTC))
+        if stale is not None:
+            if engine.should_record_rejection(state, symbol, f"close_{stale.check}"):
+                lg.record(lg.Block(stale.check, f"close waits: {stale.reason}", stale.detail), symbol)
+            return None
         request = PairRequest(symbol, buy_exchange, sell_exchange, quantity, books[buy_exchange].asks[0][0],
                               books[sell_exchange].bids[0][0], fx.rate, step)
         pair = Pair.objects.create(symbol=symbol, kind=Pair.Kind.CLOSE, buy_exchange=buy_exchange,
@@ -59,7 +68,12 @@ def close_position(state: StateManager, symbol: str, reason: str, executor=None)
 
 
 def check_positions(state: StateManager) -> list[str]:
-    """Mark every position; close those past stop-loss or take-profit. Returns the coins closed."""
+    """Mark every position; close those past stop-loss or take-profit, or (convergence coins) back
+    near the premium's mean. A stop-loss starts the coin's cool-down. Returns the coins closed."""
+    from liveguard.services import pause_symbol
+
+    from . import strategies
+
     limits = engine.current_limits(state)
     fx = engine.fx_rate(state)
     closed = []
@@ -71,11 +85,22 @@ def check_positions(state: StateManager) -> list[str]:
             continue
         m = positions.mark(position, upbit, binance, fx.rate, engine.fees())
         positions.publish(state, position, position.symbol, m)
-        reason = None
+        reason, stopped = None, False
+        strategy = strategies.for_symbol(position.symbol)
         if m.close_buy_price is not None and m.pnl_pct <= -limits.stop_loss_pct:
-            reason = f"stop-loss at {m.pnl_pct:.3f}% (limit -{limits.stop_loss_pct}%)"
+            reason, stopped = f"stop-loss at {m.pnl_pct:.3f}% (limit -{limits.stop_loss_pct}%)", True
+        elif strategy.name == "convergence" and m.close_buy_price is not None:
+            premium = state.get_premium(position.symbol)
+            deviation = premium and strategies.convergence_exit(
+                strategy, state.premium_history(position.symbol), premium.premium_pct, position.side)
+            if deviation is not None and deviation is not False:
+                reason = f"premium back within {strategy.exit_deviation_pct}% of its mean ({deviation:.3f}%)"
         elif m.close_buy_price is not None and m.pnl_pct >= limits.take_profit_pct:
             reason = f"take-profit at {m.pnl_pct:.3f}% (target {limits.take_profit_pct}%)"
+        if stopped and limits.stop_loss_cooldown:
+            # Before the close: no evaluation may re-enter between the close and the cool-down.
+            until = datetime.now(UTC) + timedelta(seconds=limits.stop_loss_cooldown)
+            pause_symbol(state, position.symbol, reason=f"cool-down after {reason}", until=until)
         if reason and close_position(state, position.symbol, reason):
             closed.append(position.symbol)
     return closed

@@ -6,6 +6,7 @@ The database is the record of truth; Redis holds the hot copy. Money is Decimal 
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from django.db import models
 
@@ -298,3 +299,27 @@ class FeeSchedule(models.Model):
             errors["bnb_discount_pct"] = "a percentage from 0 to below 100"
         if errors:
             raise ValidationError(errors)
+
+
+class CoinStrategy(models.Model):
+    """How a coin is traded, chosen in admin per coin ("*" is the default for every other coin)."""
+
+    class Name(models.TextChoices):
+        SPREAD = "spread", "spread: take a net spread at once; close on stop-loss / take-profit"
+        CONVERGENCE = "convergence", "convergence: open far from the premium's rolling mean, close on reversion"
+
+    symbol = models.CharField(max_length=20, unique=True, default="*")
+    strategy = models.CharField(max_length=20, choices=Name.choices, default=Name.SPREAD)
+    entry_deviation_pct = models.DecimalField(default=Decimal("0.5"), max_digits=8, decimal_places=4,
+                                              help_text="convergence: open when the premium is this far from its mean")
+    exit_deviation_pct = models.DecimalField(default=Decimal("0.1"), max_digits=8, decimal_places=4,
+                                             help_text="convergence: close when it is back within this")
+    lookback_seconds = models.PositiveIntegerField(default=3600, help_text="the rolling mean's window")
+    min_samples = models.PositiveIntegerField(default=60, help_text="no convergence trade on less history")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "coin strategies"
+
+    def __str__(self):
+        return f"{self.symbol}: {self.strategy}"

@@ -90,9 +90,11 @@ class LimitsView(ControlView):
 
 class PausedSymbolsView(ControlView):
     @extend_schema(responses=inline_serializer("PausedSymbol", {"symbol": serializers.CharField(), "reason": serializers.CharField(),
-                                                                "since": serializers.DateTimeField()}, many=True))
+                                                                "since": serializers.DateTimeField(),
+                                                                "until": serializers.DateTimeField(allow_null=True)}, many=True))
     def get(self, request):
-        return Response([{"symbol": p.symbol, "reason": p.reason, "since": p.created_at} for p in SymbolPause.objects.all()])
+        return Response([{"symbol": p.symbol, "reason": p.reason, "since": p.created_at, "until": p.until}
+                         for p in SymbolPause.active()])
 
 
 class SymbolPauseView(ControlView):
