@@ -153,7 +153,8 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     limits = current_limits(state, version=ctx.limits_version)
     step = ctx.lot_step or DEFAULT_LOT_STEP
     max_notional = limits.max_position_size
-    # The quant cap: a volatility-targeted size times the coin's portfolio weight.
+    # The quant cap (trading.quant.service): RISK_BUDGET_KRW over the coin's premium volatility on the
+    # holding horizon, times its weight x n; 0 blocks the coin (weight 0); None (no refit yet) leaves the limit.
     cap = position_cap(ctx.volatility, ctx.weight, ctx.weighted_symbols, ctx.total_balance)
     if cap is not None:
         max_notional = min(max_notional, cap)

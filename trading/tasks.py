@@ -116,11 +116,12 @@ def refresh_market_warnings() -> int:
 
 @shared_task(ignore_result=True, soft_time_limit=100, time_limit=120)
 def refit_volatility() -> dict:
-    """Refit GARCH/EWMA volatility, portfolio weights and VaR from the sampled prices."""
+    """Refit the premium risk model: GARCH/EWMA volatility of each coin's premium, weights, and the
+    VaR of the premium book and of equity (the breaker's daily budget)."""
     from .quant.service import refit
 
     result = refit(engine.get_state())
-    return {"symbols": len(result["vols"]), "var_95": result["var_95"]}
+    return {"symbols": len(result["vols"]), "var_95_krw": result["var_95_krw"], "var_source": result["var_source"]}
 
 
 @shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)

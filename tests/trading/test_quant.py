@@ -110,7 +110,7 @@ def test_breaker_rule_trips_when_loss_exceeds_balance_times_var():
     assert not risk.breaker_should_trip(D("50000"), D("1000000"), 0.05)
 
 
-def test_refit_stores_vols_weights_and_a_daily_var(state):
+def test_refit_stores_premium_vols_weights_and_no_budget_without_a_book(state):
     from datetime import UTC, datetime, timedelta
 
     from trading.quant.service import refit, sizing_cap
@@ -118,16 +118,19 @@ def test_refit_stores_vols_weights_and_a_daily_var(state):
 
     rng = np.random.default_rng(9)
     start = datetime.now(UTC) - timedelta(seconds=200)
-    prices = {"BTC": 140e6, "ETH": 5e6}
+    premiums = {"BTC": 2.0, "ETH": 1.5}
     for i in range(120):
-        for symbol in prices:
-            prices[symbol] *= math.exp(rng.standard_normal() * 1e-4)
-            state.save_premium(PremiumRecord(symbol, D("0.1"), D(str(round(prices[symbol]))), D("1"), D("1400"), None, None,
-                                             start + timedelta(seconds=i)), 3600, sample_every=0.001)
+        for symbol in premiums:
+            premiums[symbol] += rng.standard_normal() * 0.01
+            state.save_premium(PremiumRecord(symbol, D(f"{premiums[symbol]:.8f}"), D("140000000"), D("1"), D("1400"), None,
+                                             None, start + timedelta(seconds=i)), 3600, sample_every=0.001)
         time.sleep(0.0015)  # sampling is throttled on wall time
-    result = refit(state)
+    result = refit(state, positions=[])
     assert set(result["vols"]) == {"BTC", "ETH"}
     assert sum(result["weights"].values()) == pytest.approx(1.0)
-    assert 0 < result["var_95"] < 0.2
-    assert state.var_budget() == D(repr(result["var_95"]))
-    assert sizing_cap(state, "BTC", D("100000000")) > 0
+    # The Upbit mid never moved: the volatility is the premium's (0.01 points a second, about 0.6 an hour).
+    assert 0.2 < result["vols"]["BTC"] < 1.5
+    assert result["var_95_krw"] is None and state.var_budget() is None  # nothing held, no equity samples
+    model = state.risk_model()
+    assert model["weighted"] == "2" and float(model["vol:BTC"]) == result["vols"]["BTC"]
+    assert 0 < sizing_cap(state, "BTC") < D("10000000")

@@ -36,16 +36,23 @@ def ewma_update(variance: float | None, last_price: float | None, price: float, 
     return r * r if variance is None else lam * variance + (1 - lam) * r * r
 
 
-def garch_volatility(returns: Sequence[float], scale: float = 1000.0) -> tuple[float, dict[str, float]]:
+def garch_volatility(returns: Sequence[float], scale: float | None = 1000.0, *, strict: bool = False) -> tuple[float, dict[str, float]]:
     """One-step-ahead GARCH(1,1) volatility (per period) and the fitted parameters.
 
     Returns are scaled before fitting (arch's optimiser wants values of order 1) and the
-    forecast is scaled back.
+    forecast is scaled back; scale=None uses 1 / (root mean square of the returns). strict: raise
+    ValueError when the optimiser did not converge (instead of using its last point).
     """
     from arch import arch_model
 
-    r = np.asarray(returns, dtype=float) * scale
-    result = arch_model(r, mean="Zero", vol="GARCH", p=1, q=1, rescale=False).fit(disp="off")
+    r = np.asarray(returns, dtype=float)
+    if scale is None:
+        rms = float(np.sqrt(np.mean(r * r))) if r.size else 0.0
+        scale = 1.0 / rms if rms > 0 else 1.0
+    r = r * scale
+    result = arch_model(r, mean="Zero", vol="GARCH", p=1, q=1, rescale=False).fit(disp="off", show_warning=not strict)
+    if strict and result.convergence_flag != 0:
+        raise ValueError(f"GARCH fit did not converge (optimiser code {result.convergence_flag})")
     forecast = result.forecast(horizon=1, reindex=False).variance.values[-1, 0]
     return float(math.sqrt(forecast) / scale), {k: float(v) for k, v in result.params.items()}
 
