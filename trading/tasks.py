@@ -41,6 +41,7 @@ def publish_metrics() -> None:
     state.sample_fx(fx)
     record = metrics.compute(state, fx.rate)
     state.set_metrics(record)
+    state.sample_equity(record.timestamp.timestamp(), record.pnl_total)  # the equity VaR's series (flows excluded)
     metrics.rebalance_suggestions(state, fx.rate)
     Guard(state, engine.current_limits(state)).maybe_trip_breaker(record.total_balance, state.var_budget(),
                                                                   pnl_today=record.pnl_today)
