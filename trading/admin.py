@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Balance, Fill, LedgerEntry, Order, Pair, Position, Signal
+from .models import Balance, CoinStrategy, FeeSchedule, Fill, LedgerEntry, Order, Pair, Position, Signal
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,4 +34,48 @@ class OrderAdmin(ReadOnlyAdmin):
     list_filter = ("exchange", "status", "symbol")
 
 
-admin.site.register([Fill, LedgerEntry, Balance, Position], ReadOnlyAdmin)
+admin.site.register([LedgerEntry, Balance, Position], ReadOnlyAdmin)
+
+
+@admin.register(Fill)
+class FillAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "order", "price", "quantity", "fee", "fee_asset", "fee_krw", "fee_note")
+
+
+@admin.register(FeeSchedule)
+class FeeScheduleAdmin(admin.ModelAdmin):
+    """Each venue's rates for an account; a change is audited and every worker re-reads it at once."""
+
+    list_display = ("venue", "account", "vip_tier", "effective_taker", "effective_maker", "pay_fees_in_bnb", "updated_at")
+    readonly_fields = ("effective_taker", "effective_maker", "updated_at")
+
+    @admin.display(description="taker charged")
+    def effective_taker(self, obj):
+        from .fees import rates
+
+        return f"{rates(obj.venue, obj).taker * 100:.4f} %" if obj.venue else "-"
+
+    @admin.display(description="maker charged")
+    def effective_maker(self, obj):
+        from .fees import rates
+
+        return f"{rates(obj.venue, obj).maker * 100:.4f} %" if obj.venue else "-"
+
+    def save_model(self, request, obj, form, change):
+        from .engine import get_state
+        from .fees import save_schedule
+
+        save_schedule(get_state(), obj, request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # set the published rates back instead: every change stays in the audit log
+
+
+@admin.register(CoinStrategy)
+class CoinStrategyAdmin(admin.ModelAdmin):
+    list_display = ("symbol", "strategy", "entry_deviation_pct", "exit_deviation_pct", "lookback_seconds", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        from liveguard.models import save_audited
+
+        save_audited(obj, request.user)  # every change to how a coin trades is audited

@@ -33,8 +33,14 @@ def get_state() -> StateManager:
     return StateManager.from_url(settings.REDIS_URL)
 
 
-def fees() -> Fees:
-    return Fees(upbit=settings.UPBIT_TAKER_FEE, binance=settings.BINANCE_TAKER_FEE)
+def fees(state: StateManager | None = None, max_age: float = 5.0, version: int | None = None) -> Fees:
+    """The trading account's effective taker rates (FeeSchedule in the admin; trading/fees.py), cached
+    like the limits and re-read when an edit bumped the controls' version."""
+    from . import fees as schedule
+
+    if state is None and version is None:
+        state = get_state()
+    return schedule.current(state, max_age, version)
 
 
 _limits_cache: tuple[float, int, GuardLimits] | None = None
@@ -57,6 +63,9 @@ def forget_limits() -> None:
     _limits_cache = None
     _live_executor = None
     _funded.clear()
+    from . import fees as schedule
+
+    schedule.forget()
 
 
 _live_executor = None
@@ -144,7 +153,7 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     fx = fx_rate(state) if settings.FX_SOURCE == "fixed" else ctx.fx
     if upbit is None or binance is None or fx is None or not (upbit.bids and upbit.asks and binance.bids and binance.asks):
         return "no_data"
-    fee = fees()
+    fee = fees(state, version=ctx.limits_version).with_fx(fx)  # the third leg priced from the KRW-USDT book
     now = datetime.now(UTC)
     prem = premium(symbol, upbit, binance, fx.rate, fee)
     state.save_premium(PremiumRecord(symbol, money(prem.premium_pct), prem.upbit_mid, prem.binance_mid, fx.rate,
@@ -194,7 +203,7 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
                        lock_token: str | None = None) -> str:
     symbol = opportunity.symbol
     guard = lg.Guard(state, limits)
-    fee = fees()
+    fee = fees(state)
     block = (
         guard.check_kill_switch(ctx.kill_switch)
         or guard.check_reconciled(settings.LIVE_MODE, ctx.reconciled)
@@ -229,8 +238,10 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
     signal = _record_signal(opportunity, Signal.Outcome.EXECUTED, "", now)
     pair = Pair.objects.create(symbol=symbol, signal=signal, buy_exchange=opportunity.buy_exchange,
                                sell_exchange=opportunity.sell_exchange, mode="live" if settings.LIVE_MODE else "paper")
+    # Each leg's limit leaves the minimum net spread if both legs fill at their limits (signals.leg_limits).
     request = PairRequest(symbol, opportunity.buy_exchange, opportunity.sell_exchange, opportunity.quantity,
-                          opportunity.buy_price_native, opportunity.sell_price_native, fx.rate, step)
+                          opportunity.buy_price_native, opportunity.sell_price_native, fx.rate, step,
+                          buy_limit=opportunity.buy_limit_native, sell_limit=opportunity.sell_limit_native)
     executor = executor or default_executor(state, fee)
     try:
         # The lifecycle commits each stage itself; the coin's lock is kept alive for the whole pair.

@@ -265,11 +265,15 @@ class PairExecutor:
         if status is LegStatus.DONE:
             known = set(Fill.objects.filter(order=order).values_list("trade_id", flat=True))
             rate = self._quote_rate(order)
+            from .fees import FeeValuer  # each fee valued in KRW when filled (a BNB fee at BNB's price)
+
+            valuer = FeeValuer(self.state, self.venues.get(order.exchange), order, self.fees, rate)
             for fill in report.fills:
                 if fill.trade_id and fill.trade_id in known:
                     continue
+                fee_krw, fee_note = valuer.value(fill.price, fill.fee, fill.fee_asset)
                 ledger.record_fill(order, fill.price, fill.quantity, ZERO, fee=fill.fee, fee_asset=fill.fee_asset,
-                                   trade_id=fill.trade_id, quote_rate_krw=rate)
+                                   trade_id=fill.trade_id, quote_rate_krw=rate, fee_value_krw=fee_krw, fee_note=fee_note)
             order.filled_quantity = report.executed
             order.average_price = money(report.average_price)
             order.fee = money(report.fee)
@@ -403,14 +407,19 @@ class PairExecutor:
 
     @staticmethod
     def _fee_krw(order: Order, fx: Decimal) -> Decimal:
-        """A fee in KRW: in the venue's quote, or in the coin traded (valued at the order's price)."""
+        """The order's fees in KRW: the sum of its fills' values when filled (trading/fees.py; a fee in
+        BNB at BNB's price then). A fill that could not be valued adds nothing; its note says so."""
         if not order.fee:
             return ZERO
-        if order.fee_asset == ledger.QUOTE[order.exchange]:
-            return to_krw(order.exchange, order.fee, fx)
-        if order.fee_asset == "KRW":
-            return order.fee
-        return to_krw(order.exchange, order.fee * order.average_price, fx)  # the coin (third assets: issue 9)
+        total = ZERO
+        for fill in order.fills.all():
+            if fill.fee_krw is not None:
+                total += fill.fee_krw
+            elif fill.fee and fill.fee_asset in (ledger.QUOTE[order.exchange], "KRW", order.symbol):
+                # booked before fills carried their value: the quote, or the coin at the fill's price
+                amount = fill.fee * fill.price if fill.fee_asset == order.symbol else fill.fee
+                total += amount if fill.fee_asset == "KRW" else to_krw(order.exchange, amount, fx)
+        return total
 
     # --- hot state ------------------------------------------------------------------------------
     def publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None:

@@ -39,13 +39,14 @@ def post_many(entries: list[LedgerEntry]) -> None:
 
 def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal, *,
                 fee: Decimal | None = None, fee_asset: str | None = None, trade_id: str = "",
-                quote_rate_krw: Decimal | None = None, fee_value_krw: Decimal | None = None) -> Fill:
+                quote_rate_krw: Decimal | None = None, fee_value_krw: Decimal | None = None, fee_note: str = "") -> Fill:
     """Book a fill: the base and quote legs and the fee, charged as each venue charges it.
 
     Upbit takes its fee in KRW on both sides. Binance takes it in the asset received: base when
     buying, quote when selling. `quote_rate_krw` (KRW per unit of the venue's quote at the fill:
     1 for KRW, the pair's rate for USDT) values each entry for the accounting model; a fee in a
-    third asset (BNB) is valued by the caller (`fee_value_krw`).
+    third asset (BNB) is valued by the caller (`fee_value_krw`, trading/fees.py), and the fill keeps
+    that value (`Fill.fee_krw`, empty when it could not be valued) with `fee_note`.
     """
     venue, base, quote = order.exchange, order.symbol, QUOTE[order.exchange]
     notional = money(price * quantity)
@@ -56,10 +57,14 @@ def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decim
         fee_asset, fee = quote, money(notional * fee_rate)
     else:
         fee_asset, fee = base, money(quantity * fee_rate)
+    rate = quote_rate_krw if quote_rate_krw is not None else (Decimal(1) if quote == "KRW" else None)
+    if not fee:
+        fee_value_krw = Decimal(0)
+    elif fee_value_krw is None and rate is not None:
+        fee_value_krw = fee * rate if fee_asset == quote else fee * price * rate if fee_asset == base else None
     with transaction.atomic():
         fill = Fill.objects.create(order=order, trade_id=trade_id, price=money(price), quantity=quantity, fee=fee,
-                                   fee_asset=fee_asset)
-        rate = quote_rate_krw if quote_rate_krw is not None else (Decimal(1) if quote == "KRW" else None)
+                                   fee_asset=fee_asset, fee_krw=_money_or_none(fee_value_krw), fee_note=fee_note[:200])
         value = None if rate is None else notional * rate
         entries = [
             LedgerEntry(venue=venue, asset=base, amount=quantity if buying else -quantity, kind=LedgerEntry.Kind.TRADE,
@@ -68,8 +73,6 @@ def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decim
                         fill=fill, value_krw=_money_or_none(value)),
         ]
         if fee:
-            if fee_value_krw is None and rate is not None:
-                fee_value_krw = fee * rate if fee_asset == quote else fee * price * rate if fee_asset == base else None
             entries.append(LedgerEntry(venue=venue, asset=fee_asset, amount=-fee, kind=LedgerEntry.Kind.FEE, fill=fill,
                                        value_krw=_money_or_none(fee_value_krw)))
         post_many(entries)

@@ -1,7 +1,8 @@
 """The paper venue: the same interface as the signed adapters, filled against the live books in Redis.
 
 An IOC limit takes the book's levels up to its limit price, a taker at each level; fees as each
-venue charges them (Upbit in KRW on both sides; Binance in the asset received). Orders live in this
+venue charges them (Upbit in KRW on both sides; Binance in the asset received, or in BNB at BNB's
+price when the fee schedule pays fees in BNB). Orders live in this
 process only: after a crash a paper order is simply absent, and since the ledger is the paper
 account, nothing else can disagree with it.
 """
@@ -14,6 +15,7 @@ from marketdata.rules import floor_to_step
 
 from .exchanges.errors import OrderNotFound
 from .exchanges.types import LegOrder, LegReport, LegStatus, OpenOrder, TradeFill
+from .fees import BNB, bnb_price
 from .fields import money
 from .signals import BINANCE_MIN_NOTIONAL_USDT, UPBIT_MIN_ORDER_KRW, Fees
 
@@ -27,6 +29,10 @@ class PaperVenue:
     def __init__(self, name: str, state, fees: Fees):
         self.name, self.quote = name, QUOTE[name]
         self.state, self.fee_rate = state, fees.of(name)
+        # Binance with fees in BNB: the discounted rate, charged in BNB at BNB's price; without a BNB
+        # price the full rate in the asset received (the fill's note says so).
+        self.in_bnb = name == "binance" and fees.binance_in_bnb
+        self.full_rate = (fees.binance_undiscounted or self.fee_rate) if self.in_bnb else self.fee_rate
         self._orders: dict[str, LegReport] = {}
 
     def step(self, symbol: str) -> Decimal:
@@ -47,15 +53,18 @@ class PaperVenue:
                          if limit is None or (price <= limit if buying else price >= limit)), Decimal(0))
         left = floor_to_step(min(wanted, available), self.step(order.symbol))
         fills = []
+        bnb = bnb_price(self.state)[0] if self.in_bnb else None
         for i, (price, size) in enumerate(levels):
             if left <= 0 or (limit is not None and (price > limit if buying else price < limit)):
                 break
             part = min(size, left)
             left -= part
-            if self.name == "upbit" or not buying:
-                fee, asset = money(price * part * self.fee_rate), self.quote
+            if bnb is not None:
+                fee, asset = money(price * part * self.fee_rate / bnb), BNB
+            elif self.name == "upbit" or not buying:
+                fee, asset = money(price * part * self.full_rate), self.quote
             else:
-                fee, asset = money(part * self.fee_rate), order.symbol
+                fee, asset = money(part * self.full_rate), order.symbol
             fills.append(TradeFill(f"{order.client_id}-{i}", price, part, fee, asset))
         executed = sum((f.quantity for f in fills), Decimal(0))
         report = LegReport(self.name, order.symbol, order.side, order.client_id, LegStatus.DONE, quantity=wanted,

@@ -1,18 +1,44 @@
 """The signal engine: both directions of each coin, in KRW, sized against book depth, after fees.
 
 For a direction (buy on one venue, sell on the other) the engine walks both books level by level,
-taking each slice whose own net spread (after both taker fees) beats `min_spread_pct`, up to the
-caps (position size, balances). The signal carries the volume-weighted prices of the size actually
-traded, not the top of book.
+taking each slice whose own net spread (after every fee, the third leg's included) beats
+`min_spread_pct`, up to the caps (position size, balances). The signal carries the volume-weighted
+prices of the size actually traded, not the top of book, and each leg's limit price.
+
+**The net spread.** A pair is three trades, not two: the coin bought on one venue and sold on the
+other, and the USDT side of it converted on Upbit's KRW-USDT market (USDT bought with KRW before a
+Binance buy, sold for KRW after a Binance sell). That third leg costs Upbit's taker fee plus half
+the KRW-USDT spread (the rate is the book's mid; a taker trades at the bid or the ask):
+
+    c      = f_upbit + (ask_usdt - bid_usdt) / 2 / mid_usdt
+    l(v)   = f_v            on Upbit
+             f_v + c        on Binance (applied to the Binance leg's notional, either direction)
+    net %  = (S x (1 - l(sell)) - B x (1 + l(buy))) / (B x (1 + l(buy))) x 100
+
+with B and S the KRW volume-weighted buy and sell prices (Binance prices x the KRW/USDT mid).
+
+**The legs' limits.** Each leg is an IOC limit, set so that if both legs fill exactly at their
+limits the pair still nets `min_spread_pct` (m, as a fraction) after all of the above. The surplus
+per coin over that minimum,
+
+    E = S x (1 - l(sell)) - (1 + m) x B x (1 + l(buy))      (> 0 for any signal)
+
+is split evenly between the legs in KRW terms:
+
+    buy limit  = B + (E / 2) / ((1 + m) x (1 + l(buy)))
+    sell limit = S - (E / 2) / (1 - l(sell))
+
+so filled at both limits the pair nets exactly m (the venues round the limits inward, never
+beyond); a signal barely above the minimum gets limits barely beyond its expected prices.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 
-from trading.state import BookRecord, Level
+from trading.state import BookRecord, FxRecord, Level
 
 HUNDRED = Decimal(100)
 ZERO = Decimal(0)
@@ -23,11 +49,42 @@ UPBIT_VOLUME_STEP = Decimal("0.00000001")
 
 @dataclass(frozen=True)
 class Fees:
+    """Taker rates as fractions of the notional (trading/fees.py reads them from the fee schedule).
+
+    `binance` is the effective rate: with the BNB discount when fees are paid in BNB
+    (`binance_in_bnb`), in which case `binance_undiscounted` is what is charged when BNB cannot pay.
+    `usdt_conversion` is the third leg's cost (None: Upbit's taker fee alone, the spread unknown).
+    """
+
     upbit: Decimal
     binance: Decimal
+    binance_in_bnb: bool = False
+    binance_undiscounted: Decimal | None = None
+    usdt_conversion: Decimal | None = None
 
     def of(self, exchange: str) -> Decimal:
+        """The venue's own taker rate."""
         return self.upbit if exchange == "upbit" else self.binance
+
+    @property
+    def conversion(self) -> Decimal:
+        return self.upbit if self.usdt_conversion is None else self.usdt_conversion
+
+    def leg(self, exchange: str) -> Decimal:
+        """What a leg on `exchange` costs as a fraction of its notional: its fee, and on Binance the third leg."""
+        return self.upbit if exchange == "upbit" else self.binance + self.conversion
+
+    def with_fx(self, fx: FxRecord | None) -> Fees:
+        """These rates with the third leg priced from the KRW-USDT record (its fee plus half its spread)."""
+        return replace(self, usdt_conversion=conversion_cost(fx, self.upbit))
+
+
+def conversion_cost(fx: FxRecord | None, fee: Decimal) -> Decimal:
+    """The KRW-USDT leg as a fraction of its notional: Upbit's taker fee plus half the book's spread
+    relative to its mid (no spread when the record has no bid/ask, e.g. a fixed rate)."""
+    if fx is None or fx.bid is None or fx.ask is None or not fx.rate or fx.ask < fx.bid:
+        return fee
+    return fee + (fx.ask - fx.bid) / 2 / fx.rate
 
 
 @dataclass(frozen=True)
@@ -55,6 +112,9 @@ class Opportunity:
     net_spread_pct: Decimal
     buy_book_time: datetime
     sell_book_time: datetime
+    # Each leg's IOC limit in its venue's quote: filled at both, the pair nets min_spread_pct.
+    buy_limit_native: Decimal | None = None
+    sell_limit_native: Decimal | None = None
 
     @property
     def spread(self) -> Decimal:
@@ -89,7 +149,7 @@ def _krw(levels: list[Level], exchange: str, fx: Decimal) -> list[Level]:
 
 
 def premium(symbol: str, upbit: BookRecord, binance: BookRecord, fx: Decimal, fees: Fees) -> Premium:
-    """The kimchi premium and the best net spread both ways at the top of book."""
+    """The kimchi premium and the best net spread both ways at the top of book (third leg included)."""
     upbit_mid = (upbit.bids[0][0] + upbit.asks[0][0]) / 2
     binance_mid = (binance.bids[0][0] + binance.asks[0][0]) / 2
     value = (upbit_mid / (binance_mid * fx) - 1) * HUNDRED
@@ -100,8 +160,8 @@ def premium(symbol: str, upbit: BookRecord, binance: BookRecord, fx: Decimal, fe
 
     return Premium(
         symbol, value, upbit_mid, binance_mid, fx,
-        net(upbit.asks[0][0], binance.bids[0][0] * fx, fees.upbit, fees.binance),
-        net(binance.asks[0][0] * fx, upbit.bids[0][0], fees.binance, fees.upbit),
+        net(upbit.asks[0][0], binance.bids[0][0] * fx, fees.leg("upbit"), fees.leg("binance")),
+        net(binance.asks[0][0] * fx, upbit.bids[0][0], fees.leg("binance"), fees.leg("upbit")),
     )
 
 
@@ -111,7 +171,8 @@ def _floor(value: Decimal, step: Decimal) -> Decimal:
 
 def walk(asks: list[Level], bids: list[Level], buy_fee: Decimal, sell_fee: Decimal, min_net_pct: Decimal,
          max_quantity: Decimal, max_buy_krw: Decimal) -> Decimal:
-    """Largest quantity whose every slice nets more than min_net_pct after fees (KRW levels)."""
+    """Largest quantity whose every slice nets more than min_net_pct after fees (KRW levels; the fees
+    are each leg's whole cost, see Fees.leg)."""
     quantity = ZERO
     spent = ZERO
     ai = bi = 0
@@ -166,7 +227,8 @@ def evaluate_direction(symbol: str, buy: BookRecord, sell: BookRecord, fx: Decim
         # Keep the buy venue's fee inside what is available.
         max_buy_krw = min(max_buy_krw, quote_krw / (1 + fees.of(buy.exchange)))
     max_quantity = caps.sell_base_available if caps.sell_base_available is not None else Decimal("1e18")
-    quantity = walk(asks, bids, fees.of(buy.exchange), fees.of(sell.exchange), min_net_pct, max_quantity, max_buy_krw)
+    buy_cost, sell_cost = fees.leg(buy.exchange), fees.leg(sell.exchange)
+    quantity = walk(asks, bids, buy_cost, sell_cost, min_net_pct, max_quantity, max_buy_krw)
     quantity = _floor(quantity, max(lot_step, UPBIT_VOLUME_STEP))
     if quantity <= 0:
         return None
@@ -181,16 +243,35 @@ def evaluate_direction(symbol: str, buy: BookRecord, sell: BookRecord, fx: Decim
     binance_notional = quantity * (buy_native if buy.exchange == "binance" else sell_native)
     if upbit_notional < UPBIT_MIN_ORDER_KRW or binance_notional < BINANCE_MIN_NOTIONAL_USDT:
         return None
-    cost = buy_krw * (1 + fees.of(buy.exchange))
-    net = (sell_krw * (1 - fees.of(sell.exchange)) - cost) / cost * HUNDRED
+    net = net_pct(buy_krw, sell_krw, buy_cost, sell_cost)
     if net <= min_net_pct:
         return None
+    buy_limit, sell_limit = leg_limits(buy_krw, sell_krw, buy_cost, sell_cost, min_net_pct)
     return Opportunity(
         symbol=symbol, buy_exchange=buy.exchange, sell_exchange=sell.exchange, quantity=quantity,
         buy_price=buy_krw, sell_price=sell_krw, buy_price_native=buy_native, sell_price_native=sell_native,
         top_buy_price=asks[0][0], top_sell_price=bids[0][0], fx_rate=fx, net_spread_pct=net,
         buy_book_time=buy.timestamp, sell_book_time=sell.timestamp,
+        buy_limit_native=buy_limit / (fx if buy.exchange == "binance" else 1),
+        sell_limit_native=sell_limit / (fx if sell.exchange == "binance" else 1),
     )
+
+
+def net_pct(buy_krw: Decimal, sell_krw: Decimal, buy_cost: Decimal, sell_cost: Decimal) -> Decimal:
+    """The net spread in % of buying at buy_krw and selling at sell_krw, each leg costing its fraction."""
+    cost = buy_krw * (1 + buy_cost)
+    return (sell_krw * (1 - sell_cost) - cost) / cost * HUNDRED
+
+
+def leg_limits(buy_krw: Decimal, sell_krw: Decimal, buy_cost: Decimal, sell_cost: Decimal,
+               min_net_pct: Decimal) -> tuple[Decimal, Decimal]:
+    """Each leg's limit in KRW: the surplus over the minimum net spread split evenly between the legs,
+    so that filled exactly at both limits the pair nets `min_net_pct` (see the module's docstring)."""
+    m = min_net_pct / HUNDRED
+    half = (sell_krw * (1 - sell_cost) - (1 + m) * buy_krw * (1 + buy_cost)) / 2
+    if half < 0:  # no room at all: the limits are the expected prices
+        half = ZERO
+    return buy_krw + half / ((1 + m) * (1 + buy_cost)), sell_krw - half / (1 - sell_cost)
 
 
 def best_opportunity(symbol: str, upbit: BookRecord, binance: BookRecord, fx: Decimal, fees: Fees,

@@ -22,6 +22,8 @@ class Account:
     balances: dict[str, Decimal] = field(default_factory=dict)
     locked: dict[str, Decimal] = field(default_factory=dict)
     nonces: set[str] = field(default_factory=set)
+    # Binance "spot BNB burn": fees paid in BNB at a discount while the account holds enough BNB.
+    bnb_burn: bool = False
 
     def move(self, asset: str, amount: Decimal) -> None:
         self.balances[asset] = self.balances.get(asset, Decimal(0)) + amount
@@ -45,8 +47,9 @@ class Accounts:
         self.upbit: dict[str, Account] = {}
         self.binance: dict[str, Account] = {}
 
-    def add(self, exchange: str, api_key: str, secret: str, balances: dict[str, str | Decimal] | None = None) -> Account:
-        account = Account(secret, {k: Decimal(str(v)) for k, v in (balances or {}).items()})
+    def add(self, exchange: str, api_key: str, secret: str, balances: dict[str, str | Decimal] | None = None, *,
+            bnb_burn: bool = False) -> Account:
+        account = Account(secret, {k: Decimal(str(v)) for k, v in (balances or {}).items()}, bnb_burn=bnb_burn)
         (self.upbit if exchange == "upbit" else self.binance)[api_key] = account
         return account
 

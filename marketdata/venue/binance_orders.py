@@ -1,5 +1,10 @@
 """Binance order entry on the venue: POST/GET/DELETE /api/v3/order, GET /api/v3/openOrders and
-GET /api/v3/myTrades, matched against the venue's books."""
+GET /api/v3/myTrades, matched against the venue's books; GET/POST /sapi/v1/bnbBurn.
+
+Commission is 0.1 % of each fill in the asset received, or, for an account with "spot BNB burn"
+on that holds enough BNB, 0.075 % (25 % off) of the fill's USDT notional converted into BNB at the
+venue's BNBUSDT mid, reported as `commissionAsset: "BNB"` and taken from the BNB balance.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from .matching import VenueOrder, match
 
 EIGHT = Decimal("0.00000001")
 FEE = Decimal("0.001")
+BNB_DISCOUNT = Decimal("0.25")
+BNB = "BNB"
 QUOTE = "USDT"
 
 
@@ -27,6 +34,7 @@ class BinanceOrders:
         self.dialect = dialect
         self.orders: dict[int, VenueOrder] = {}
         self.by_client: dict[tuple[str, str], VenueOrder] = {}
+        self.fee_assets: dict[int, list[str]] = {}  # order id -> each fill's commission asset
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/v3/order", self.new_order)
@@ -34,6 +42,8 @@ class BinanceOrders:
         app.router.add_delete("/api/v3/order", self.cancel_order)
         app.router.add_get("/api/v3/openOrders", self.open_orders)
         app.router.add_get("/api/v3/myTrades", self.my_trades)
+        app.router.add_get("/sapi/v1/bnbBurn", self.bnb_burn)
+        app.router.add_post("/sapi/v1/bnbBurn", self.bnb_burn)
 
     # --- helpers -----------------------------------------------------------------------------
     async def _auth(self, request) -> tuple[Account, dict[str, str]]:
@@ -67,7 +77,7 @@ class BinanceOrders:
         }
         if full:
             body["fills"] = [{"price": fmt(p), "qty": fmt(q), "commission": fmt(f),
-                              "commissionAsset": commission_asset(order),
+                              "commissionAsset": self.commission_asset(order, i),
                               "tradeId": trade_id(order, i)} for i, (p, q, f) in enumerate(order.fills)]
         return body
 
@@ -75,11 +85,36 @@ class BinanceOrders:
         """The order's fills as GET /api/v3/myTrades rows (every venue fill is a taker fill)."""
         return [{"symbol": order.market, "id": trade_id(order, i), "orderId": order.order_id, "orderListId": -1,
                  "price": fmt(p), "qty": fmt(q), "quoteQty": fmt(p * q), "commission": fmt(f),
-                 "commissionAsset": commission_asset(order), "time": order.created_ms,
+                 "commissionAsset": self.commission_asset(order, i), "time": order.created_ms,
                  "isBuyer": order.side == "buy", "isMaker": False, "isBestMatch": True}
                 for i, (p, q, f) in enumerate(order.fills)]
 
+    def commission_asset(self, order: VenueOrder, i: int) -> str:
+        assets = self.fee_assets.get(order.order_id)
+        return assets[i] if assets and i < len(assets) else commission_asset(order)
+
+    def bnb_price(self) -> Decimal | None:
+        """BNBUSDT's mid on the venue: what a BNB commission is converted at."""
+        book = self.dialect.venue.binance_books.get(f"{BNB}{QUOTE}")
+        if book is None:
+            return None
+        bids, asks = book.top(1)
+        return (bids[0][0] + asks[0][0]) / 2 if bids and asks else None
+
     # --- endpoints ---------------------------------------------------------------------------
+    async def bnb_burn(self, request: web.Request) -> web.Response:
+        """GET/POST /sapi/v1/bnbBurn: read or switch paying spot fees in BNB (`spotBNBBurn=true|false`)."""
+        try:
+            account, p = await self._auth(request)
+        except AuthFailure as exc:
+            return self._fail(exc.name, exc.message, exc.status)
+        if request.method == "POST":
+            value = (p.get("spotBNBBurn") or "").lower()
+            if value not in ("true", "false"):
+                return self._fail(-1102, "Mandatory parameter 'spotBNBBurn' was not sent, was empty/null, or malformed.")
+            account.bnb_burn = value == "true"
+        return self.dialect.respond(request, 1, lambda: {"spotBNBBurn": account.bnb_burn, "interestBNBBurn": False})
+
     async def new_order(self, request: web.Request) -> web.Response:
         headers, refused = self.dialect.admit(request, 1)
         if refused is not None:
@@ -139,16 +174,25 @@ class BinanceOrders:
             return self._fail(-2010, "Account has insufficient balance for requested action.")
         order = VenueOrder("binance", market, side, kind.lower(), qty, price, quote_qty, tif, client_id,
                            request.headers["X-MBX-APIKEY"])
+        bnb_price = self.bnb_price() if account.bnb_burn else None
+        assets = []
         for px, q in slices:
             # Binance reports and keeps balances to 8 decimals; the commission is charged as reported.
-            fee = ((q * FEE) if side == "buy" else (px * q * FEE)).quantize(EIGHT)
+            in_bnb = (px * q * FEE * (1 - BNB_DISCOUNT) / bnb_price).quantize(EIGHT) if bnb_price else None
+            if in_bnb is not None and account.balances.get(BNB, Decimal(0)) >= in_bnb:
+                fee, asset = in_bnb, BNB
+            else:
+                fee = ((q * FEE) if side == "buy" else (px * q * FEE)).quantize(EIGHT)
+                asset = base if side == "buy" else QUOTE
             order.fills.append((px, q, fee))
+            assets.append(asset)
             if side == "buy":
                 account.move(QUOTE, -px * q)
-                account.move(base, q - fee)
+                account.move(base, q)
             else:
                 account.move(base, -q)
-                account.move(QUOTE, px * q - fee)
+                account.move(QUOTE, px * q)
+            account.move(asset, -fee)
         if rest > 0:
             # The remainder rests on the book (it never trades here: the venue's books are the model's).
             account.lock(QUOTE if side == "buy" else base, rest * price if side == "buy" else rest)
@@ -158,6 +202,7 @@ class BinanceOrders:
         else:
             order.status = "FILLED" if order.fills else "EXPIRED"
         self.orders[order.order_id] = order
+        self.fee_assets[order.order_id] = assets
         self.by_client[(order.api_key, client_id)] = order
         if self.dialect.venue.faults.rest_delay:
             await asyncio.sleep(self.dialect.venue.faults.rest_delay)  # the order stands; the answer is late

@@ -46,6 +46,11 @@ DEFAULT_COINS: tuple[Coin, ...] = (
 
 USDT = "USDT"
 
+# Binance's fee coin: listed on the venue whatever coins a model trades, so an account paying its
+# fees in BNB has a BNBUSDT book to be charged (and valued) at. It moves on a random stream of its
+# own, so adding it leaves every other coin's seeded path as it was.
+BNB = _coin("BNB", "BNB", "비앤비", 600.0, "0.01", "0.001", 1.0, 0.001)
+
 
 def make_coins(count: int, seed: int = 1) -> tuple[Coin, ...]:
     """The ten real coins, then synthetic ones (C011, C012, ...) up to `count`, for load tests."""
@@ -96,8 +101,11 @@ class MarketModel:
 
     def __init__(self, coins=DEFAULT_COINS, seed: int = 7, params: ModelParams | None = None, usd_krw: float = 1380.0):
         self.rng = random.Random(seed)
+        self.fee_coin_rng = random.Random(f"{seed}-{BNB.symbol}")
         self.params = params or ModelParams()
         self.usd_krw = usd_krw
+        if all(c.symbol != BNB.symbol for c in coins):
+            coins = (*coins, BNB)
         self.coins = {c.symbol: CoinState(c, c.usd_price, c.premium_mean) for c in coins}
         self.usdt_bids: list[Level] = []
         self.usdt_asks: list[Level] = []
@@ -112,6 +120,7 @@ class MarketModel:
         market = rng.gauss(0, p.market_vol * root)
         self.usd_krw *= math.exp(rng.gauss(0, p.fx_vol * root))
         for state in self.coins.values():
+            rng = self._rng(state)
             state.usd *= math.exp(state.coin.beta * market + rng.gauss(0, p.idio_vol * root))
             if state.forced_premium is not None:
                 state.premium = state.forced_premium
@@ -148,20 +157,26 @@ class MarketModel:
         for state in self.coins.values():
             self._build(state)
 
+    def _rng(self, state: CoinState) -> random.Random:
+        """The fee coin draws from its own stream; every other coin from the model's."""
+        return self.fee_coin_rng if state.coin is BNB else self.rng
+
     def _build(self, state: CoinState) -> None:
         f = state.coin.filters
+        rng = self._rng(state)
         state.binance_bids, state.binance_asks = self._ladder(
             state.usd, lambda _price: f.tick_size, f.step_size, self.params.binance_levels,
-            20_000 / state.usd, state.binance_bids, state.binance_asks,
+            20_000 / state.usd, state.binance_bids, state.binance_asks, rng,
         )
         state.upbit_bids, state.upbit_asks = self._ladder(
             self.upbit_krw(state.coin.symbol), upbit_krw_tick, Decimal("0.00000001"),
             self.params.upbit_levels, 25_000_000 / self.upbit_krw(state.coin.symbol),
-            state.upbit_bids, state.upbit_asks,
+            state.upbit_bids, state.upbit_asks, rng,
         )
 
-    def _ladder(self, mid: float, tick_for, step: Decimal, levels: int, typical_qty: float, old_bids, old_asks):
-        rng = self.rng
+    def _ladder(self, mid: float, tick_for, step: Decimal, levels: int, typical_qty: float, old_bids, old_asks,
+                rng: random.Random | None = None):
+        rng = rng or self.rng
         mid_dec = Decimal(repr(mid))
         tick = tick_for(mid_dec)
         best_bid = (mid_dec / tick).to_integral_value(rounding=ROUND_FLOOR) * tick
@@ -176,17 +191,18 @@ class MarketModel:
         for _ in range(levels):
             if price <= 0:
                 break
-            bids.append((price, self._size(old_b.get(price), typical_qty, step)))
+            bids.append((price, self._size(old_b.get(price), typical_qty, step, rng)))
             price = ((price - grid) / grid).to_integral_value(rounding=ROUND_FLOOR) * grid
         price = best_ask
         for _ in range(levels):
-            asks.append((price, self._size(old_a.get(price), typical_qty, step)))
+            asks.append((price, self._size(old_a.get(price), typical_qty, step, rng)))
             price = ((price + grid) / grid).to_integral_value(rounding=ROUND_FLOOR) * grid
         return bids, asks
 
-    def _size(self, old: Decimal | None, typical_qty: float, step: Decimal) -> Decimal:
-        if old is not None and self.rng.random() < self.params.keep_size_prob:
+    def _size(self, old: Decimal | None, typical_qty: float, step: Decimal, rng: random.Random | None = None) -> Decimal:
+        rng = rng or self.rng
+        if old is not None and rng.random() < self.params.keep_size_prob:
             return old
-        qty = typical_qty * self.rng.lognormvariate(0, 0.8)
+        qty = typical_qty * rng.lognormvariate(0, 0.8)
         size = (Decimal(repr(qty)) / step).to_integral_value(rounding=ROUND_FLOOR) * step
         return size if size > 0 else step

@@ -3,8 +3,19 @@
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
-from trading.signals import Caps, Fees, best_opportunity, evaluate_direction, premium, vwap, walk
-from trading.state import BookRecord
+from trading.signals import (
+    Caps,
+    Fees,
+    best_opportunity,
+    conversion_cost,
+    evaluate_direction,
+    leg_limits,
+    net_pct,
+    premium,
+    vwap,
+    walk,
+)
+from trading.state import BookRecord, FxRecord
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 FEES = Fees(upbit=D("0.0005"), binance=D("0.001"))
@@ -26,8 +37,9 @@ def test_walks_both_books_and_prices_the_size_actually_traded():
     assert o.buy_price == D("1005000")
     assert o.sell_price_native == D("746.25")
     assert o.sell_price == D("1044750")
-    # (1,044,750 x 0.999 - 1,005,000 x 1.0005) / (1,005,000 x 1.0005) = 38,202.75 / 1,005,502.5
-    assert abs(o.net_spread_pct - D("3.79936897")) < D("0.00000001")
+    # The Binance leg also pays the third leg (the USDT sold for KRW on Upbit: here its 0.05 % fee, no spread known):
+    # (1,044,750 x (1 - 0.001 - 0.0005) - 1,005,000 x 1.0005) / (1,005,000 x 1.0005) = 37,680.375 / 1,005,502.5
+    assert abs(o.net_spread_pct - D("3.74741734")) < D("0.00000001")
     assert o.top_buy_price == D("1000000") and o.top_sell_price == D("1050000")
     assert o.spread == D("39750")
 
@@ -78,3 +90,79 @@ def test_walk_and_vwap_helpers():
     assert walk(asks, bids, D(0), D(0), D(0), D("1.5"), D("1e9")) == D("1.5")
     assert vwap(asks, D("2")) == D("10.5")
     assert vwap(asks, D("3")) is None
+
+
+# --- the third leg and the legs' limits (issue 9.3) ---------------------------------------------------------
+# KRW-USDT at 1,399.3 / 1,400.7 around a 1,400 mid: half the spread is 0.7 / 1,400 = 0.05 %, plus Upbit's
+# 0.05 % fee: converting the Binance leg's USDT costs c = 0.1 % of its notional.
+USDT_BOOK = FxRecord("upbit", D("1400"), D("1399.3"), D("1400.7"), NOW)
+
+
+def test_the_third_leg_is_upbits_fee_plus_half_the_krw_usdt_spread():
+    assert conversion_cost(USDT_BOOK, D("0.0005")) == D("0.001")
+    assert conversion_cost(FxRecord("fixed", D("1400"), None, None, NOW), D("0.0005")) == D("0.0005")
+    fees = FEES.with_fx(USDT_BOOK)
+    assert fees.usdt_conversion == D("0.001")
+    assert fees.leg("upbit") == D("0.0005") and fees.leg("binance") == D("0.002")
+    assert fees.of("binance") == D("0.001")  # the venue's own rate is unchanged
+
+
+def test_the_net_spread_charges_the_third_leg_on_the_binance_notional_both_ways():
+    fees = FEES.with_fx(USDT_BOOK)
+    # Buy Binance at 100 USDT (140,000 KRW), sell Upbit at 140,841: the USDT is bought with KRW first.
+    #   cost     = 140,000 x (1 + 0.001 + 0.001) = 140,280
+    #   proceeds = 140,841 x (1 - 0.0005)        = 140,770.5795
+    #   net      = 490.5795 / 140,280            = 0.34971 %
+    # Without the third leg it would look like 630.5795 / 140,140 = 0.44996 %.
+    up = book("upbit", [("140841", "1")], [("140900", "1")])
+    bn = book("binance", [("99.9", "1")], [("100", "1")])
+    o = evaluate_direction("BTC", bn, up, FX, fees, D("0.3"), Caps(D("1e9")), D("0.00001"))
+    assert (o.buy_exchange, o.quantity) == ("binance", D("1"))
+    assert abs(o.net_spread_pct - D("0.34971450")) < D("0.00000001")
+    without = evaluate_direction("BTC", bn, up, FX, Fees(D("0.0005"), D("0.001"), usdt_conversion=D(0)), D("0.3"),
+                                 Caps(D("1e9")), D("0.00001"))
+    assert abs(without.net_spread_pct - D("0.44996")) < D("0.00001")
+    # The other way, buy Upbit at 140,000 and sell Binance at 100.6 (140,840 KRW): the USDT received is sold for KRW.
+    #   (140,840 x (1 - 0.001 - 0.001) - 140,000 x 1.0005) / (140,000 x 1.0005) = 488.32 / 140,070 = 0.34863 %
+    up = book("upbit", [("139900", "1")], [("140000", "1")])
+    bn = book("binance", [("100.6", "1")], [("100.7", "1")])
+    o = evaluate_direction("BTC", up, bn, FX, fees, D("0.3"), Caps(D("1e9")), D("0.00001"))
+    assert abs(o.net_spread_pct - D("0.348625687")) < D("0.000000001")
+    # The premium's best nets carry it too.
+    p = premium("BTC", up, bn, FX, fees)
+    assert abs(p.best_net_upbit_to_binance - o.net_spread_pct) < D("1e-20")
+
+
+def test_each_legs_limit_leaves_the_minimum_net_spread_when_both_fill_at_their_limits():
+    """A pair expected at +0.35 % with a 0.3 % minimum: the limits, filled exactly, net 0.30 %."""
+    fees = FEES.with_fx(USDT_BOOK)
+    up = book("upbit", [("140841", "1")], [("140900", "1")])
+    bn = book("binance", [("99.9", "1")], [("100", "1")])
+    o = evaluate_direction("BTC", bn, up, FX, fees, D("0.3"), Caps(D("1e9")), D("0.00001"))
+    # Surplus over the minimum, per coin: E = 140,841 x 0.9995 - 1.003 x 140,000 x 1.002 = 69.7395 KRW,
+    # half to each leg:
+    #   buy limit  = 140,000 + 34.86975 / (1.003 x 1.002) = 140,034.6961 KRW = 100.02478 USDT
+    #   sell limit = 140,841 - 34.86975 / 0.9995          = 140,806.1128 KRW
+    assert abs(o.buy_limit_native - D("100.0247829")) < D("0.0000001")
+    assert abs(o.sell_limit_native - D("140806.1128")) < D("0.0001")
+    # Barely beyond the expected prices: 0.025 % each, not 0.3 %.
+    assert o.buy_limit_native / o.buy_price_native - 1 < D("0.00025")
+    assert 1 - o.sell_limit_native / o.sell_price_native < D("0.00025")
+    # Filled exactly at both limits the pair nets the minimum: (140,735.7097 - 140,314.7654) / 140,314.7654 = 0.30 %.
+    at_limits = net_pct(o.buy_limit_native * FX, o.sell_limit_native, fees.leg("binance"), fees.leg("upbit"))
+    assert at_limits >= D("0.3") - D("1e-20") and abs(at_limits - D("0.3")) < D("1e-20")
+    # Today's limits (the expected prices +/- 0.3 %) would let it fill at a loss:
+    #   buy 100.3 USDT = 140,420 x 1.002 = 140,700.84; sell 140,841 x 0.997 = 140,418.48 x 0.9995 = 140,348.27
+    #   net = -352.57 / 140,700.84 = -0.25 %
+    old = net_pct(o.buy_price * D("1.003"), o.sell_price * D("0.997"), fees.leg("binance"), fees.leg("upbit"))
+    assert abs(old - D("-0.2506")) < D("0.0001")
+
+
+def test_limits_never_go_beyond_the_minimum_and_sit_at_the_prices_without_room():
+    buy, sell = leg_limits(D("100"), D("101"), D("0.001"), D("0.001"), D("0.3"))
+    assert buy > D("100") and sell < D("101")
+    assert abs(net_pct(buy, sell, D("0.001"), D("0.001")) - D("0.3")) < D("1e-20")
+    # Any fill inside both limits does at least as well.
+    assert net_pct(buy - D("0.01"), sell + D("0.01"), D("0.001"), D("0.001")) > D("0.3")
+    # No surplus at all (cannot come from a signal, which nets more than the minimum): the expected prices.
+    assert leg_limits(D("100"), D("100.1"), D("0.001"), D("0.001"), D("0.3")) == (D("100"), D("100.1"))
