@@ -13,13 +13,13 @@ from django.conf import settings
 from liveguard import guard as lg
 from liveguard.models import GuardLimits
 
-from . import ledger, positions
+from . import ledger, positions, strategies
 from .execution import PairExecutor, PairRequest, held_lock
 from .fields import money
 from .models import LedgerEntry, Pair, Position, Signal
 from .paper import PaperVenue
 from .quant.service import position_cap
-from .signals import Caps, Fees, Opportunity, best_opportunity, premium
+from .signals import Caps, Fees, Opportunity, best_opportunity, evaluate_direction, premium
 from .state import PremiumRecord, SignalRecord, StateManager
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,11 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     cap = position_cap(ctx.volatility, ctx.weight, ctx.weighted_symbols, ctx.total_balance)
     if cap is not None:
         max_notional = min(max_notional, cap)
+    find = _finder(state, symbol, upbit, binance, fx.rate, fee, limits, prem, step)
+    if find is None:
+        return "none"
     # Most ticks carry no opportunity even before balances cap it: find out without the database.
-    if best_opportunity(symbol, upbit, binance, fx.rate, fee, limits.min_spread_pct,
-                        lambda b, s: Caps(max_notional), step) is None:
+    if find(lambda b, s: Caps(max_notional)) is None:
         return "none"
     ensure_paper_funds(state, symbol, prem.upbit_mid, prem.binance_mid, fx.rate)
     balances = ledger.balances()
@@ -181,7 +183,7 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
             sell_base_available=balances.get((sell_exchange, symbol), Decimal(0)) * limits.max_inventory_pct / 100,
         )
 
-    opportunity = best_opportunity(symbol, upbit, binance, fx.rate, fee, limits.min_spread_pct, caps_for, step)
+    opportunity = find(caps_for)
     if opportunity is None:
         return "none"
     tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
@@ -197,6 +199,37 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
         return _guard_and_execute(state, ctx, opportunity, fx, limits, balances, step, executor, now, tick, token)
     finally:
         state.release_lock(f"symbol:{symbol}", token)
+
+
+def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: Fees, limits, prem, step):
+    """How this coin's strategy finds an opportunity, given caps; None when it wants none now.
+
+    spread: the better direction whose net spread beats min_spread_pct. convergence: only when the
+    premium is far from its rolling mean and no position is open, in the direction that profits from
+    its return; the round trip's expected net (the way back to the exit band, less both pairs'
+    costs) must beat min_spread_pct, and the entry may walk the book by at most max_slippage_pct.
+    """
+    strategy = strategies.for_symbol(symbol)
+    if strategy.name != "convergence":
+        return lambda caps_for: best_opportunity(symbol, upbit, binance, fx, fee, limits.min_spread_pct, caps_for, step)
+    if state.get_position(symbol) is not None or Position.objects.filter(symbol=symbol).exists():
+        return None  # one convergence position at a time; exits close it on reversion
+    entry = strategies.convergence_entry(strategy, state.premium_history(symbol), prem.premium_pct)
+    if entry is None:
+        return None
+    buy_venue, sell_venue, deviation = entry
+    top_net = prem.best_net_binance_to_upbit if buy_venue == "binance" else prem.best_net_upbit_to_binance
+    if top_net is None:
+        return None
+    premium_captured = prem.premium_pct if buy_venue == "binance" else -prem.premium_pct
+    cost = premium_captured - top_net  # one pair's fees, third leg and half-spreads, in points
+    expected = abs(deviation) - strategy.exit_deviation_pct - 2 * cost
+    if expected <= limits.min_spread_pct:
+        return None
+    books = {"upbit": upbit, "binance": binance}
+    floor = top_net - limits.max_slippage_pct
+    return lambda caps_for: evaluate_direction(symbol, books[buy_venue], books[sell_venue], fx, fee, floor,
+                                               caps_for(buy_venue, sell_venue), step)
 
 
 def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balances, step, executor, now, tick,

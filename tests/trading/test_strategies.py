@@ -105,5 +105,6 @@ def test_a_convergence_position_closes_when_the_premium_reverts(state, market):
     assert position.side == "long_binance"
     # The premium comes back to ~1 %: the position closes on reversion, not on take-profit.
     market("BTC", **book("140200000", "140300000"))
+    assert engine.evaluate_symbol("BTC", state=state) == "none"  # no second position; the premium is sampled
     assert exits.check_positions(state) == ["BTC"]
     assert "back within" in Pair.objects.get(kind="close").note
