@@ -160,7 +160,8 @@ class Venue:
         return [state.coin for state in self.model.coins.values()]
 
     def upbit_markets(self) -> list[str]:
-        return [f"KRW-{c.symbol}" for c in self.coins] + [f"KRW-{USDT}"]
+        # BNB is Binance's fee coin: Upbit lists no KRW-BNB market, so it is never a pair's coin.
+        return [f"KRW-{c.symbol}" for c in self.coins if c.symbol != "BNB"] + [f"KRW-{USDT}"]
 
     def binance_markets(self) -> list[str]:
         return [f"{c.symbol}{USDT}" for c in self.coins]

@@ -194,3 +194,21 @@ def test_pages_render(client, admin_client):
         assert client.get(path).status_code == 200
     assert b"kill_button" not in client.get("/").content  # anonymous: no button
     assert b"kill_button" in admin_client.get("/").content
+
+
+def test_pnl_and_equity_history_follow_the_accounting_model(client, traded, state):
+    from trading import accounting
+    from trading.models import EquitySnapshot
+
+    body = client.get("/pnl").json()
+    assert {"equity", "flows", "realized", "unrealized", "fees_realized", "unpriced", "today", "total", "timestamp"} <= set(body)
+    for period in ("today", "total"):
+        p = {k: D(v) for k, v in body[period].items() if k != "since" and v is not None}
+        assert p["pnl"] == p["trading"] + p["fx"] + p["inventory"]
+        assert p["trading"] == p["spread_captured"] + p["slippage"] + p["hedges"] + p["fees"]
+    assert D(body["equity"]) == D(body["flows"]) + D(body["realized"]) + D(body["unrealized"])
+    assert D(body["total"]["trading"]) == traded.net_pnl
+    marks = accounting.current_marks(state, D("1400"), [("upbit", "BTC"), ("binance", "BTC")])
+    accounting.snapshot(marks)
+    [point] = client.get("/equity/history").json()
+    assert D(point["pnl"]) == D(point["equity"]) - D(point["flows"]) and EquitySnapshot.objects.count() == 1

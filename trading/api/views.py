@@ -124,7 +124,7 @@ class EquityHistoryView(ReadView):
     def get(self, request):
         from trading.models import EquitySnapshot
 
-        limit = parse_limit(request, default=1440)
+        limit = parse_limit(request, default=min(1440, settings.API_MAX_LIMIT))
         rows = list(EquitySnapshot.objects.order_by("-taken_at")[:limit])[::-1]
         return Response(plain([{"timestamp": r.taken_at, "equity": r.equity, "flows": r.flows, "pnl": r.equity - r.flows}
                                for r in rows]))

@@ -144,7 +144,7 @@
   // --- equity and the day's decomposition (docs/ACCOUNTING.md) ----------------------------
   let equityChart = null;
   async function refreshEquity() {
-    const [pnl, history] = await Promise.all([api("/pnl"), api("/equity/history?limit=1440")]);
+    const [pnl, history] = await Promise.all([api("/pnl"), api("/equity/history?limit=1000")]);
     const d = pnl.today;
     const rows = [["trading (pairs closed)", d.trading], ["· spread captured", d.spread_captured], ["· slippage vs signal", d.slippage],
                   ["· hedges", d.hedges], ["· fees", d.fees], ["FX revaluation", d.fx], ["inventory revaluation", d.inventory],
