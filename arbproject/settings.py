@@ -213,6 +213,15 @@ PAIR_LEASE_S = env_float("PAIR_LEASE_S", 120.0, minimum=10.0)
 LEG_RISK_AFTER_S = env_float("LEG_RISK_AFTER_S", 60.0, minimum=1.0)
 # Every signed exchange call gives up after this long (and is then an unknown outcome).
 EXCHANGE_TIMEOUT_S = env_float("EXCHANGE_TIMEOUT_S", 5.0, minimum=0.1)
+# A reconciliation result older than this no longer keeps live trading open.
+RECONCILE_MAX_AGE_S = env_int("RECONCILE_MAX_AGE_S", 180, minimum=10)
+# Which FeeSchedule rows (per venue) apply to this deployment's accounts.
+FEE_ACCOUNT = env_str("FEE_ACCOUNT", "default")
+# The quant size cap (trading/quant): KRW a coin may lose on a one-sigma premium move over the
+# horizon at equal weight; the horizon; the floor on a premium's volatility (points).
+RISK_BUDGET_KRW = env_decimal("RISK_BUDGET_KRW", "3000")
+RISK_HORIZON_SECONDS = env_int("RISK_HORIZON_SECONDS", 3600, minimum=60)
+RISK_MIN_PREMIUM_VOL_PP = env_float("RISK_MIN_PREMIUM_VOL_PP", 0.05, minimum=0.0001)
 PREMIUM_HISTORY_SECONDS = env_int("PREMIUM_HISTORY_SECONDS", 3600, minimum=60)
 
 LOGGING = {
