@@ -124,3 +124,69 @@ class Venue(Protocol):
     def tradable(self, symbol: str, quantity: Decimal, price: Decimal) -> Decimal: ...
 
     def limit_price(self, symbol: str, side: str, price: Decimal) -> Decimal: ...
+
+
+# --- transfers between the venues (issue 10) -----------------------------------------------------
+class TransferStatus(enum.StrEnum):
+    PENDING = "pending"  # accepted, not yet on chain / not yet credited
+    DONE = "done"  # sent (withdrawal) or credited and usable (deposit)
+    HELD = "held"  # a deposit credited but held (travel rule, unlock confirmations)
+    FAILED = "failed"  # rejected, cancelled, failed: nothing left the account (or it came back)
+    ABSENT = "absent"  # looked up after it could have arrived, and never there
+    UNKNOWN = "unknown"  # may exist: to be looked up again (never resent)
+
+    @property
+    def final(self) -> bool:
+        return self in (TransferStatus.DONE, TransferStatus.FAILED, TransferStatus.ABSENT)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    """One coin's network on one venue, as the venue publishes it."""
+
+    venue: str
+    asset: str
+    network: str  # the venue's own id (Binance `network`, Upbit `net_type`)
+    withdraw_enabled: bool
+    deposit_enabled: bool
+    withdraw_fee: Decimal  # in the asset
+    withdraw_min: Decimal
+    withdraw_step: Decimal  # the amount must be a multiple (0: any)
+    confirmations: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DepositAddress:
+    venue: str
+    asset: str
+    network: str
+    address: str
+    tag: str = ""  # memo / secondary address
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalRequest:
+    asset: str
+    network: str
+    amount: Decimal  # what should arrive at the destination (the venue's fee is reported apart)
+    address: str
+    tag: str
+    client_id: str  # ours: Binance `withdrawOrderId`; Upbit has none (looked up by its fields)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferReport:
+    """A withdrawal or a deposit as the venue reports it."""
+
+    venue: str
+    asset: str
+    network: str
+    kind: str  # "withdrawal" | "deposit"
+    status: TransferStatus
+    amount: Decimal = ZERO
+    fee: Decimal = ZERO  # withdrawals: the network fee, in the asset, charged by the sending venue
+    transfer_id: str = ""  # the venue's id
+    client_id: str = ""
+    txid: str = ""
+    address: str = ""
+    error: str = ""
