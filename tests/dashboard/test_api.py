@@ -208,6 +208,8 @@ def test_pnl_and_equity_history_follow_the_accounting_model(client, traded, stat
         assert p["trading"] == p["spread_captured"] + p["slippage"] + p["hedges"] + p["fees"]
     assert D(body["equity"]) == D(body["flows"]) + D(body["realized"]) + D(body["unrealized"])
     assert D(body["total"]["trading"]) == traded.net_pnl
+    [row] = client.get("/pnl/pairs").json()
+    assert D(row["net_pnl"]) == traded.net_pnl == sum(D(row[k]) for k in ("spread_captured", "slippage", "hedges", "fees"))
     marks = accounting.current_marks(state, D("1400"), [("upbit", "BTC"), ("binance", "BTC")])
     accounting.snapshot(marks)
     [point] = client.get("/equity/history").json()

@@ -127,6 +127,21 @@ class PnlSerializer(serializers.Serializer):
     timestamp = serializers.DateTimeField()
 
 
+class PairPnlSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    symbol = serializers.CharField()
+    kind = serializers.CharField(help_text="open | close")
+    buy_exchange = serializers.CharField()
+    sell_exchange = serializers.CharField()
+    quantity = Money()
+    closed_at = serializers.DateTimeField()
+    spread_captured = Money(help_text="(expected sell - expected buy) x quantity, at the signal's prices")
+    slippage = Money(help_text="fills versus the signal")
+    hedges = Money(help_text="unwinds of unequal fills")
+    fees = Money(help_text="negative")
+    net_pnl = Money(help_text="= spread_captured + slippage + hedges + fees")
+
+
 class EquityPointSerializer(serializers.Serializer):
     timestamp = serializers.DateTimeField()
     equity = Money()

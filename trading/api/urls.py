@@ -6,6 +6,7 @@ urlpatterns = [
     path("health", views.HealthView.as_view(), name="health"),
     path("metrics/live", views.MetricsView.as_view(), name="metrics-live"),
     path("pnl", views.PnlView.as_view(), name="pnl"),
+    path("pnl/pairs", views.PairPnlView.as_view(), name="pnl-pairs"),
     path("equity/history", views.EquityHistoryView.as_view(), name="equity-history"),
     path("positions", views.PositionsView.as_view(), name="positions"),
     path("positions/<str:symbol>", views.PositionDetailView.as_view(), name="position"),

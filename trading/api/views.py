@@ -118,6 +118,24 @@ class PnlView(ReadView):
         }))
 
 
+class PairPnlView(ReadView):
+    @extend_schema(responses=s.PairPnlSerializer(many=True), parameters=[LIMIT, SYMBOL],
+                   description="Each closed pair's PnL decomposed (docs/ACCOUNTING.md, trading part), newest first.")
+    def get(self, request):
+        from trading import accounting
+
+        pairs = Pair.objects.filter(stage=Pair.Stage.CLOSED, quantity__gt=0).order_by("-updated_at")
+        if request.query_params.get("symbol"):
+            pairs = pairs.filter(symbol=request.query_params["symbol"].upper())
+        rows = []
+        for p in pairs[:parse_limit(request)]:
+            parts = accounting.pair_components([p])
+            rows.append({"id": p.id, "symbol": p.symbol, "kind": p.kind, "buy_exchange": p.buy_exchange,
+                         "sell_exchange": p.sell_exchange, "quantity": p.quantity, "closed_at": p.updated_at,
+                         **parts, "net_pnl": p.net_pnl})
+        return Response(plain(rows))
+
+
 class EquityHistoryView(ReadView):
     @extend_schema(responses=s.EquityPointSerializer(many=True), parameters=[LIMIT],
                    description="Equity snapshots (every minute, newest last).")
