@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from trading.admin import ReadOnlyAdmin
 from trading.engine import get_state
 
-from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch
+from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch, TransferLimits, save_audited
 from .services import save_limits, set_kill_switch
 
 
@@ -21,6 +21,14 @@ class GuardLimitsAdmin(SingletonAdmin):
 
     def save_model(self, request, obj, form, change):
         save_limits(get_state(), obj, request.user)
+
+
+@admin.register(TransferLimits)
+class TransferLimitsAdmin(SingletonAdmin):
+    readonly_fields = ("updated_at",)
+
+    def save_model(self, request, obj, form, change):
+        save_audited(obj, request.user)  # withdrawals are audited like every other control
 
 
 @admin.register(KillSwitch)

@@ -61,6 +61,26 @@ class GuardLimits(Singleton):
         return "Guard limits"
 
 
+class TransferLimits(Singleton):
+    """Withdrawals between the venues: off unless switched on here AND configured with their own keys."""
+
+    withdrawals_enabled = models.BooleanField(default=False)
+    max_transfer_krw = models.DecimalField(default=Decimal("5000000"), help_text="KRW per transfer", **MONEY)
+    max_daily_transfer_krw = models.DecimalField(default=Decimal("20000000"), help_text="KRW per KST day", **MONEY)
+    rebalance_below_pct = models.DecimalField(default=Decimal("20"), max_digits=8, decimal_places=4,
+                                              help_text="move coins when a venue holds less than this share")
+    max_fee_pct = models.DecimalField(default=Decimal("0.5"), max_digits=8, decimal_places=4,
+                                      help_text="no transfer whose network fee is a larger share of it")
+    stuck_after_seconds = models.PositiveIntegerField(default=1800, help_text="a transfer not arrived by then is flagged")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "transfer limits"
+
+    def __str__(self):
+        return "Transfer limits"
+
+
 class KillSwitch(Singleton):
     """Engaged: no new pair is sent. Lives in the database, so it survives restarts."""
 

@@ -43,6 +43,7 @@ class Marks:
     prices: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # coin mids in the venue's quote
 
     def of(self, venue: str, asset: str) -> Decimal | None:
+        venue = venue.removeprefix("to_")  # coins in transit: valued where they are going
         if asset == "KRW":
             return Decimal(1)
         if asset == "USDT":
@@ -56,7 +57,8 @@ class Marks:
 def current_marks(state, fx: Decimal, assets) -> Marks:
     prices = {}
     for venue, asset in assets:
-        if asset in ("KRW", "USDT"):
+        venue = venue.removeprefix("to_")  # in transit: the destination's price
+        if asset in ("KRW", "USDT") or (venue, asset) in prices:
             continue
         record = state.get_price(venue, asset)
         if record is not None:
@@ -121,6 +123,29 @@ class Book:
                 cost = self._dispose(key, -entry.amount)
                 self.realized += value - cost
 
+    def apply_transfer(self, entries: list[LedgerEntry]) -> None:
+        """Our coins moving between holdings: the units given up carry their cost to the units
+        received (never PnL); a fee leaves at its cost (a realized cost)."""
+        moved, received = ZERO, []
+        for entry in entries:
+            key = (entry.venue, entry.asset)
+            if entry.kind == LedgerEntry.Kind.FEE:
+                cost = self._dispose(key, -entry.amount)
+                self.realized -= cost
+                self.realized_fees -= cost
+            elif entry.amount < 0:
+                moved += self._dispose(key, -entry.amount)
+            else:
+                received.append(entry)
+        units = sum((e.amount for e in received), ZERO)
+        given = ZERO
+        for i, entry in enumerate(received):
+            share = moved - given if i == len(received) - 1 else money(moved * entry.amount / units)
+            given += share
+            self._acquire((entry.venue, entry.asset), entry.amount, share)
+        if not received and moved:
+            self.realized -= moved  # units left with nowhere to go: a loss, never hidden
+
     def total_basis(self) -> Decimal:
         return sum(self.basis.values(), ZERO)
 
@@ -132,24 +157,29 @@ def replay(until: datetime | None = None) -> Book:
     if until is not None:
         query = query.filter(created_at__lte=until)
     pending: list[LedgerEntry] = []
-    pending_fill = None
+    pending_key = None
+
+    def flush():
+        if pending:
+            (book.apply_transfer if pending_key[0] == "transfer" else book.apply_fill)(pending)
+
     for entry in query.iterator(chunk_size=2000):
-        if entry.fill_id is not None and entry.fill_id == pending_fill:
+        key = ("fill", entry.fill_id) if entry.fill_id is not None else ("transfer", entry.transfer_id) \
+            if entry.transfer_id is not None else None
+        if key is not None and key == pending_key:
             pending.append(entry)
             continue
-        if pending:
-            book.apply_fill(pending)
-        pending, pending_fill = [], None
-        if entry.fill_id is not None:
-            pending, pending_fill = [entry], entry.fill_id
+        flush()
+        pending, pending_key = [], None
+        if key is not None:
+            pending, pending_key = [entry], key
         elif entry.kind in (LedgerEntry.Kind.DEPOSIT, LedgerEntry.Kind.WITHDRAWAL):
             if entry.value_krw is None:
                 book.unvalued.append(entry.pk)
             book.apply_flow((entry.venue, entry.asset), entry.amount, entry.value_krw or ZERO)
         else:  # a trade or fee entry without a fill: adjustments, valued as they were booked
             book.apply_fill([entry])
-    if pending:
-        book.apply_fill(pending)
+    flush()
     return book
 
 
@@ -192,10 +222,11 @@ def valuation(marks: Marks, book: Book | None = None) -> Valuation:
             unpriced.append(f"{key[0]} {key[1]}")
             continue
         equity += quantity * mark
+        venue = key[0].removeprefix("to_")
         if key[1] == "USDT":
             usdt += quantity
-        elif QUOTES[key[0]] == "USDT":
-            usdt += quantity * marks.prices[key]
+        elif QUOTES[venue] == "USDT":
+            usdt += quantity * marks.prices[(venue, key[1])]
     # Unpriced holdings stay at cost, so that the identity holds and nothing is invented.
     at_cost = sum((book.basis[k] for k, q in book.quantity.items() if q and marks.of(*k) is None), ZERO)
     equity += at_cost

@@ -16,6 +16,13 @@ from .fields import MoneyField
 class Venue(models.TextChoices):
     UPBIT = "upbit"
     BINANCE = "binance"
+    # Coins on their way between the venues: ledger holdings of ours, valued at the destination's mark.
+    TO_UPBIT = "to_upbit"
+    TO_BINANCE = "to_binance"
+
+
+def transit(to_venue: str) -> str:
+    return f"to_{to_venue}"
 
 
 class Side(models.TextChoices):
@@ -204,6 +211,7 @@ class LedgerEntry(models.Model):
         WITHDRAWAL = "withdrawal"  # a flow out
         TRADE = "trade"
         FEE = "fee"
+        TRANSFER = "transfer"  # our own coins moving between the venues: never PnL
 
     venue = models.CharField(max_length=10, choices=Venue.choices)
     asset = models.CharField(max_length=10)
@@ -212,6 +220,7 @@ class LedgerEntry(models.Model):
     value_krw = MoneyField(null=True, blank=True,
                            help_text="KRW value of the amount when booked (flows at the marks, trades at the fill's rate)")
     fill = models.ForeignKey(Fill, null=True, blank=True, on_delete=models.PROTECT)
+    transfer = models.ForeignKey("Transfer", null=True, blank=True, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -323,3 +332,48 @@ class CoinStrategy(models.Model):
 
     def __str__(self):
         return f"{self.symbol}: {self.strategy}"
+
+
+class Transfer(models.Model):
+    """Coins moved from one venue to the other: a withdrawal there, a deposit here.
+
+    planned -> sent (the withdrawal is recorded and may exist) -> in_transit (the sender took it:
+    ledger moved to the transit holding) -> arrived (credited here: ledger moved on), or failed
+    (nothing left the account), or flagged (unknown, or stuck past its expected time).
+    """
+
+    class Stage(models.TextChoices):
+        PLANNED = "planned"
+        SENT = "sent"
+        IN_TRANSIT = "in_transit"
+        ARRIVED = "arrived"
+        FAILED = "failed"
+        FLAGGED = "flagged"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    asset = models.CharField(max_length=10)
+    from_venue = models.CharField(max_length=10, choices=Venue.choices)
+    to_venue = models.CharField(max_length=10, choices=Venue.choices)
+    network = models.CharField(max_length=20)
+    amount = MoneyField(help_text="what arrives at the destination")
+    fee = MoneyField(default=0, help_text="the sending venue's network fee, in the asset")
+    value_krw = MoneyField(default=0, help_text="the amount at the marks when planned (for the caps)")
+    address = models.CharField(max_length=200, help_text="our own deposit address there, read from its API")
+    tag = models.CharField(max_length=100, blank=True)
+    client_id = models.CharField(max_length=40, unique=True)
+    withdrawal_id = models.CharField(max_length=80, blank=True)
+    txid = models.CharField(max_length=200, blank=True)
+    stage = models.CharField(max_length=12, choices=Stage.choices, default=Stage.PLANNED, db_index=True)
+    reason = models.CharField(max_length=300, blank=True, help_text="why it was made (the rebalancer's words)")
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    arrived_at = models.DateTimeField(null=True, blank=True)
+    expected_by = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.amount} {self.asset} {self.from_venue}->{self.to_venue} ({self.stage})"
