@@ -21,6 +21,7 @@ app.conf.beat_schedule = {
     "market-warnings": {"task": "trading.tasks.refresh_market_warnings", "schedule": 60.0},
     "volatility-refit": {"task": "trading.tasks.refit_volatility", "schedule": 300.0},
     "equity-snapshot": {"task": "trading.tasks.snapshot_equity", "schedule": 60.0, "options": {"expires": 60}},
+    "rebalance": {"task": "trading.tasks.rebalance_inventory", "schedule": 30.0, "options": {"expires": 30}},
     "resume-pairs": {"task": "trading.tasks.resume_pairs", "schedule": 5.0, "options": {"expires": 5}},
     "reconcile": {"task": "trading.tasks.reconcile_venues", "schedule": 60.0, "options": {"expires": 60}},
     "reference-fx": {"task": "trading.tasks.refresh_reference_fx", "schedule": 5.0, "options": {"expires": 5}},

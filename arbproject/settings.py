@@ -162,6 +162,13 @@ UPBIT_API_KEY = env_str("UPBIT_API_KEY", "")
 UPBIT_SECRET_KEY = env_str("UPBIT_SECRET_KEY", "")
 BINANCE_API_KEY = env_str("BINANCE_API_KEY", "")
 BINANCE_SECRET_KEY = env_str("BINANCE_SECRET_KEY", "")
+# Withdrawals between the venues use keys of their own (with the withdraw permission), never the
+# trading keys; without them nothing is ever withdrawn (and TransferLimits.withdrawals_enabled must
+# be switched on in admin as well).
+UPBIT_WITHDRAW_API_KEY = env_str("UPBIT_WITHDRAW_API_KEY", "")
+UPBIT_WITHDRAW_SECRET_KEY = env_str("UPBIT_WITHDRAW_SECRET_KEY", "")
+BINANCE_WITHDRAW_API_KEY = env_str("BINANCE_WITHDRAW_API_KEY", "")
+BINANCE_WITHDRAW_SECRET_KEY = env_str("BINANCE_WITHDRAW_SECRET_KEY", "")
 
 # Real exchanges by default; the simulated venue in the demo and the tests.
 UPBIT_REST_URL = env_str("UPBIT_REST_URL", "https://api.upbit.com")

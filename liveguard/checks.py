@@ -49,6 +49,20 @@ def assert_live_mode_safe() -> None:
 
 
 @register("kimp")
+def withdrawal_key_checks(app_configs=None, **kwargs):
+    """Withdrawal keys are separate from the trading keys, and come in pairs."""
+    problems = []
+    for venue in ("UPBIT", "BINANCE"):
+        key, secret = getattr(settings, f"{venue}_WITHDRAW_API_KEY"), getattr(settings, f"{venue}_WITHDRAW_SECRET_KEY")
+        if bool(key) != bool(secret):
+            problems.append(Error(f"{venue}_WITHDRAW_API_KEY and {venue}_WITHDRAW_SECRET_KEY go together.", id="kimp.E020"))
+        if key and key == getattr(settings, f"{venue}_API_KEY"):
+            problems.append(Error(f"{venue}_WITHDRAW_API_KEY must not be the trading key: withdrawals need keys of "
+                                  "their own.", id="kimp.E021"))
+    return problems
+
+
+@register("kimp")
 def market_data_checks(app_configs=None, **kwargs):
     problems = []
     if settings.FX_SOURCE not in {"upbit", "fixed"}:

@@ -204,12 +204,18 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
 def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: Fees, limits, prem, step):
     """How this coin's strategy finds an opportunity, given caps; None when it wants none now.
 
-    spread: the better direction whose net spread beats min_spread_pct. convergence: only when the
+    spread: the better direction whose net spread beats min_spread_pct. inventory: the same, with
+    the transfers' amortised cost added to the minimum. convergence: only when the
     premium is far from its rolling mean and no position is open, in the direction that profits from
     its return; the round trip's expected net (the way back to the exit band, less both pairs'
     costs) must beat min_spread_pct, and the entry may walk the book by at most max_slippage_pct.
     """
     strategy = strategies.for_symbol(symbol)
+    if strategy.name == "inventory":
+        # The coins bought here must travel back: their transfers' amortised cost is part of the edge.
+        measured = state.transfer_cost(symbol)
+        minimum = limits.min_spread_pct + max(strategy.transfer_cost_pct, measured or 0)
+        return lambda caps_for: best_opportunity(symbol, upbit, binance, fx, fee, minimum, caps_for, step)
     if strategy.name != "convergence":
         return lambda caps_for: best_opportunity(symbol, upbit, binance, fx, fee, limits.min_spread_pct, caps_for, step)
     if state.get_position(symbol) is not None or Position.objects.filter(symbol=symbol).exists():

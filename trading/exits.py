@@ -87,6 +87,8 @@ def check_positions(state: StateManager) -> list[str]:
         positions.publish(state, position, position.symbol, m)
         reason, stopped = None, False
         strategy = strategies.for_symbol(position.symbol)
+        if strategy.name == "inventory":
+            continue  # squared by the rebalancer's transfers, never by a reverse pair
         if m.close_buy_price is not None and m.pnl_pct <= -limits.stop_loss_pct:
             reason, stopped = f"stop-loss at {m.pnl_pct:.3f}% (limit -{limits.stop_loss_pct}%)", True
         elif strategy.name == "convergence" and m.close_buy_price is not None:

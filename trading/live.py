@@ -35,3 +35,21 @@ def live_venues() -> dict:
 def live_executor(state, fees: Fees) -> PairExecutor:
     return PairExecutor(state, fees, live_venues(), mode="live", slippage=settings.LEG_SLIPPAGE,
                         lease_s=settings.PAIR_LEASE_S, flag_after_s=settings.LEG_RISK_AFTER_S)
+
+
+def transfer_service(state):
+    """The rebalancer's service: withdrawal adapters built from the withdrawal keys only (none
+    configured, no withdrawals), deposit addresses and deposits read with the trading keys."""
+    from .transfers import TransferService
+
+    readers = live_venues()
+    venues = {}
+    if settings.UPBIT_WITHDRAW_API_KEY and settings.UPBIT_WITHDRAW_SECRET_KEY:
+        venues["upbit"] = UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_WITHDRAW_API_KEY,
+                                       settings.UPBIT_WITHDRAW_SECRET_KEY, timeout=settings.EXCHANGE_TIMEOUT_S)
+    if settings.BINANCE_WITHDRAW_API_KEY and settings.BINANCE_WITHDRAW_SECRET_KEY:
+        venues["binance"] = BinanceAdapter(settings.BINANCE_REST_URL, settings.BINANCE_WITHDRAW_API_KEY,
+                                           settings.BINANCE_WITHDRAW_SECRET_KEY, timeout=settings.EXCHANGE_TIMEOUT_S)
+    if len(venues) < 2:
+        venues = {}  # both directions or none: a one-way rebalancer would strand coins
+    return TransferService(state, venues, readers)

@@ -316,6 +316,7 @@ class CoinStrategy(models.Model):
     class Name(models.TextChoices):
         SPREAD = "spread", "spread: take a net spread at once; close on stop-loss / take-profit"
         CONVERGENCE = "convergence", "convergence: open far from the premium's rolling mean, close on reversion"
+        INVENTORY = "inventory", "inventory: buy cheap, sell dear from inventory; the rebalancer moves coins back"
 
     symbol = models.CharField(max_length=20, unique=True, default="*")
     strategy = models.CharField(max_length=20, choices=Name.choices, default=Name.SPREAD)
@@ -325,6 +326,9 @@ class CoinStrategy(models.Model):
                                              help_text="convergence: close when it is back within this")
     lookback_seconds = models.PositiveIntegerField(default=3600, help_text="the rolling mean's window")
     min_samples = models.PositiveIntegerField(default=60, help_text="no convergence trade on less history")
+    transfer_cost_pct = models.DecimalField(default=Decimal("0.05"), max_digits=8, decimal_places=4,
+                                            help_text="inventory: the transfers' cost per pair (amortised), added to "
+                                                      "the minimum net spread; the rebalancer's measured cost wins if higher")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

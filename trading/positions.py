@@ -84,6 +84,23 @@ def mark(position: Position, upbit: BookRecord, binance: BookRecord, fx: Decimal
     return Mark(current, money(pnl), money(pnl / basis * HUNDRED) if basis else Decimal(0), buy_krw, sell_krw)
 
 
+def square_by_transfer(symbol: str, from_venue: str, quantity: Decimal) -> Position | None:
+    """Coins moved from the venue a position is long on to the venue it is short on square it:
+    the inventory strategy's pairs close this way, not by reverse pairs."""
+    with transaction.atomic():
+        position = Position.objects.select_for_update().filter(symbol=symbol).first()
+        if position is None or position.buy_exchange != from_venue or quantity <= 0:
+            return position
+        closed = min(position.quantity, quantity)
+        position.entry_fees = money(position.entry_fees * (1 - closed / position.quantity))
+        position.quantity -= closed
+        if position.quantity == 0:
+            position.delete()
+            return None
+        position.save()
+        return position
+
+
 def sync_exposure(state: StateManager, symbol: str, position: Position | None) -> None:
     """The guard's exposure counter follows the position's entry notional."""
     exposure = position.entry_buy_price * position.quantity if position else Decimal(0)

@@ -622,6 +622,14 @@ class StateManager:
     return 0
     """
 
+    def set_transfer_cost(self, asset: str, pct: Decimal) -> None:
+        """The last transfer's fee as a share of it (%): the inventory strategy's amortised cost."""
+        self.redis.set(f"{PREFIX}:transfer_cost:{asset}", str(pct), ex=86400)
+
+    def transfer_cost(self, asset: str) -> Decimal | None:
+        raw = self.redis.get(f"{PREFIX}:transfer_cost:{asset}")
+        return Decimal(raw.decode() if isinstance(raw, bytes) else raw) if raw else None
+
     def extend_lock(self, name: str, token: str, ttl_ms: int) -> bool:
         """Keep a lock we still hold for another ttl_ms; False if it expired or changed hands."""
         return bool(self.redis.eval(self._EXTEND, 1, f"{PREFIX}:lock:{name}", token, ttl_ms))

@@ -7,6 +7,11 @@
   usual premium*, buy the other), close when it is back within `exit_deviation_pct`. Over its life
   a pair earns the premium's move back towards the mean, less the fees of both pairs.
 
+* **inventory** — both venues hold coin and quote: each pair buys where the coin is cheap and
+  sells where it is dear, from inventory, and is never closed by a reverse pair; the rebalancer
+  (trading/rebalance.py) moves the coins back, and the minimum net spread includes the transfers'
+  amortised cost (the measured one when higher than the configured estimate).
+
 Either way, a stop-loss puts the coin in a cool-down (`GuardLimits.stop_loss_cooldown`) before any
 re-entry, so a widening premium cannot churn a position through repeated stop-losses.
 """
@@ -29,6 +34,7 @@ class Strategy:
     exit_deviation_pct: Decimal = Decimal("0.1")
     lookback_seconds: int = 3600
     min_samples: int = 60
+    transfer_cost_pct: Decimal = Decimal("0.05")
 
 
 SPREAD = Strategy("spread")
@@ -44,8 +50,8 @@ def for_symbol(symbol: str, max_age: float = 5.0) -> Strategy:
     """The coin's strategy: its own row, else the "*" row, else spread (re-read every few seconds)."""
     global _cache
     if _cache is None or time.monotonic() - _cache[0] > max_age:
-        rows = {r.symbol: Strategy(r.strategy, r.entry_deviation_pct, r.exit_deviation_pct, r.lookback_seconds, r.min_samples)
-                for r in CoinStrategy.objects.all()}
+        rows = {r.symbol: Strategy(r.strategy, r.entry_deviation_pct, r.exit_deviation_pct, r.lookback_seconds, r.min_samples,
+                                   r.transfer_cost_pct) for r in CoinStrategy.objects.all()}
         _cache = (time.monotonic(), rows)
     rows = _cache[1]
     return rows.get(symbol) or rows.get("*") or SPREAD

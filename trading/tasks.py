@@ -81,6 +81,30 @@ def snapshot_equity() -> str | None:
     return str(snapshot(marks).equity)
 
 
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def rebalance_inventory() -> int:
+    """Live mode with withdrawals allowed: follow transfers in flight, then move coins back where a
+    venue ran low (trading/rebalance.py)."""
+    from liveguard.models import TransferLimits
+
+    if not settings.LIVE_MODE or not TransferLimits.load().withdrawals_enabled:
+        return 0
+    from . import accounting, ledger
+    from .live import transfer_service
+    from .rebalance import rebalance
+
+    state = engine.get_state()
+    fx = engine.fx_rate(state)
+    if fx is None:
+        return 0
+    service = transfer_service(state)
+    if not service.venues:
+        log.warning("withdrawals are switched on but no withdrawal keys are configured: nothing moved")
+        return 0
+    marks = accounting.current_marks(state, fx.rate, list(ledger.balances()))
+    return len(rebalance(state, service, marks))
+
+
 @shared_task(ignore_result=True, soft_time_limit=600, time_limit=620)
 def flatten_positions() -> list[str]:
     return exits.flatten_all(engine.get_state())

@@ -194,6 +194,7 @@ class TransferService:
         if match.status == TransferStatus.HELD:
             Transfer.objects.filter(pk=t.pk).update(note=f"deposit held on {t.to_venue} ({match.error or 'travel rule'})"[:300])
         elif match.status == TransferStatus.DONE:
+            remaining, squared = None, False
             with transaction.atomic():
                 locked = Transfer.objects.select_for_update().get(pk=t.pk)
                 if locked.stage != Transfer.Stage.ARRIVED:
@@ -211,6 +212,15 @@ class TransferService:
                     locked.stage, locked.arrived_at = Transfer.Stage.ARRIVED, datetime.now(UTC)
                     locked.txid = match.txid or locked.txid
                     locked.save()
+                    from . import positions
+
+                    remaining = positions.square_by_transfer(locked.asset, locked.from_venue, match.amount)
+                    squared = True
+            if squared and self.state is not None:
+                from . import positions
+
+                positions.sync_exposure(self.state, t.asset, remaining)
+                positions.publish(self.state, remaining, t.asset)
         elif match.status == TransferStatus.FAILED:
             self._flag(t, f"deposit refused on {t.to_venue}: {match.error}")
         t.refresh_from_db()

@@ -30,3 +30,15 @@ def test_live_mode_with_keys_and_opt_in_passes(settings):
 def test_unknown_fx_source_is_an_error(settings):
     settings.FX_SOURCE = "telepathy"
     assert ids(market_data_checks()) == ["kimp.E010"]
+
+
+def test_withdrawal_keys_are_separate_from_the_trading_keys(settings):
+    from liveguard.checks import withdrawal_key_checks
+
+    settings.UPBIT_API_KEY = "trade-key"
+    settings.UPBIT_WITHDRAW_API_KEY, settings.UPBIT_WITHDRAW_SECRET_KEY = "trade-key", "s"
+    assert [p.id for p in withdrawal_key_checks()] == ["kimp.E021"]
+    settings.UPBIT_WITHDRAW_API_KEY, settings.UPBIT_WITHDRAW_SECRET_KEY = "withdraw-key", ""
+    assert [p.id for p in withdrawal_key_checks()] == ["kimp.E020"]
+    settings.UPBIT_WITHDRAW_SECRET_KEY = "s"
+    assert withdrawal_key_checks() == []

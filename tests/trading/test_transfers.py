@@ -167,3 +167,38 @@ def test_reconciliation_understands_a_transfer_in_flight(state):
     assert any("transfers in flight" in line for line in report["adopted"])
     venues["upbit"] = Books("upbit", {"BTC": D("0.7")})  # more than anything in flight explains
     assert not reconcile(state, venues)["ok"]
+
+
+def test_the_inventory_loop_buys_cheap_sells_dear_and_the_rebalancer_squares_it(state, market):
+    """Inventory strategy: the pair is never closed by a reverse pair; the coins bought on Binance
+    travel to Upbit, and their arrival squares the position."""
+    from trading import engine, exits, strategies
+    from trading.models import CoinStrategy, Position
+    from trading.rebalance import rebalance
+
+    CoinStrategy.objects.create(symbol="*", strategy="inventory", transfer_cost_pct=D("0.05"))
+    strategies.forget()
+    market("BTC", upbit_bids=(("143000000", "0.02"),), upbit_asks=(("143100000", "1"),),
+           binance_bids=(("99000", "1"),), binance_asks=(("99010", "1"),))
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
+    position = Position.objects.get(symbol="BTC")
+    assert position.side == "long_binance"
+    # The premium widens past the stop-loss: an inventory position is not closed by a reverse pair.
+    market("BTC", upbit_bids=(("160000000", "1"),), upbit_asks=(("160100000", "1"),),
+           binance_bids=(("99000", "1"),), binance_asks=(("99010", "1"),))
+    assert exits.check_positions(state) == []
+    limits = TransferLimits.load()
+    limits.withdrawals_enabled, limits.rebalance_below_pct = True, D("49.99")
+    limits.max_transfer_krw = limits.max_daily_transfer_krw = D("1e10")
+    limits.save()
+    binance, upbit = ScriptedVenue("binance", fee=D("0.00001")), ScriptedVenue("upbit")
+    service = TransferService(state=state, venues={"binance": binance, "upbit": upbit})
+    marks = Marks(D("1400"), {("binance", "BTC"): D("99005"), ("upbit", "BTC"): D("143050000")})
+    [t] = rebalance(state, service, marks)
+    assert (t.from_venue, t.to_venue, t.stage) == ("binance", "upbit", "in_transit")
+    assert state.transfer_cost("BTC") == t.fee / t.amount * 100  # what the strategy adds to its minimum
+    upbit.arrived = [TransferReport("upbit", "BTC", "BTC", "deposit", TransferStatus.DONE, amount=t.amount, txid="tx1")]
+    service.poll()
+    remaining = Position.objects.filter(symbol="BTC").first()
+    assert remaining is None or remaining.quantity < position.quantity
+    assert rebalance(state, service, marks) == []  # balanced again: nothing more to move
