@@ -51,7 +51,27 @@ def run(strategy: str, seed: int, coins: int, span: int, redis_url: str) -> dict
     limits.max_trades_per_hour = limits.max_trades_per_day = 10**6
     limits.max_total_exposure = Decimal("1e12")
     limits.save()
-    CoinStrategy.objects.create(symbol="*", strategy=strategy, entry_deviation_pct=Decimal("0.5"),
+    transfers = None
+    if strategy == "inventory":
+        from liveguard.models import TransferLimits
+        from trading.paper import PaperTransfers
+        from trading.rebalance import rebalance
+        from trading.transfers import TransferService
+
+        t_limits = TransferLimits.load()
+        t_limits.withdrawals_enabled, t_limits.rebalance_below_pct = True, Decimal("48")
+        t_limits.max_transfer_krw = t_limits.max_daily_transfer_krw = Decimal("1e12")
+        t_limits.save()
+
+        def paper_mark(venue, asset):
+            c = model.coins[asset]
+            bids, asks = (c.upbit_bids, c.upbit_asks) if venue == "upbit" else (c.binance_bids, c.binance_asks)
+            mid = (bids[0][0] + asks[0][0]) / 2
+            return mid if venue == "upbit" else mid * Decimal(str(round(model.usdt_krw, 2)))
+
+        transfers = TransferService(state, PaperTransfers.pair(paper_mark, fee_krw=Decimal("3000"), delay_s=120,
+                                                               clock=lambda: clock["now"]))
+    CoinStrategy.objects.create(symbol="*", strategy=strategy, transfer_cost_pct=Decimal("0.05"), entry_deviation_pct=Decimal("0.5"),
                                 exit_deviation_pct=Decimal("0.1"), lookback_seconds=900, min_samples=120)
     model = MarketModel(make_coins(coins), seed=seed)
     symbols = [c for c in model.coins if c != "BNB"][:coins]
@@ -87,6 +107,10 @@ def run(strategy: str, seed: int, coins: int, span: int, redis_url: str) -> dict
             if record is not None:  # the premium history on the simulated clock
                 state.redis.zadd(f"arbitrage:premium:history:{symbol}", {f"{clock['now']}:{record.premium_pct}": clock["now"]})
         exits.check_positions(state)
+        if transfers is not None and second % 30 == 0:
+            marks_now = accounting.current_marks(state, (usdt_bid + usdt_ask) / 2,
+                                                 [(v, a) for v in ("upbit", "binance") for a in symbols])
+            rebalance(state, transfers, marks_now)
         if second % 10 == 0 or second == span - 1:
             marks = accounting.current_marks(state, (usdt_bid + usdt_ask) / 2, [(v, a) for v in ("upbit", "binance") for a in symbols])
             v = accounting.valuation(marks)
@@ -97,6 +121,13 @@ def run(strategy: str, seed: int, coins: int, span: int, redis_url: str) -> dict
             pnl_series.append((v.pnl, hold_pnl, edge))
             peak = edge if peak is None or edge > peak else peak
             max_drawdown = max(max_drawdown, peak - edge)
+    if transfers is not None:
+        transfers.poll()
+    from trading.models import Transfer
+
+    moved = list(Transfer.objects.exclude(stage=Transfer.Stage.FAILED))
+    transfer_cost = sum((t.fee * (accounting.current_marks(state, (usdt_bid + usdt_ask) / 2, [(t.from_venue, t.asset)])
+                                  .of(t.from_venue, t.asset) or 0) for t in moved), Decimal(0))
     pairs = list(Pair.objects.filter(stage=Pair.Stage.CLOSED, quantity__gt=0))
     parts = accounting.pair_components(pairs)
     final = pnl_series[-1] if pnl_series else (Decimal(0),) * 3
@@ -105,7 +136,7 @@ def run(strategy: str, seed: int, coins: int, span: int, redis_url: str) -> dict
         "closes": sum(p.kind == "close" for p in pairs), "gross_spread": parts["spread_captured"],
         "slippage": parts["slippage"] + parts["hedges"], "fees": parts["fees"],
         "trading_net": sum(parts.values(), Decimal(0)), "equity_pnl": final[0], "hold_pnl": final[1],
-        "vs_hold": final[2], "max_drawdown": max_drawdown,
+        "vs_hold": final[2], "max_drawdown": max_drawdown, "transfers": len(moved), "transfer_cost": transfer_cost,
         "seconds": time.monotonic() - started,
     }
 
@@ -115,7 +146,7 @@ def main():
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--coins", type=int, default=5)
     parser.add_argument("--span", type=int, default=3600, help="simulated seconds")
-    parser.add_argument("--strategy", action="append", choices=["spread", "convergence"])
+    parser.add_argument("--strategy", action="append", choices=["spread", "convergence", "inventory"])
     args = parser.parse_args()
     redis_server, redis_url = start_redis()
     db = Path(tempfile.mkdtemp(prefix="kimp-bench-strategies-")) / "bench.sqlite3"
@@ -131,12 +162,13 @@ def main():
         call_command("migrate", verbosity=0)
         print(f"seed {args.seed}, {args.coins} coins, {args.span} simulated seconds; KRW")
         print(f"{'strategy':<12} {'pairs':>6} {'opens':>6} {'closes':>6} {'gross spread':>14} {'slippage':>11} "
-              f"{'fees':>11} {'trading net':>13} {'equity PnL':>13} {'holding':>13} {'vs holding':>11} {'max drawdown':>13} "
-              f"{'run s':>7}")
-        for strategy in args.strategy or ["spread", "convergence"]:
+              f"{'fees':>11} {'trading net':>13} {'transfers':>9} {'xfer cost':>10} {'equity PnL':>13} {'holding':>13} "
+              f"{'vs holding':>11} {'max drawdown':>13} {'run s':>7}")
+        for strategy in args.strategy or ["spread", "convergence", "inventory"]:
             r = run(strategy, args.seed, args.coins, args.span, redis_url)
             print(f"{r['strategy']:<12} {r['pairs']:>6} {r['opens']:>6} {r['closes']:>6} {r['gross_spread']:>14,.0f} "
-                  f"{r['slippage']:>11,.0f} {r['fees']:>11,.0f} {r['trading_net']:>13,.0f} {r['equity_pnl']:>13,.0f} "
+                  f"{r['slippage']:>11,.0f} {r['fees']:>11,.0f} {r['trading_net']:>13,.0f} {r['transfers']:>9} "
+                  f"{r['transfer_cost']:>10,.0f} {r['equity_pnl']:>13,.0f} "
                   f"{r['hold_pnl']:>13,.0f} {r['vs_hold']:>11,.0f} {r['max_drawdown']:>13,.0f} {r['seconds']:>7.1f}")
     finally:
         stop(redis_server)

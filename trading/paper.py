@@ -14,7 +14,17 @@ from decimal import Decimal
 from marketdata.rules import floor_to_step
 
 from .exchanges.errors import OrderNotFound
-from .exchanges.types import LegOrder, LegReport, LegStatus, OpenOrder, TradeFill
+from .exchanges.types import (
+    DepositAddress,
+    LegOrder,
+    LegReport,
+    LegStatus,
+    NetworkInfo,
+    OpenOrder,
+    TradeFill,
+    TransferReport,
+    TransferStatus,
+)
 from .fees import BNB, bnb_price
 from .fields import money
 from .signals import BINANCE_MIN_NOTIONAL_USDT, UPBIT_MIN_ORDER_KRW, Fees
@@ -105,3 +115,55 @@ class PaperVenue:
 
     def limit_price(self, symbol: str, side: str, price: Decimal) -> Decimal:
         return price
+
+
+class PaperTransfers:
+    """Transfers between the paper venues: a network fee and a delay, nothing else to go wrong.
+
+    One object plays both venues' wallets (the paper ledger is the only account): a withdrawal is
+    accepted at once and its deposit is credited `delay_s` later. The fee is `fee_krw` worth of the
+    coin at the sender's mark when asked (`networks` needs a price: `marks(venue, asset)`).
+    """
+
+    def __init__(self, name: str, marks, *, fee_krw: Decimal = Decimal("2000"), delay_s: float = 60.0, clock=None):
+        import time
+
+        self.name, self.marks, self.fee_krw, self.delay_s = name, marks, fee_krw, delay_s
+        self.clock = clock or time.time
+        self.peer: PaperTransfers | None = None
+        self.withdrawals: dict[str, TransferReport] = {}
+        self.incoming: list[tuple[float, TransferReport]] = []
+
+    @classmethod
+    def pair(cls, marks, **kwargs) -> dict[str, PaperTransfers]:
+        upbit, binance = cls("upbit", marks, **kwargs), cls("binance", marks, **kwargs)
+        upbit.peer, binance.peer = binance, upbit
+        return {"upbit": upbit, "binance": binance}
+
+    def networks(self, asset: str) -> list[NetworkInfo]:
+        mark = self.marks(self.name, asset)
+        fee = (self.fee_krw / mark).quantize(Decimal("0.00000001")) if mark else Decimal(0)
+        return [NetworkInfo(self.name, asset, asset, True, True, fee, fee * 2, Decimal("0.00000001"), 1)]
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        return DepositAddress(self.name, asset, network, f"paper-{self.name}-{asset}")
+
+    def registered_addresses(self, asset: str) -> list[DepositAddress]:
+        return [self.peer.deposit_address(asset, asset)] if self.peer else []
+
+    def withdraw(self, req) -> TransferReport:
+        [info] = self.networks(req.asset)
+        report = TransferReport(self.name, req.asset, req.network, "withdrawal", TransferStatus.DONE, amount=req.amount,
+                                fee=info.withdraw_fee, transfer_id=req.client_id, client_id=req.client_id,
+                                txid=f"paper-{req.client_id}", address=req.address)
+        self.withdrawals[req.client_id] = report
+        self.peer.incoming.append((self.clock() + self.delay_s, TransferReport(
+            self.peer.name, req.asset, req.network, "deposit", TransferStatus.DONE, amount=req.amount, txid=report.txid)))
+        return report
+
+    def lookup_withdrawal(self, asset: str, client_id: str, **kwargs) -> TransferReport:
+        return self.withdrawals.get(client_id) or TransferReport(self.name, asset, asset, "withdrawal", TransferStatus.ABSENT)
+
+    def deposits(self, asset: str, since_ms: int) -> list[TransferReport]:
+        now = self.clock()
+        return [d for due, d in self.incoming if d.asset == asset and due <= now]
