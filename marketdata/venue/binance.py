@@ -265,9 +265,12 @@ class BinanceDialect:
         return await self._websocket(request, streams, combined=True)
 
     async def _websocket(self, request: web.Request, streams: list[str], *, combined: bool):
-        bad = [s for s in streams if not self._valid_stream(s)]
-        if bad or len(streams) > MAX_STREAMS:
+        if len(streams) > MAX_STREAMS:
             return web.Response(status=400, body=error_body(-1121, "Invalid symbol."), content_type="application/json")
+        # Binance opens the connection whatever the path names (`/ws/1`, as ccxt pro connects, or a
+        # stream with an unknown or upper-case symbol) and streams only what it knows: an unknown
+        # name is silently never served; SUBSCRIBE adds streams later.
+        streams = [s for s in streams if self._valid_stream(s)]
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 16)
         await ws.prepare(request)
         micro = request.query.get("timeUnit", "").upper() in {"MICROSECOND", "MICRO"}

@@ -17,10 +17,10 @@ from aiohttp import web
 from .accounts import Account, AuthFailure
 from .core import now_ms
 from .matching import VenueOrder, match
+from .rules import BINANCE_BNB_DISCOUNT as BNB_DISCOUNT
+from .rules import BINANCE_FEE as FEE
 
 EIGHT = Decimal("0.00000001")
-FEE = Decimal("0.001")
-BNB_DISCOUNT = Decimal("0.25")
 BNB = "BNB"
 QUOTE = "USDT"
 

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from .core import Venue, now_ms
+from .limits import upbit_group
 
 BEFORE = ("refuse_429", "refuse_418", "unavailable_before", "timeout_before", "reset_before")
 AFTER = ("delay_after", "error_5xx_after", "html_after", "reset_after")
@@ -144,7 +145,11 @@ def fault_middleware(venue: Venue, exchange: str, dialect):
                 raise response
             return response
         if kind == "error_5xx_after":
-            return _server_error(exchange, rule.status)
+            answer = _server_error(exchange, rule.status)
+            if exchange == "upbit" and rule.status == 500 and "Remaining-Req" in response.headers:
+                # Upbit's own error still carries the request's group count; a gateway's page does not.
+                answer.headers["Remaining-Req"] = response.headers["Remaining-Req"]
+            return answer
         if kind == "html_after":
             return web.Response(status=200, text=GATEWAY_HTML[502], content_type="text/html")
         return _drop(request)  # reset_after
@@ -166,7 +171,7 @@ def _refusal(exchange: str, dialect, request: web.Request, rule: FaultRule) -> w
             msg = (f"Way too much request weight used; IP banned until {now_ms() + retry_after * 1000}. "
                    "Please use WebSocket Streams for live updates to avoid bans.")
         return _json(status, {"code": -1003, "msg": msg}, headers)
-    group = _upbit_group(request.method, request.path)
+    group = upbit_group(request.method, request.path)
     headers = {"Remaining-Req": f"group={group}; min=0; sec=0"}
     # Upbit documents no error name for 429/418: the Exchange API answers with a string name
     # like its other errors, the Quotation API with the integer status, as the quotation limiter does.
@@ -205,13 +210,3 @@ def _drop(request: web.Request) -> web.Response:
 
 def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
-
-
-def _upbit_group(method: str, path: str) -> str:
-    if method == "POST" and path == "/v1/orders":
-        return "order"
-    for prefix, group in (("/v1/market", "market"), ("/v1/orderbook", "orderbook"), ("/v1/ticker", "ticker"),
-                          ("/v1/trades", "trade"), ("/v1/candles", "candle")):
-        if path.startswith(prefix):
-            return group
-    return "default"

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
-from marketdata.rules import BinanceFilters, upbit_krw_tick
+from .rules import SymbolFilters, upbit_tick
 
 Level = tuple[Decimal, Decimal]
 
@@ -22,13 +22,13 @@ class Coin:
     english_name: str
     korean_name: str
     usd_price: float
-    filters: BinanceFilters
+    filters: SymbolFilters
     beta: float = 1.0  # loading on the common market factor
     premium_mean: float = 0.001
 
 
 def _coin(symbol, english, korean, usd, tick, step, beta=1.0, premium=0.001):
-    return Coin(symbol, english, korean, usd, BinanceFilters(Decimal(tick), Decimal(step)), beta, premium)
+    return Coin(symbol, english, korean, usd, SymbolFilters(Decimal(tick), Decimal(step)), beta, premium)
 
 
 DEFAULT_COINS: tuple[Coin, ...] = (
@@ -151,7 +151,7 @@ class MarketModel:
     # --- books ---------------------------------------------------------------------------------
     def _build_all(self) -> None:
         self.usdt_bids, self.usdt_asks = self._ladder(
-            self.usdt_krw, lambda price: upbit_krw_tick(price, "KRW-USDT"), Decimal("0.00000001"),
+            self.usdt_krw, lambda price: upbit_tick(price, "KRW-USDT"), Decimal("0.00000001"),
             self.params.upbit_levels, 20_000_000 / self.usdt_krw, self.usdt_bids, self.usdt_asks,
         )
         for state in self.coins.values():
@@ -168,8 +168,9 @@ class MarketModel:
             state.usd, lambda _price: f.tick_size, f.step_size, self.params.binance_levels,
             20_000 / state.usd, state.binance_bids, state.binance_asks, rng,
         )
+        market = f"KRW-{state.coin.symbol}"
         state.upbit_bids, state.upbit_asks = self._ladder(
-            self.upbit_krw(state.coin.symbol), upbit_krw_tick, Decimal("0.00000001"),
+            self.upbit_krw(state.coin.symbol), lambda price: upbit_tick(price, market), Decimal("0.00000001"),
             self.params.upbit_levels, 25_000_000 / self.upbit_krw(state.coin.symbol),
             state.upbit_bids, state.upbit_asks, rng,
         )

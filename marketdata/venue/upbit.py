@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import uuid
@@ -11,11 +12,10 @@ from decimal import Decimal
 import orjson
 from aiohttp import WSMsgType, web
 
-from marketdata.rules import upbit_krw_tick
-
 from .accounts import Accounts, AuthFailure, verify_upbit
 from .core import Connection, Venue, VenueBook, now_ms
-from .limits import RateWindow
+from .limits import UPBIT_EXCHANGE_LIMITS, UPBIT_QUOTATION_GROUPS, RateWindow, remaining_req, upbit_group
+from .rules import upbit_tick
 from .upbit_orders import UpbitOrders
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,10 @@ class UpbitDialect:
         self.accounts = accounts or Accounts()
         self.orders = UpbitOrders(self)
         self.quotation_limit = RateWindow(1.0, rate_limit)
+        # Remaining-Req's deprecated `min`: what is left of the minute, counted but not enforced.
+        self.quotation_minute = RateWindow(60.0, rate_limit * 60)
+        self.exchange_limits = {group: (RateWindow(seconds, n), RateWindow(60.0, int(n * 60 / seconds)))
+                                for group, (n, seconds) in UPBIT_EXCHANGE_LIMITS.items()}
         self.tickers: dict[str, dict] = {}
         self.sequential_id = int(time.time() * 1000) * 1000
         venue.listeners.append(self.on_book)
@@ -135,7 +139,7 @@ class UpbitDialect:
             "currency": currency, "balance": f"{amount:f}", "locked": f"{account.locked.get(currency, Decimal(0)):f}",
             "avg_buy_price": "0", "avg_buy_price_modified": False, "unit_currency": "KRW",
         } for currency, amount in sorted(account.balances.items())]
-        return self.ok(out, headers={"Remaining-Req": "group=default; min=1800; sec=29"})
+        return self.ok(out)
 
     async def forex(self, request: web.Request) -> web.Response:
         codes = request.query.get("codes", "")
@@ -163,15 +167,27 @@ class UpbitDialect:
 
     @web.middleware
     async def rate_limit_middleware(self, request: web.Request, handler):
-        group = _quotation_group(request.path)
-        if group is None:
+        """Meter every /v1/* request in its group before any work, and put `Remaining-Req` on every
+        answer, errors included: Quotation groups per IP, Exchange API groups per pocket."""
+        if not request.path.startswith("/v1/"):
             return await handler(request)
-        remaining = self.quotation_limit.take((request.remote, group))
-        header = {"Remaining-Req": f"group={group}; min=1800; sec={max(remaining, 0)}"}
+        group = upbit_group(request.method, request.path)
+        quotation = group in UPBIT_QUOTATION_GROUPS
+        if quotation:
+            key, (second, minute) = (request.remote, group), (self.quotation_limit, self.quotation_minute)
+        else:
+            key, (second, minute) = (_pocket(request), group), self.exchange_limits[group]
+        remaining = second.take(key)
+        header = remaining_req(group, remaining, minute.take(key))
         if remaining < 0:
-            # Upbit documents no error name for 429; the body follows the quotation shape.
-            return self.error(429, 429, "Too many API requests.", headers=header)
-        response = await handler(request)
+            # Upbit documents no error name for 429: the Quotation API answers with the integer
+            # status, as its other errors; the Exchange API with a string name, as its others.
+            return self.error(429, 429 if quotation else "too_many_requests", "Too many API requests.", headers=header)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # an unknown path's 404, a wrong method's 405
+            exc.headers.update(header)
+            raise
         response.headers.update(header)
         return response
 
@@ -243,7 +259,7 @@ class UpbitDialect:
             out.append({
                 "market": market,
                 "quote_currency": "KRW",
-                "tick_size": f"{upbit_krw_tick(best, market).normalize():f}",
+                "tick_size": f"{upbit_tick(best, market).normalize():f}",
                 "supported_levels": ["0"],
             })
         return self.ok(out)
@@ -324,7 +340,8 @@ class UpbitDialect:
             if not item.get("is_only_realtime"):
                 snapshots += [(kind, market, units) for market, units in wanted.items()]
             if not item.get("is_only_snapshot"):
-                realtime[kind] = wanted
+                # Several objects of one type (ccxt pro sends one per market) add up.
+                realtime.setdefault(kind, {}).update(wanted)
         # A new request on a connection replaces what it asked for before.
         client.format = fmt
         client.realtime = realtime
@@ -427,16 +444,19 @@ class UpbitDialect:
         return trade
 
 
-def _quotation_group(path: str) -> str | None:
-    if path.startswith("/v1/market"):
-        return "market"
-    if path.startswith("/v1/orderbook"):
-        return "orderbook"
-    if path.startswith("/v1/ticker"):
-        return "ticker"
-    if path.startswith("/v1/trades"):
-        return "trade"
-    return None
+def _pocket(request: web.Request):
+    """Whom an Exchange API request is counted against: the JWT's access key (read, not verified:
+    a forged token is metered under the key it names), else the IP."""
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    parts = token.split(".")
+    if len(parts) == 3:
+        try:
+            access_key = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))).get("access_key")
+        except (ValueError, TypeError, AttributeError):
+            access_key = None
+        if isinstance(access_key, str) and access_key:
+            return "key", access_key
+    return "ip", request.remote
 
 
 def new_ticket() -> str:

@@ -9,13 +9,12 @@ from decimal import Decimal, InvalidOperation
 import orjson
 from aiohttp import web
 
-from marketdata.rules import UPBIT_MIN_ORDER_KRW, upbit_krw_tick
-
 from .accounts import AuthFailure, verify_upbit
 from .matching import VenueOrder, match
+from .rules import UPBIT_KRW_FEE as FEE
+from .rules import UPBIT_MIN_TOTAL_KRW, upbit_tick
 
 EIGHT = Decimal("0.00000001")
-FEE = Decimal("0.0005")
 KST = timedelta(hours=9)
 
 
@@ -106,14 +105,14 @@ class UpbitOrders:
         if not shape_ok[kind]:
             return self._err(400, "invalid_parameter", "잘못된 파라미터")
         suffix = "bid" if side == "bid" else "ask"
-        if kind == "limit" and price % upbit_krw_tick(price, market) != 0:
+        if kind == "limit" and price % upbit_tick(price, market) != 0:
             return self._err(400, f"invalid_price_{suffix}", "주문가격 단위를 잘못 입력하셨습니다. 확인 후 시도해주세요.")
         book = self.dialect.venue.upbit_books[market]
         bids, asks = book.top(30)
         reference = price if kind == "limit" else (asks[0][0] if side == "bid" else bids[0][0])
         total = price if kind in ("price",) or (kind == "best" and side == "bid") else volume * reference
-        if total < UPBIT_MIN_ORDER_KRW:
-            return self._err(400, f"under_min_total_{suffix}", f"최소주문금액 이상으로 주문해주세요. ({UPBIT_MIN_ORDER_KRW} KRW)")
+        if total < UPBIT_MIN_TOTAL_KRW:
+            return self._err(400, f"under_min_total_{suffix}", f"최소주문금액 이상으로 주문해주세요. ({UPBIT_MIN_TOTAL_KRW} KRW)")
         coin = market.split("-", 1)[1]
         buying = side == "bid"
         quote_amount = price if kind == "price" or (kind == "best" and buying) else None
@@ -156,8 +155,7 @@ class UpbitOrders:
             self.by_identifier[(key, identifier)] = order
         if self.dialect.venue.faults.rest_delay:
             await asyncio.sleep(self.dialect.venue.faults.rest_delay)
-        return web.Response(status=201, body=orjson.dumps(self._body(order)), content_type="application/json",
-                            headers={"Remaining-Req": "group=order; min=480; sec=7"})
+        return web.Response(status=201, body=orjson.dumps(self._body(order)), content_type="application/json")
 
     def _find(self, request, key) -> VenueOrder | None:
         if "uuid" in request.query:

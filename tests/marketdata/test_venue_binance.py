@@ -113,12 +113,17 @@ def test_more_than_five_messages_a_second_disconnects(venue):
     assert closed
 
 
-def test_unknown_stream_is_refused_at_handshake(venue):
-    try:
-        websocket.create_connection(f"{venue.server.binance_ws_url}/ws/nopeusdt@depth", timeout=5)
-        raise AssertionError("connected to an unknown stream")
-    except websocket.WebSocketBadStatusException as exc:
-        assert exc.status_code == 400
+def test_any_path_segment_connects_and_streams_nothing_until_subscribed(venue):
+    """Binance opens /ws/<anything> (ccxt pro connects to /ws/0; an upper-case or unknown symbol is
+    a classic silent mistake): nothing is streamed until a SUBSCRIBE names a real stream."""
+    for name in ("0", "nopeusdt@depth", "BTCUSDT@trade"):
+        ws = websocket.create_connection(f"{venue.server.binance_ws_url}/ws/{name}", timeout=5)
+        ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
+        assert recv_json(ws) == {"result": [], "id": 1}, name
+        ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@depth@100ms"], "id": 2}))
+        assert recv_json(ws) == {"result": None, "id": 2}
+        assert recv_json(ws)["e"] == "depthUpdate"
+        ws.close()
 
 
 def test_server_shutdown_event_in_combined_wrapper(venue):
