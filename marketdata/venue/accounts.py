@@ -24,6 +24,8 @@ class Account:
     nonces: set[str] = field(default_factory=set)
     # Binance "spot BNB burn": fees paid in BNB at a discount while the account holds enough BNB.
     bnb_burn: bool = False
+    # Upbit's withdrawal allow-list (/v1/withdraws/coin_addresses rows): registered on the website, never by API.
+    withdraw_addresses: list[dict] = field(default_factory=list)
 
     def move(self, asset: str, amount: Decimal) -> None:
         self.balances[asset] = self.balances.get(asset, Decimal(0)) + amount
@@ -52,6 +54,21 @@ class Accounts:
         account = Account(secret, {k: Decimal(str(v)) for k, v in (balances or {}).items()}, bnb_burn=bnb_burn)
         (self.upbit if exchange == "upbit" else self.binance)[api_key] = account
         return account
+
+    def register_address(self, api_key: str, currency: str, net_type: str, address: str, tag: str = "", *,
+                         exchange_name: str | None = "Binance", network_name: str | None = None) -> dict:
+        """Allow an Upbit account to withdraw to an address (as done on Upbit's website); idempotent."""
+        row = {
+            "currency": currency, "net_type": net_type, "network_name": network_name or net_type,
+            "withdraw_address": address, "secondary_address": tag or None, "beneficiary_name": None,
+            "beneficiary_company_name": None, "beneficiary_type": "individual" if exchange_name else None,
+            "exchange_name": exchange_name, "wallet_type": None if exchange_name else "personal",
+        }
+        rows = self.upbit[api_key].withdraw_addresses
+        rows[:] = [r for r in rows if (r["currency"], r["net_type"], r["withdraw_address"], r["secondary_address"])
+                   != (currency, net_type, address, tag or None)]
+        rows.append(row)
+        return row
 
 
 def verify_binance(accounts: Accounts, headers, raw_query: str, body: str = "", now_ms: int | None = None) -> Account:

@@ -15,8 +15,10 @@ from aiohttp import WSMsgType, web
 
 from .accounts import Accounts, AuthFailure, verify_binance
 from .binance_orders import BinanceOrders
+from .binance_wallet import BinanceWallet
 from .core import Connection, Venue, VenueBook, now_ms, now_us
 from .limits import RateWindow
+from .transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,11 @@ class BinanceDialect:
 
     def __init__(self, venue: Venue, *, weight_limit: int = WEIGHT_LIMIT_PER_MINUTE,
                  pong_timeout: float = PONG_TIMEOUT, max_connection_age: float = MAX_CONNECTION_AGE,
-                 accounts: Accounts | None = None):
+                 accounts: Accounts | None = None, transfers: Transfers | None = None):
         self.venue = venue
         self.accounts = accounts or Accounts()
         self.orders = BinanceOrders(self)
+        self.wallet = BinanceWallet(self, transfers or Transfers(self.accounts))
         self.weights = RateWindow(60.0, weight_limit)
         self.weight_limit = weight_limit
         self.pong_timeout = pong_timeout
@@ -88,6 +91,7 @@ class BinanceDialect:
         app.router.add_get("/api/v3/ticker/bookTicker", self.book_ticker)
         app.router.add_get("/api/v3/account", self.account)
         self.orders.routes(app)
+        self.wallet.routes(app)
         return app
 
     async def account(self, request):
@@ -113,8 +117,12 @@ class BinanceDialect:
 
     # --- REST ----------------------------------------------------------------------------------
     def verify(self, request: web.Request, body: str = ""):
-        """Authenticate a signed request against the venue's clock (shifted by clock_offset)."""
-        return verify_binance(self.accounts, request.headers, request.query_string, body, now_ms=self.venue.clock_ms())
+        """Authenticate a signed request against the venue's clock (shifted by clock_offset).
+
+        The signature covers the query exactly as sent (`idList=a%2Cb`), not as the URL parser
+        re-normalises it, so the raw request target is used."""
+        raw_query = request.raw_path.partition("?")[2]
+        return verify_binance(self.accounts, request.headers, raw_query, body, now_ms=self.venue.clock_ms())
 
     def admit(self, request: web.Request, weight: int) -> tuple[dict, web.Response | None]:
         """Charge the request's weight to its IP before any work, as Binance does; a refusal means

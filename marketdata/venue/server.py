@@ -14,6 +14,7 @@ from .accounts import Accounts
 from .binance import BinanceDialect
 from .core import Venue
 from .faults import fault_middleware, make_rule
+from .transfers import Transfers
 from .upbit import UpbitDialect
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,11 @@ class VenueServer:
         self.host = host
         self.ports = {"upbit": upbit_port, "binance": binance_port}
         self.accounts = accounts or Accounts()
-        self.upbit = UpbitDialect(venue, rate_limit=upbit_rate_limit, accounts=self.accounts)
-        self.binance = BinanceDialect(venue, weight_limit=binance_weight_limit, accounts=self.accounts)
+        # One transfer world for both dialects: a withdrawal on one arrives as a deposit on the other.
+        self.transfers = Transfers(self.accounts)
+        self.upbit = UpbitDialect(venue, rate_limit=upbit_rate_limit, accounts=self.accounts, transfers=self.transfers)
+        self.binance = BinanceDialect(venue, weight_limit=binance_weight_limit, accounts=self.accounts,
+                                      transfers=self.transfers)
         self.drive = drive
         self._runners: list[web.AppRunner] = []
 
@@ -65,9 +69,11 @@ class VenueServer:
             self._runners.append(runner)
         if self.drive:
             self.venue.start()
+        self.transfers.start()
         log.info("venue: upbit on %s, binance on %s", self.upbit_url, self.binance_url)
 
     async def stop(self) -> None:
+        await self.transfers.stop()
         await self.venue.stop()
         for runner in self._runners:
             await runner.cleanup()
@@ -114,8 +120,37 @@ class VenueServer:
             venue.faults.clock_offset_ms = int(params.get("ms", 0))
         elif action == "clear":
             venue.clear_faults()  # every switch, fault rules and clock offset included
+            self.transfers.clear_switches()
+        elif action in TRANSFER_ACTIONS:
+            return self._transfer_control(exchange, action, params)
         else:
             raise ValueError(f"unknown action {action!r}")
+        return {"ok": True}
+
+    def _transfer_control(self, exchange: str | None, action: str, params: dict) -> dict:
+        """The transfer world's switches (transfers.py); `exchange` defaults to the port's dialect."""
+        transfers = self.transfers
+        if action == "network":
+            if exchange not in ("upbit", "binance"):
+                raise ValueError("exchange must be upbit or binance")
+            switched = transfers.set_network(exchange, params["asset"], params.get("network"),
+                                             withdraw=_flag(params.get("withdraw")), deposit=_flag(params.get("deposit")))
+            return {"ok": True, "networks": switched}
+        if action == "transfer_delay":
+            transfers.delay = max(0.0, float(params.get("seconds", 0)))
+        elif action == "travel_rule_hold":
+            transfers.travel_rule_hold = bool(params.get("on", True))
+        elif action == "travel_rule_release":
+            return {"ok": True, "released": transfers.release(params.get("uuid"))}
+        elif action == "register_address":
+            row = transfers.register_address(params["key"], params["asset"], params["network"], params["address"],
+                                             params.get("tag") or "", exchange_name=params.get("exchange_name"))
+            return {"ok": True, "address": row}
+        elif action == "lose_deposit":
+            transfers.lose_deposit = bool(params.get("on", True))
+        elif action == "fail_withdrawal":
+            w = transfers.fail(params["id"], str(params.get("state", "FAILED")).upper(), params.get("reason", ""))
+            return {"ok": True, "state": w.state}
         return {"ok": True}
 
     def _control_handler(self, exchange: str):
@@ -144,7 +179,18 @@ class VenueServer:
             "clock_offset_ms": venue.faults.clock_offset_ms,
             "usd_krw": venue.model.usd_krw,
             "firehose_sent": self.binance.firehose_sent,
+            "transfers": self.transfers.summary(),
         })
+
+
+TRANSFER_ACTIONS = ("network", "transfer_delay", "travel_rule_hold", "travel_rule_release", "register_address",
+                    "lose_deposit", "fail_withdrawal")
+
+
+def _flag(value) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError("withdraw/deposit must be true or false")
 
 
 class VenueThread:

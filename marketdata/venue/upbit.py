@@ -16,7 +16,9 @@ from .accounts import Accounts, AuthFailure, verify_upbit
 from .core import Connection, Venue, VenueBook, now_ms
 from .limits import UPBIT_EXCHANGE_LIMITS, UPBIT_QUOTATION_GROUPS, RateWindow, remaining_req, upbit_group
 from .rules import upbit_tick
+from .transfers import Transfers
 from .upbit_orders import UpbitOrders
+from .upbit_wallet import UpbitWallet
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +105,12 @@ class UpbitClient(Connection):
 class UpbitDialect:
     """Renders venue state in Upbit's shapes and serves Upbit's endpoints."""
 
-    def __init__(self, venue: Venue, *, rate_limit: int = QUOTATION_LIMIT_PER_SEC, accounts: Accounts | None = None):
+    def __init__(self, venue: Venue, *, rate_limit: int = QUOTATION_LIMIT_PER_SEC, accounts: Accounts | None = None,
+                 transfers: Transfers | None = None):
         self.venue = venue
         self.accounts = accounts or Accounts()
         self.orders = UpbitOrders(self)
+        self.wallet = UpbitWallet(self, transfers or Transfers(self.accounts))
         self.quotation_limit = RateWindow(1.0, rate_limit)
         # Remaining-Req's deprecated `min`: what is left of the minute, counted but not enforced.
         self.quotation_minute = RateWindow(60.0, rate_limit * 60)
@@ -128,6 +132,7 @@ class UpbitDialect:
         app.router.add_get("/v1/forex/recent", self.forex)
         app.router.add_get("/v1/accounts", self.accounts_view)
         self.orders.routes(app)
+        self.wallet.routes(app)
         return app
 
     async def accounts_view(self, request: web.Request) -> web.Response:

@@ -22,7 +22,17 @@ from .errors import (
     RateLimited,
     UnknownOutcome,
 )
-from .types import LegOrder, LegReport, LegStatus, OpenOrder
+from .types import (
+    DepositAddress,
+    LegOrder,
+    LegReport,
+    LegStatus,
+    NetworkInfo,
+    OpenOrder,
+    TransferReport,
+    TransferStatus,
+    WithdrawalRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +207,95 @@ class ExchangeAdapter:
                 log.warning("%s: rate limited; waiting %.1f s as asked", self.name, exc.retry_after)
                 time.sleep(exc.retry_after)
 
+    # --- transfers between the venues (issue 10) -------------------------------------------------
+    # A withdrawal looked up this long after it was sent, and not there, never arrived (None: the
+    # order bound, absent_after_s; Binance derives it from recvWindow, Upbit sets its own).
+    transfer_absent_after_s: float | None = None
+
+    def networks(self, asset: str) -> list[NetworkInfo]:
+        """The asset's networks on this venue, with fees, minimums, steps and switches as published."""
+        raise NotImplementedError
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        """This account's deposit address (and tag) for the asset on that network, from the venue."""
+        raise NotImplementedError
+
+    def registered_addresses(self, asset: str) -> list[DepositAddress]:
+        """The addresses this account may withdraw the asset to (a venue without an allow-list: none)."""
+        return []
+
+    def deposits(self, asset: str, since_ms: int) -> list[TransferReport]:
+        """Deposits of the asset into this account created since `since_ms` (epoch ms), newest first."""
+        raise NotImplementedError
+
+    def withdraw(self, req: WithdrawalRequest) -> TransferReport:
+        """Send one withdrawal once, whatever the network does, and say what really happened.
+
+        A refusal that proves nothing happened (an answered 4xx: the venue's rules, funds, address,
+        auth, rate limit) is FAILED with the error, and so is anything that stops it before it is
+        sent. Any other failure once the request may have left (timeout, reset, 5xx, a body that is
+        not the expected JSON) is settled by looking the withdrawal up (lookup_withdrawal): found,
+        ABSENT once it can no longer appear, else UNKNOWN. It is never sent again from here; an
+        UNKNOWN is for the caller to look up later, with the same `sent_at`.
+        """
+        sent_at = time.time()
+        try:
+            return self._withdraw(req)
+        except _NotSent as exc:
+            return self._transfer_report(req, TransferStatus.FAILED, error=f"not sent: {exc}")
+        except Exception as exc:  # noqa: BLE001 — every failure is either a refusal or an unknown outcome
+            if _refused(exc):
+                return self._transfer_report(req, TransferStatus.FAILED, error=_describe(exc))
+            log.warning("%s withdrawal %s: outcome unknown (%s); looking it up", self.name, req.client_id, _describe(exc))
+            return self._settle_withdrawal(req.asset, req.client_id, "", sent_at, req.amount, req.address, _describe(exc))
+
+    def lookup_withdrawal(self, asset: str, client_id: str, *, transfer_id: str = "", sent_at: float | None = None,
+                          amount: Decimal | None = None, address: str = "") -> TransferReport:
+        """Find a withdrawal, with bounded backoff: its report when found; ABSENT when it is not there
+        `transfer_absent_after_s` after `sent_at` (never when the venue gave it an id: then "not
+        found" is lag); otherwise UNKNOWN. It never sends anything."""
+        return self._settle_withdrawal(asset, client_id, transfer_id, sent_at, amount, address, "")
+
+    def _settle_withdrawal(self, asset: str, client_id: str, transfer_id: str, sent_at: float | None,
+                           amount: Decimal | None, address: str, first_error: str) -> TransferReport:
+        bound = self.transfer_absent_after_s if self.transfer_absent_after_s is not None else self.absent_after_s
+        deadline = time.monotonic() + self.lookup_budget_s
+        last = first_error
+        for attempt in range(max(self.lookups, 1) * 4):
+            wait = min(0.1 * 2**attempt, 1.5)
+            try:
+                found = self._find_withdrawal(asset, client_id, transfer_id, sent_at, amount, address)
+            except RateLimited as exc:
+                last, wait = f"look-up rate limited ({exc})", min(exc.retry_after, 2.0)
+            except Exception as exc:  # noqa: BLE001 — a failed look-up proves nothing
+                last = _describe(exc)
+            else:
+                if found is not None:
+                    return found
+                if not transfer_id and sent_at is not None and time.time() > sent_at + bound:
+                    return TransferReport(self.name, asset, "", "withdrawal", TransferStatus.ABSENT, amount=amount or Decimal(0),
+                                          client_id=client_id, address=address,
+                                          error=f"not found {time.time() - sent_at:.1f} s after sending: never arrived")
+                last = "not found yet"
+            if not self._sleep_within(deadline, wait):
+                break
+        return TransferReport(self.name, asset, "", "withdrawal", TransferStatus.UNKNOWN, amount=amount or Decimal(0),
+                              transfer_id=transfer_id, client_id=client_id, address=address,
+                              error=f"unaccounted for after look-ups: {last}"[:300])
+
+    def _withdraw(self, req: WithdrawalRequest) -> TransferReport:
+        """One withdrawal request; raise _NotSent for anything that stops it before it is sent."""
+        raise NotImplementedError
+
+    def _find_withdrawal(self, asset: str, client_id: str, transfer_id: str, sent_at: float | None,
+                         amount: Decimal | None, address: str) -> TransferReport | None:
+        """One look-up: the withdrawal's report, or None when the venue does not show it."""
+        raise NotImplementedError
+
+    def _transfer_report(self, req: WithdrawalRequest, status: TransferStatus, **kwargs) -> TransferReport:
+        return TransferReport(self.name, req.asset, req.network, "withdrawal", status, amount=req.amount,
+                              client_id=req.client_id, address=req.address, **kwargs)
+
 
 def _path(path: str) -> str:
     """A path without its query: signed queries and signatures never reach a message or a log."""
@@ -205,3 +304,15 @@ def _path(path: str) -> str:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
+
+
+class _NotSent(Exception):
+    """A withdrawal stopped before its request was sent (its fee could not be read, say)."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """An answer that proves the request was refused before it took effect: a 4xx with a body."""
+    if isinstance(exc, InvalidOrder | InsufficientFunds | AuthError | RateLimited | OrderNotFound):
+        return True
+    return (isinstance(exc, ExchangeError) and not isinstance(exc, UnknownOutcome) and exc.status is not None
+            and 400 <= exc.status < 500)

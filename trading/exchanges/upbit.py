@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import unquote, urlencode
 
@@ -12,7 +14,7 @@ import jwt
 
 from marketdata.rules import UPBIT_MIN_ORDER_KRW, UPBIT_VOLUME_STEP, ceil_to_step, floor_to_step, upbit_krw_tick
 
-from .base import ExchangeAdapter
+from .base import ExchangeAdapter, _NotSent
 from .errors import (
     AuthError,
     DuplicateClientOrderId,
@@ -23,7 +25,18 @@ from .errors import (
     RateLimited,
     UnknownOutcome,
 )
-from .types import LegOrder, LegReport, LegStatus, OpenOrder, TradeFill
+from .types import (
+    DepositAddress,
+    LegOrder,
+    LegReport,
+    LegStatus,
+    NetworkInfo,
+    OpenOrder,
+    TradeFill,
+    TransferReport,
+    TransferStatus,
+    WithdrawalRequest,
+)
 
 
 def query_string(params: dict | None) -> str:
@@ -176,6 +189,141 @@ class UpbitAdapter(ExchangeAdapter):
     def cancel_order(self, identifier: str) -> dict:
         return self._private("DELETE", "/v1/order", {"identifier": identifier})
 
+    # --- transfers (issue 10) -----------------------------------------------------------------
+    # Upbit signs no timestamp, so nothing bounds how late a request could still be processed: a
+    # withdrawal is called absent only this long after it was sent (well past any client timeout).
+    transfer_absent_after_s = 30.0
+    WITHDRAWAL_STATE = {
+        "WAITING": TransferStatus.PENDING, "PROCESSING": TransferStatus.PENDING, "DONE": TransferStatus.DONE,
+        "FAILED": TransferStatus.FAILED, "CANCELLED": TransferStatus.FAILED, "REJECTED": TransferStatus.FAILED,
+        # the legacy lower-case vocabulary
+        "submitting": TransferStatus.PENDING, "submitted": TransferStatus.PENDING, "almost_accepted": TransferStatus.PENDING,
+        "processing": TransferStatus.PENDING, "accepted": TransferStatus.DONE, "done": TransferStatus.DONE,
+        "rejected": TransferStatus.FAILED, "canceled": TransferStatus.FAILED,
+    }
+    DEPOSIT_STATE = {
+        "PROCESSING": TransferStatus.PENDING, "ACCEPTED": TransferStatus.DONE, "TRAVEL_RULE_SUSPECTED": TransferStatus.HELD,
+        "WARNING": TransferStatus.HELD, "REFUNDING": TransferStatus.HELD, "CANCELLED": TransferStatus.FAILED,
+        "REJECTED": TransferStatus.FAILED, "REFUNDED": TransferStatus.FAILED,
+        "submitting": TransferStatus.PENDING, "submitted": TransferStatus.PENDING, "almost_accepted": TransferStatus.PENDING,
+        "processing": TransferStatus.PENDING, "accepted": TransferStatus.DONE, "rejected": TransferStatus.FAILED,
+        "canceled": TransferStatus.FAILED,
+    }
+
+    def networks(self, asset: str) -> list[NetworkInfo]:
+        """The asset's net_types from GET /v1/status/wallet, each with GET /v1/withdraws/chance (fee,
+        minimum, decimal places, "withdraw" in wallet_support) and GET /v1/deposits/chance/coin."""
+        out = []
+        for wallet in self._private("GET", "/v1/status/wallet", expect=list):
+            if wallet.get("currency") != asset or not wallet.get("net_type"):
+                continue
+            params = {"currency": asset, "net_type": wallet["net_type"]}
+            chance = self._private("GET", "/v1/withdraws/chance", params)
+            deposit = self._private("GET", "/v1/deposits/chance/coin", params)
+            try:
+                limit, currency = chance["withdraw_limit"], chance["currency"]
+                fixed = limit.get("fixed")
+                out.append(NetworkInfo(
+                    self.name, asset, wallet["net_type"],
+                    "withdraw" in (currency.get("wallet_support") or ()) and limit.get("can_withdraw", True) is not False,
+                    bool(deposit.get("is_deposit_possible")), Decimal(currency["withdraw_fee"]),
+                    Decimal(limit.get("minimum") or "0"), Decimal(1).scaleb(-int(fixed)) if fixed is not None else Decimal(0),
+                    int(deposit.get("minimum_deposit_confirmations") or 0)))
+            except (KeyError, TypeError, ArithmeticError, ValueError) as exc:
+                raise UnknownOutcome(f"upbit withdrawal chance without {exc}", exchange=self.name) from None
+        return out
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        """The existing address, else POST /v1/deposits/generate_coin_address until it is made
+        (Upbit makes it asynchronously), within the look-up budget."""
+        params = {"currency": asset, "net_type": network}
+        try:
+            body = self._private("GET", "/v1/deposits/coin_address", params)
+        except ExchangeError as exc:
+            if exc.status != 404:
+                raise
+            body = {}
+        deadline = time.monotonic() + self.lookup_budget_s
+        attempt = 0
+        while not body.get("deposit_address"):
+            if attempt and not self._sleep_within(deadline, min(0.2 * 2 ** (attempt - 1), 1.5)):
+                raise ExchangeError(f"upbit: the {asset}/{network} deposit address is still being made", exchange=self.name)
+            body = self._private("POST", "/v1/deposits/generate_coin_address", body=dict(params))
+            attempt += 1
+        return DepositAddress(self.name, asset, body.get("net_type") or network, body["deposit_address"],
+                              body.get("secondary_address") or "")
+
+    def registered_addresses(self, asset: str) -> list[DepositAddress]:
+        """The withdrawal allow-list (registered on Upbit's website, never by API)."""
+        return [DepositAddress(self.name, r["currency"], r.get("net_type") or "", r["withdraw_address"],
+                               r.get("secondary_address") or "")
+                for r in self._private("GET", "/v1/withdraws/coin_addresses", expect=list) if r.get("currency") == asset]
+
+    def deposits(self, asset: str, since_ms: int, *, max_pages: int = 10) -> list[TransferReport]:
+        """GET /v1/deposits newest first, page by page. Upbit's created_at has whole seconds, so the
+        deposits of since_ms's own second are all included."""
+        since = since_ms // 1000 * 1000
+        out = []
+        for page in range(1, max_pages + 1):
+            rows = self._private("GET", "/v1/deposits", {"currency": asset, "limit": 100, "page": page, "order_by": "desc"},
+                                 expect=list)
+            for row in rows:
+                if _epoch_ms(row.get("created_at")) >= since:
+                    out.append(self._transfer(row, "deposit"))
+            if len(rows) < 100 or (rows and _epoch_ms(rows[-1].get("created_at")) < since):
+                break
+        return out
+
+    def _withdraw(self, req: WithdrawalRequest) -> TransferReport:
+        """POST /v1/withdraws/coin: `amount` arrives, Upbit's fee is charged on top. The address
+        must be on the account's allow-list. Upbit takes no client id: the report's is ours."""
+        if not req.network:
+            raise _NotSent("an Upbit withdrawal needs its net_type")
+        body = {"currency": req.asset, "net_type": req.network, "amount": f"{req.amount:f}", "address": req.address}
+        if req.tag:
+            body["secondary_address"] = req.tag
+        body["transaction_type"] = "default"
+        report = self._transfer(self._private("POST", "/v1/withdraws/coin", body=body), "withdrawal")
+        return dataclasses.replace(report, client_id=req.client_id, address=req.address)
+
+    def _find_withdrawal(self, asset: str, client_id: str, transfer_id: str, sent_at: float | None,
+                         amount: Decimal | None, address: str) -> TransferReport | None:
+        """By uuid (GET /v1/withdraw) when known; else the one recent withdrawal of the currency with
+        that amount created after `sent_at` (Upbit reports neither a client id nor the address, and
+        `created_at` in whole seconds, hence a second of slack). Several such: not decidable here."""
+        if transfer_id:
+            try:
+                row = self._private("GET", "/v1/withdraw", {"uuid": transfer_id})
+            except ExchangeError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return dataclasses.replace(self._transfer(row, "withdrawal"), client_id=client_id, address=address)
+        if amount is None:
+            raise ExchangeError("neither a uuid nor an amount to find an Upbit withdrawal by", exchange=self.name)
+        rows = self._private("GET", "/v1/withdraws", {"currency": asset, "limit": 100, "order_by": "desc"}, expect=list)
+        since = None if sent_at is None else (sent_at - 1.0) * 1000
+        matches = [r for r in rows if _decimal(r.get("amount")) == amount
+                   and (since is None or _epoch_ms(r.get("created_at")) >= since)]
+        if len(matches) > 1:
+            raise ExchangeError(f"{len(matches)} {asset} withdrawals of {amount} since the send: cannot tell which",
+                                exchange=self.name)
+        if not matches:
+            return None
+        return dataclasses.replace(self._transfer(matches[0], "withdrawal"), client_id=client_id, address=address)
+
+    def _transfer(self, row: dict, kind: str) -> TransferReport:
+        try:
+            states = self.WITHDRAWAL_STATE if kind == "withdrawal" else self.DEPOSIT_STATE
+            state = row["state"]
+            status = states.get(state, TransferStatus.UNKNOWN)
+            return TransferReport(self.name, row["currency"], row.get("net_type") or "", kind, status,
+                                  amount=Decimal(row["amount"]), fee=Decimal(row.get("fee") or "0"),
+                                  transfer_id=row["uuid"], txid=row.get("txid") or "",
+                                  error="" if status in (TransferStatus.PENDING, TransferStatus.DONE) else f"state {state}")
+        except (KeyError, TypeError, ArithmeticError, ValueError) as exc:
+            raise UnknownOutcome(f"upbit {kind} answer without {exc}", exchange=self.name) from None
+
     def _private(self, method: str, path: str, params: dict | None = None, body: dict | None = None, expect: type = dict):
         group = "order" if path == "/v1/orders" and method == "POST" else "default"
         if self.remaining_req.get(group) == 0:
@@ -221,3 +369,24 @@ class UpbitAdapter(ExchangeAdapter):
         if response.status_code == 400:
             return InvalidOrder(f"{name}: {message}", **kwargs)
         return ExchangeError(f"{name}: {message}", **kwargs)
+
+
+KST = timezone(timedelta(hours=9))
+
+
+def _epoch_ms(text) -> float:
+    """An Upbit timestamp in ms (KR answers carry +09:00, SG ones Z; one without an offset is KST)."""
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=KST)
+    return moment.timestamp() * 1000
+
+
+def _decimal(text) -> Decimal | None:
+    try:
+        return Decimal(str(text))
+    except ArithmeticError:
+        return None
