@@ -70,14 +70,20 @@ def _transfers_in_flight() -> tuple[dict, dict]:
     """What may have reached a venue (in transit to it) or left one (a withdrawal not yet booked)."""
     from .models import Transfer
 
-    arriving, leaving = {}, {}
+    above, below = {}, {}  # how far a venue may be above / below the ledger because of transfers
+
+    def add(table, key, amount):
+        table[key] = table.get(key, 0) + amount
+
     for t in Transfer.objects.filter(stage__in=(Transfer.Stage.SENT, Transfer.Stage.IN_TRANSIT, Transfer.Stage.FLAGGED)):
-        booked = LedgerEntry.objects.filter(transfer=t).exists()
-        if booked:
-            arriving[(t.to_venue, t.asset)] = arriving.get((t.to_venue, t.asset), 0) + t.amount
+        if LedgerEntry.objects.filter(transfer=t).exclude(venue__startswith="to_").filter(venue=t.to_venue).exists():
+            continue  # arrived and booked
+        if LedgerEntry.objects.filter(transfer=t).exists():
+            add(above, (t.from_venue, t.asset), t.amount + t.fee)  # booked as gone, still locked there
+            add(above, (t.to_venue, t.asset), t.amount)  # credited there, not yet booked here
         else:
-            leaving[(t.from_venue, t.asset)] = leaving.get((t.from_venue, t.asset), 0) + t.amount + t.fee
-    return arriving, leaving
+            add(below, (t.from_venue, t.asset), t.amount + t.fee)  # taken there, outcome not yet booked
+    return above, below
 
 
 def _marks(state, exchange_balances: dict):
