@@ -130,6 +130,19 @@ def state(redis_client):
     return StateManager(redis_client)
 
 
+def start_venue(seed: int, *accounts: tuple, drive: bool = True, paused: bool = False, **venue_kwargs) -> VenueThread:
+    """The simulated venue on free ports with these accounts: (exchange, key, secret, balances[, options])."""
+    from marketdata.venue.accounts import Accounts
+
+    book = Accounts()
+    for exchange, key, secret, balances, *options in accounts:
+        book.add(exchange, key, secret, balances, **(options[0] if options else {}))
+    thread = VenueThread(VenueServer(Venue(MarketModel(seed=seed), **venue_kwargs), accounts=book, drive=drive)).start()
+    if paused:
+        thread.call(thread.server.control, None, "pause")  # hold the books still while a pair runs
+    return thread
+
+
 @pytest.fixture
 def venue():
     """The simulated venue on free ports, stepping fast so tests see updates quickly."""

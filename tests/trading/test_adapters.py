@@ -6,10 +6,7 @@ from decimal import Decimal as D
 import pytest
 import requests
 
-from marketdata.venue.accounts import Accounts
-from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
-from marketdata.venue.server import VenueServer, VenueThread
+from tests.conftest import start_venue
 from tests.support import free_port
 from trading.exchanges import binance, upbit
 from trading.exchanges.errors import AuthError, RateLimited, UnknownOutcome
@@ -29,10 +26,9 @@ def test_binance_signer_reproduces_the_documented_example():
 
 @pytest.fixture
 def venue_with_accounts():
-    accounts = Accounts()
-    accounts.add("upbit", "up-access", UP_SECRET, {"KRW": "1000000", "BTC": "0.5"})
-    accounts.add("binance", "bn-key", "bn-secret", {"USDT": "10000", "BTC": "0.25", "ETH": "0"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=3)), accounts=accounts)).start()
+    thread = start_venue(3,
+                         ("upbit", "up-access", UP_SECRET, {"KRW": "1000000", "BTC": "0.5"}),
+                         ("binance", "bn-key", "bn-secret", {"USDT": "10000", "BTC": "0.25", "ETH": "0"}))
     yield thread
     thread.stop()
 

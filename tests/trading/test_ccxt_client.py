@@ -3,20 +3,16 @@
 import ccxt
 import pytest
 
-from marketdata.venue.accounts import Accounts
-from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
-from marketdata.venue.server import VenueServer, VenueThread
+from tests.conftest import start_venue
 
 UPBIT_SECRET = "c" * 64
 
 
 @pytest.fixture(scope="module")
 def venue():
-    accounts = Accounts()
-    accounts.add("binance", "ccxt-binance-key", "ccxt-binance-secret", {"USDT": "10000", "BTC": "1"})
-    accounts.add("upbit", "ccxt-upbit-key", UPBIT_SECRET, {"KRW": "10000000", "BTC": "1"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=3)), accounts=accounts)).start()
+    thread = start_venue(3,
+                         ("binance", "ccxt-binance-key", "ccxt-binance-secret", {"USDT": "10000", "BTC": "1"}),
+                         ("upbit", "ccxt-upbit-key", UPBIT_SECRET, {"KRW": "10000000", "BTC": "1"}))
     yield thread
     thread.stop()
 

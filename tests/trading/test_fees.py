@@ -8,10 +8,7 @@ import pytest
 import requests
 
 from liveguard.models import AuditLog
-from marketdata.venue.accounts import Accounts
-from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
-from marketdata.venue.server import VenueServer, VenueThread
+from tests.conftest import start_venue
 from trading import engine, ledger
 from trading import fees as fee_schedule
 from trading.exchanges.binance import BinanceAdapter
@@ -198,11 +195,10 @@ def test_fee_valuer_by_asset(state):
 # --- fees paid in BNB on the venue, live ------------------------------------------------------------------
 @pytest.fixture
 def venue():
-    accounts = Accounts()
-    accounts.add("binance", "bnb-key", SECRET, {"USDT": "100000", "BTC": "1", "BNB": "2"}, bnb_burn=True)
-    accounts.add("upbit", "bnb-key", SECRET, {"KRW": "1000000000", "BTC": "1"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=4)), accounts=accounts)).start()
-    thread.call(thread.server.control, None, "pause")  # hold the books still while a pair runs
+    thread = start_venue(4,
+                         ("binance", "bnb-key", SECRET, {"USDT": "100000", "BTC": "1", "BNB": "2"}, {"bnb_burn": True}),
+                         ("upbit", "bnb-key", SECRET, {"KRW": "1000000000", "BTC": "1"}),
+                         paused=True)
     yield thread
     thread.stop()
 

@@ -6,10 +6,7 @@ import pytest
 import requests
 
 from liveguard.models import GuardEvent, KillSwitch, SymbolPause
-from marketdata.venue.accounts import Accounts
-from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
-from marketdata.venue.server import VenueServer, VenueThread
+from tests.conftest import start_venue
 from tests.support import free_port
 from trading.exchanges.binance import BinanceAdapter
 from trading.exchanges.types import LegOrder
@@ -25,11 +22,10 @@ FEES = Fees(upbit=D("0.0005"), binance=D("0.001"))
 
 @pytest.fixture
 def venue():
-    accounts = Accounts()
-    accounts.add("binance", "live-key", SECRET, {"USDT": "1000000", "BTC": "10"})
-    accounts.add("upbit", "live-key", SECRET, {"KRW": "10000000000", "BTC": "10"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=4)), accounts=accounts)).start()
-    thread.call(thread.server.control, None, "pause")  # hold the books still while a pair runs
+    thread = start_venue(4,
+                         ("binance", "live-key", SECRET, {"USDT": "1000000", "BTC": "10"}),
+                         ("upbit", "live-key", SECRET, {"KRW": "10000000000", "BTC": "10"}),
+                         paused=True)
     yield thread
     thread.stop()
 
@@ -158,10 +154,10 @@ def test_live_mode_end_to_end_feeds_engine_and_signed_orders(state, settings):
     from trading import engine
     from trading.reconcile import reconcile
 
-    accounts = Accounts()
-    accounts.add("binance", "e2e-key", SECRET, {"USDT": "100000", "ETH": "5"})
-    accounts.add("upbit", "e2e-key", SECRET, {"KRW": "100000000", "ETH": "5"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=9), step_hz=5), accounts=accounts)).start()
+    thread = start_venue(9,
+                         ("binance", "e2e-key", SECRET, {"USDT": "100000", "ETH": "5"}),
+                         ("upbit", "e2e-key", SECRET, {"KRW": "100000000", "ETH": "5"}),
+                         step_hz=5)
     try:
         settings.LIVE_MODE = True
         settings.LIVE_MODE_CONFIRM = "I understand this sends real orders"
@@ -180,7 +176,7 @@ def test_live_mode_end_to_end_feeds_engine_and_signed_orders(state, settings):
         assert outcome == "executed"
         pair = Pair.objects.get(symbol="ETH")
         assert pair.mode == "live" and pair.state == "filled" and (pair.buy_exchange, pair.sell_exchange) == ("binance", "upbit")
-        assert accounts.upbit["e2e-key"].balances["ETH"] == D("5") - pair.quantity  # the venue really sold
+        assert thread.server.accounts.upbit["e2e-key"].balances["ETH"] == D("5") - pair.quantity  # the venue really sold
         assert reconcile(state, ex.venues)["ok"]  # and the ledger agrees with both venues, to the unit
         # The kill switch's flatten closes the position with a live reverse pair.
         from trading import exits

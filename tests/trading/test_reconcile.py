@@ -4,10 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from marketdata.venue.accounts import Accounts
-from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
-from marketdata.venue.server import VenueServer, VenueThread
+from tests.conftest import start_venue
 from trading import engine, ledger
 from trading.exchanges.binance import BinanceAdapter
 from trading.exchanges.upbit import UpbitAdapter
@@ -20,10 +17,9 @@ SECRET = "r" * 64
 
 @pytest.fixture
 def venue():
-    accounts = Accounts()
-    accounts.add("binance", "rec-key", SECRET, {"USDT": "5000", "BTC": "0.5"})
-    accounts.add("upbit", "rec-key", SECRET, {"KRW": "20000000", "BTC": "0.2"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=6)), accounts=accounts)).start()
+    thread = start_venue(6,
+                         ("binance", "rec-key", SECRET, {"USDT": "5000", "BTC": "0.5"}),
+                         ("upbit", "rec-key", SECRET, {"KRW": "20000000", "BTC": "0.2"}))
     yield thread
     thread.stop()
 

@@ -14,10 +14,7 @@ from decimal import Decimal as D
 import pytest
 import requests
 
-from marketdata.venue.accounts import Accounts
-from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
-from marketdata.venue.server import VenueServer, VenueThread
+from tests.conftest import start_venue
 from tests.exchange_fixtures import load
 from trading.exchanges.binance import BinanceAdapter
 from trading.exchanges.types import TransferStatus, WithdrawalRequest
@@ -31,10 +28,10 @@ FAST = 0.3  # client timeout when a fault holds the answer
 
 @pytest.fixture(scope="module")
 def venue():
-    accounts = Accounts()
-    accounts.add("binance", BN, SECRET, {"BTC": "2", "USDT": "10000", "XRP": "5000"})
-    accounts.add("upbit", UP, SECRET, {"BTC": "2", "KRW": "100000000", "XRP": "5000", "USDT": "5000"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=5)), accounts=accounts, drive=False)).start()
+    thread = start_venue(5,
+                         ("binance", BN, SECRET, {"BTC": "2", "USDT": "10000", "XRP": "5000"}),
+                         ("upbit", UP, SECRET, {"BTC": "2", "KRW": "100000000", "XRP": "5000", "USDT": "5000"}),
+                         drive=False)
     yield thread
     thread.stop()
 

@@ -9,10 +9,7 @@ from decimal import Decimal as D
 import pytest
 
 from liveguard.models import GuardEvent, TransferLimits
-from marketdata.venue.accounts import Accounts
-from marketdata.venue.core import Venue
-from marketdata.venue.market import MarketModel
-from marketdata.venue.server import VenueServer, VenueThread
+from tests.conftest import start_venue
 from trading import ledger
 from trading.exchanges.binance import BinanceAdapter
 from trading.exchanges.upbit import UpbitAdapter
@@ -27,10 +24,10 @@ KEY = "loop-key"
 
 @pytest.fixture
 def venue():
-    accounts = Accounts()
-    accounts.add("binance", KEY, SECRET, {"BTC": "2", "USDT": "10000"})
-    accounts.add("upbit", KEY, SECRET, {"BTC": "2", "KRW": "100000000"})
-    thread = VenueThread(VenueServer(Venue(MarketModel(seed=5)), accounts=accounts, drive=False)).start()
+    thread = start_venue(5,
+                         ("binance", KEY, SECRET, {"BTC": "2", "USDT": "10000"}),
+                         ("upbit", KEY, SECRET, {"BTC": "2", "KRW": "100000000"}),
+                         drive=False)
     thread.call(thread.server.control, None, "transfer_delay", seconds=0.5)
     yield thread
     thread.stop()
