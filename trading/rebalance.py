@@ -7,9 +7,11 @@ a larger share than `TransferLimits.max_fee_pct` is not made). Nothing is moved 
 of that coin is in flight. The measured cost (fee / amount of the last transfer, in %) is kept in
 Redis for the inventory strategy's minimum net spread.
 
-Quote (KRW / USDT) rebalancing — USDT bought on Upbit's KRW-USDT market and withdrawn, or the
-coin with the lowest premium as the carrier — is not automated yet: the dashboard's rebalance
-suggestions say when quote runs low.
+Quote comes back the other way: the inventory strategy spends USDT on Binance and collects KRW on
+Upbit, so when Binance's share of the quote's value falls below the threshold, USDT is bought on
+Upbit's KRW-USDT book (an IOC limit through the same unknown-outcome discipline as any order,
+booked in the ledger) and withdrawn to Binance like a coin. (The other route the issue names —
+carrying the value in the coin with the lowest premium — is not automated.)
 """
 
 from __future__ import annotations
@@ -42,6 +44,65 @@ def plan_moves(balances: dict, below_pct: Decimal) -> list[tuple[str, str, str, 
     return moves
 
 
+def quote_shortfall(balances: dict, fx: Decimal, below_pct: Decimal) -> Decimal:
+    """USDT to bring Binance back to half of the quote's value, when its share fell below below_pct."""
+    krw = balances.get(("upbit", "KRW"), Decimal(0))
+    usdt = balances.get(("binance", "USDT"), Decimal(0)) + balances.get(("to_binance", "USDT"), Decimal(0))
+    total = krw + usdt * fx
+    if total <= 0 or usdt * fx / total * HUNDRED >= below_pct:
+        return Decimal(0)
+    return (total / 2 - usdt * fx) / fx
+
+
+def buy_usdt_on_upbit(state, upbit, quantity: Decimal, fx_ask: Decimal) -> Decimal:
+    """Buy USDT with KRW on Upbit (IOC limit 0.2 % over the ask); returns the USDT booked on Upbit."""
+    import uuid as uuid_lib
+
+    from django.db import transaction as db_transaction
+
+    from .exchanges.types import LegOrder, LegStatus
+    from .fields import money
+    from .models import Order
+
+    limit = upbit.limit_price("USDT", "buy", fx_ask * Decimal("1.002"))
+    order = Order.objects.create(client_order_id=f"kimpq{uuid_lib.uuid4().hex[:24]}", exchange="upbit", symbol="USDT",
+                                 side="buy", role=Order.Role.HEDGE, quantity=quantity, price=money(limit))
+    report = upbit.submit(LegOrder("USDT", "buy", quantity, limit, order.client_order_id))
+    if report.status is not LegStatus.DONE:
+        Order.objects.filter(pk=order.pk).update(status=Order.Status.UNKNOWN if report.status is LegStatus.UNKNOWN
+                                                 else Order.Status.REJECTED, reason=report.error[:300])
+        return Decimal(0)  # unknown: reconciliation will see the KRW and USDT if it happened; never resent
+    with db_transaction.atomic():
+        for fill in report.fills:
+            ledger.record_fill(order, fill.price, fill.quantity, Decimal(0), fee=fill.fee, fee_asset=fill.fee_asset,
+                               trade_id=fill.trade_id, quote_rate_krw=Decimal(1))
+        Order.objects.filter(pk=order.pk).update(status=Order.Status.FILLED if report.executed >= quantity else
+                                                 Order.Status.PARTIALLY_FILLED if report.executed else Order.Status.CANCELED,
+                                                 filled_quantity=report.executed, average_price=money(report.average_price),
+                                                 fee=money(report.fee), fee_asset=report.fee_asset)
+    return report.executed
+
+
+def rebalance_quote(state, service: TransferService, marks, fx_ask: Decimal, below_pct: Decimal) -> Transfer | None:
+    """Send USDT back to Binance when its share of the quote fell below below_pct."""
+    if in_flight("USDT").exists():
+        return None
+    need = quote_shortfall(ledger.balances(), marks.fx, below_pct).quantize(Decimal("0.01"))
+    if need <= 0:
+        return None
+    [info] = [n for n in service.venues["upbit"].networks("USDT") if n.withdraw_enabled][:1] or [None]
+    if info is None:
+        return None
+    held = ledger.balances().get(("upbit", "USDT"), Decimal(0))
+    if held < need + info.withdraw_fee:
+        held += buy_usdt_on_upbit(state, service.venues["upbit"], need + info.withdraw_fee - held, fx_ask)
+    amount = min(need, held - info.withdraw_fee)
+    if amount <= 0:
+        return None
+    t = service.plan("USDT", "upbit", "binance", amount, marks.fx, reason=f"binance quote under {below_pct}%")
+    return service.send(t)
+
+
 def rebalance(state, service: TransferService, marks) -> list[Transfer]:
     """Plan and send the transfers that restore each coin's inventory; returns those sent."""
     from liveguard.models import TransferLimits
@@ -72,5 +133,18 @@ def rebalance(state, service: TransferService, marks) -> list[Transfer]:
             log.warning("rebalance of %s refused: %s", asset, exc)
         finally:
             state.release_lock(f"rebalance:{asset}", token)
+    fx = state.get_fx("upbit")
+    if fx is not None and fx.ask and "upbit" in service.venues:
+        token = state.acquire_lock("rebalance:USDT", 60_000)
+        if token is not None:
+            try:
+                t = rebalance_quote(state, service, marks, fx.ask, limits.rebalance_below_pct)
+                if t is not None:
+                    sent.append(t)
+                    log.info("rebalance: %s USDT upbit -> binance (%s)", t.amount, t.stage)
+            except TransferRefused as exc:
+                log.warning("quote rebalance refused: %s", exc)
+            finally:
+                state.release_lock("rebalance:USDT", token)
     return sent
 

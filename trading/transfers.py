@@ -103,13 +103,13 @@ class TransferService:
 
     @staticmethod
     def _network(sender, receiver, asset: str) -> str:
-        """A network both venues have open: withdraw here, deposit there."""
-        out = {n.network for n in sender.networks(asset) if n.withdraw_enabled}
+        """The cheapest network both venues have open: withdraw here, deposit there."""
+        out = {n.network: n.withdraw_fee for n in sender.networks(asset) if n.withdraw_enabled}
         into = {n.network for n in receiver.networks(asset) if n.deposit_enabled}
-        common = sorted(out & into)
+        common = sorted((fee, network) for network, fee in out.items() if network in into)
         if not common:
             raise TransferRefused(f"no {asset} network open for withdrawal there and deposit here")
-        return common[0]
+        return common[0][1]  # the cheapest
 
     # --- sending --------------------------------------------------------------------------------
     def send(self, t: Transfer) -> Transfer:

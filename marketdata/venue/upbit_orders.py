@@ -65,7 +65,7 @@ class UpbitOrders:
             body["identifier"] = o.client_id
         if with_trades:
             body["trades"] = [{"market": o.market, "uuid": f"{o.uuid[:-4]}{i:04d}", "price": s(p), "volume": s(q),
-                               "funds": s(p * q), "trend": "up", "created_at": kst(o.created_ms), "side": body["side"]}
+                               "funds": s((p * q).quantize(EIGHT)), "trend": "up", "created_at": kst(o.created_ms), "side": body["side"]}
                               for i, (p, q, _f) in enumerate(o.fills)]
         return body
 
@@ -135,13 +135,14 @@ class UpbitOrders:
         order.locked = Decimal(0)
         for p, q in slices:
             fee = (p * q * FEE).quantize(EIGHT)  # kept, like every amount here, to 8 decimals
+            funds = (p * q).quantize(EIGHT)  # a trade's `funds`, as reported
             order.fills.append((p, q, fee))
             if buying:
-                account.move("KRW", -(p * q + fee))
+                account.move("KRW", -(funds + fee))
                 account.move(coin, q)
             else:
                 account.move(coin, -q)
-                account.move("KRW", p * q - fee)
+                account.move("KRW", funds - fee)
         if rest > 0:
             order.locked = rest * price * (1 + FEE) if buying else rest
             account.lock("KRW" if buying else coin, order.locked)

@@ -166,12 +166,13 @@ def test_a_persistent_premium_is_harvested_through_rebalancing_cycles(venue, ser
         for _ in range(3):
             publish_books()
             engine.evaluate_symbol("BTC", state=state, executor=executor)
-        [t] = rebalance(state, service, marks)
-        assert settle(service, t).stage == "arrived"
+        moved = rebalance(state, service, marks)  # the coins back to Upbit; USDT back to Binance when it runs low
+        assert any(t.asset == "BTC" for t in moved)
+        assert all(settle(service, t).stage == "arrived" for t in moved)
         cycles += 1
     pairs = list(Pair.objects.filter(stage="closed", quantity__gt=0))
     transfers = list(Transfer.objects.filter(stage="arrived"))
-    assert cycles == 3 and len(pairs) >= 3 and len(transfers) == 3
+    assert cycles == 3 and len(pairs) >= 3 and len([t for t in transfers if t.asset == "BTC"]) == 3
     assert all((p.buy_exchange, p.sell_exchange) == ("binance", "upbit") for p in pairs)
     # The venue and the ledger agree to the unit, and reconciliation says so.
     for exchange in ("binance", "upbit"):
@@ -180,11 +181,48 @@ def test_a_persistent_premium_is_harvested_through_rebalancing_cycles(venue, ser
     assert reconcile(state, service.venues)["ok"]
     end = accounting.valuation(marks)
     assert end.equity == end.flows + end.realized + end.unrealized
+    from trading.models import Order
+
     earned = sum(p.net_pnl for p in pairs)
-    transfer_cost = sum(t.fee * marks.of("binance", "BTC") for t in transfers)
+    transfer_cost = sum(t.fee * marks.of(t.from_venue, t.asset) for t in transfers)
+    # USDT bought on Upbit's KRW-USDT book for the quote's way back: what it cost over the mark.
+    conversion_cost = sum((o.average_price - marks.fx) * o.filled_quantity + o.fee
+                          for o in Order.objects.filter(pair=None, symbol="USDT"))
+    transfer_cost += conversion_cost
     pnl = end.pnl - start.pnl
     # What the pairs earned less what the transfers cost; what is left is the premium still carried by
     # the coins of the last pairs not yet sent back (valued per venue) and the BTC fees' mark.
     carried = (ledger.balances()[("binance", "BTC")] - D("2")) * (marks.of("binance", "BTC") - marks.of("upbit", "BTC"))
     assert abs(pnl - (earned - transfer_cost + carried)) < D("0.002") * sum(p.buy_price * p.quantity for p in pairs)
     assert pnl > 0
+
+
+def test_quote_comes_back_as_usdt_bought_on_upbit_and_sent_to_binance(venue, service, state):
+    from datetime import UTC, datetime
+
+    from trading.accounting import Marks
+    from trading.rebalance import rebalance
+    from trading.state import FxRecord
+
+    core = venue.server.venue
+    bids, asks = venue.call(core.upbit_books["KRW-USDT"].top, 1)
+    fx = FxRecord("upbit", (bids[0][0] + asks[0][0]) / 2, bids[0][0], asks[0][0], datetime.now(UTC))
+    state.set_fx(fx)
+    ours = service.venues["binance"].deposit_address("USDT", "TRX")
+    venue.call(venue.server.control, "upbit", "register_address", key=KEY, asset="USDT", network="TRX",
+               address=ours.address, tag=ours.tag)
+    limits = TransferLimits.load()
+    limits.rebalance_below_pct = D("20")  # Binance holds 10,000 USDT of ~114 M KRW of quote: about 12 %
+    limits.save()
+    marks = Marks(fx.rate, {})
+    [t] = rebalance(state, service, marks)
+    assert (t.asset, t.from_venue, t.to_venue) == ("USDT", "upbit", "binance")
+    bought = ledger.balances()[("upbit", "KRW")]
+    assert bought < D("100000000")  # KRW spent on Upbit's KRW-USDT book, booked
+    t = settle(service, t)
+    assert t.stage == "arrived"
+    for exchange in ("binance", "upbit"):
+        for asset, amount in service.venues[exchange].balances().items():
+            assert ledger.balances().get((exchange, asset), D(0)) == amount, (exchange, asset)
+    assert reconcile(state, service.venues)["ok"]
+    assert rebalance(state, service, marks) == []  # back near half: nothing more to send
