@@ -144,6 +144,8 @@ def rebalance(state, service: TransferService, marks) -> list[Transfer]:
                     log.info("rebalance: %s USDT upbit -> binance (%s)", t.amount, t.stage)
             except TransferRefused as exc:
                 log.warning("quote rebalance refused: %s", exc)
+            except Exception:  # noqa: BLE001 — the coins' moves stand; the quote's is tried again next time
+                log.exception("quote rebalance failed")
             finally:
                 state.release_lock("rebalance:USDT", token)
     return sent

@@ -325,6 +325,17 @@ class UpbitAdapter(ExchangeAdapter):
             raise UnknownOutcome(f"upbit {kind} answer without {exc}", exchange=self.name) from None
 
     def _private(self, method: str, path: str, params: dict | None = None, body: dict | None = None, expect: type = dict):
+        """One signed call. A read refused for rate (429) waits for the next second and asks again
+        (twice at most): reading twice changes nothing; anything else is the caller's to judge."""
+        for attempt in range(3):
+            try:
+                return self._private_once(method, path, params, body, expect)
+            except RateLimited:
+                if method != "GET" or attempt == 2:
+                    raise
+                time.sleep(1.0 - (time.time() % 1.0) + 0.01)
+
+    def _private_once(self, method: str, path: str, params: dict | None, body: dict | None, expect: type):
         group = "order" if path == "/v1/orders" and method == "POST" else "default"
         if self.remaining_req.get(group) == 0:
             # Upbit's budget is per second: the last answer said none is left, so wait for the next one.
