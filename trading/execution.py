@@ -253,6 +253,11 @@ class PairExecutor:
 
     def _book_all(self, reports: list[tuple[Order, LegReport]]) -> None:
         with transaction.atomic():
+            # Two pairs booking at once touch shared balances (each venue's quote) in different orders;
+            # take every row this booking will move first, in one order, so they can never deadlock.
+            keys = sorted({(o.exchange, a) for o, r in reports for a in (o.symbol, ledger.QUOTE[o.exchange],
+                                                                        *(f.fee_asset for f in r.fills))})
+            ledger.lock_balances(keys)
             for order, report in reports:
                 self._book(order, report)
 

@@ -37,6 +37,18 @@ def post_many(entries: list[LedgerEntry]) -> None:
             Balance.objects.create(venue=venue, asset=asset, amount=amount)
 
 
+def lock_balances(keys: list[tuple[str, str]]) -> None:
+    """Lock these balance rows in (venue, asset) order, inside the caller's transaction."""
+    from django.db.models import Q
+
+    if not keys:
+        return
+    query = Q()
+    for venue, asset in keys:
+        query |= Q(venue=venue, asset=asset)
+    list(Balance.objects.select_for_update().filter(query).order_by("venue", "asset").values_list("pk", flat=True))
+
+
 def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decimal, *,
                 fee: Decimal | None = None, fee_asset: str | None = None, trade_id: str = "",
                 quote_rate_krw: Decimal | None = None, fee_value_krw: Decimal | None = None, fee_note: str = "") -> Fill:
