@@ -77,6 +77,7 @@ ENDPOINTS = [
     ("binance", "GET", "/api/v3/account", "accounts", 1),
     ("upbit", "GET", "/v1/accounts", "accounts", 1),
 ]
+RARE_GAP = {"accounts": 150.0, "cancel": 60.0}  # seconds between faults on rarely called endpoints
 KINDS = ["refuse_429", "refuse_418", "unavailable_before", "timeout_before", "delay_after", "error_5xx_after",
          "html_after", "reset_before", "reset_after"]
 # Limits of the scratch database: the soak is about the order lifecycle, not about the guard's
@@ -373,6 +374,7 @@ class Soak:
         self.findings: list[str] = []
         self.moved: list[tuple[str, str, Decimal]] = []  # quote moved away from the venue account, to put back
         self.kill_switch_seen = False
+        self.last_rare: dict[str, float] = {}
 
     # --- output --------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -577,12 +579,18 @@ class Soak:
         called (accounts: once a minute, by reconciliation; cancels) would otherwise wait there and
         pile up with the next ones, and spoil every call of it for the rest of the run."""
         pending = self.venue.call(lambda: {(r.exchange, r.method, r.path) for r in self.server.venue.faults.rules})
-        free = [e for e in ENDPOINTS if (e[0], e[1], e[2]) not in pending]
+        # Accounts are read once a minute (by reconciliation), and each failed read refuses live
+        # trading until the next one: one such fault per RARE_GAP seconds, not one a minute.
+        now = self.elapsed()
+        free = [e for e in ENDPOINTS if (e[0], e[1], e[2]) not in pending
+                and now - self.last_rare.get(e[3], -RARE_GAP.get(e[3], 0)) >= RARE_GAP.get(e[3], 0)]
         if not free:
             return
         exchange, method, path, what, _w = self.rng.choices(free, weights=[e[4] for e in free])[0]
         kind = self.rng.choice(KINDS)
-        count = 1 if what in ("accounts", "cancel") else self.rng.choice((1, 1, 1, 1, 2, 3))
+        count = 1 if what in RARE_GAP else self.rng.choice((1, 1, 1, 1, 2, 3))
+        if what in RARE_GAP:
+            self.last_rare[what] = now
         params = {"method": method, "path": path, "kind": kind, "count": count}
         params["skip"] = self.rng.choices((0, 1, 2), weights=(6, 3, 1))[0]  # 1-2: a second leg, a hedge, a later look-up
         if kind in ("refuse_429", "refuse_418"):
