@@ -325,14 +325,14 @@ class UpbitAdapter(ExchangeAdapter):
             raise UnknownOutcome(f"upbit {kind} answer without {exc}", exchange=self.name) from None
 
     def _private(self, method: str, path: str, params: dict | None = None, body: dict | None = None, expect: type = dict):
-        """One signed call. A read refused for rate (429) waits for the next second and asks again
+        """One signed call. A read refused for rate (429, not a 418 ban) waits for the next second and asks again
         (twice at most): reading twice changes nothing; anything else is the caller's to judge."""
         for attempt in range(3):
             try:
                 return self._private_once(method, path, params, body, expect)
-            except RateLimited:
-                if method != "GET" or attempt == 2:
-                    raise
+            except RateLimited as exc:
+                if method != "GET" or exc.status != 429 or attempt == 2:
+                    raise  # a 418 is a ban: waiting a second would only prolong it
                 time.sleep(1.0 - (time.time() % 1.0) + 0.01)
 
     def _private_once(self, method: str, path: str, params: dict | None, body: dict | None, expect: type):
