@@ -134,7 +134,7 @@ def rebalance(state, service: TransferService, marks) -> list[Transfer]:
         finally:
             state.release_lock(f"rebalance:{asset}", token)
     fx = state.get_fx("upbit")
-    if fx is not None and fx.ask and "upbit" in service.venues:
+    if fx is not None and fx.ask and hasattr(service.venues.get("upbit"), "submit"):  # paper transfers trade nothing
         token = state.acquire_lock("rebalance:USDT", 60_000)
         if token is not None:
             try:
