@@ -205,3 +205,35 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def set_limits(**changes):
+    """Change GuardLimits in the database and make every cache re-read them."""
+    from liveguard.models import GuardLimits
+    from trading import engine
+
+    obj = GuardLimits.load()
+    for name, value in changes.items():
+        setattr(obj, name, value)
+    obj.save()
+    engine.forget_limits()
+    return obj
+
+
+def balances_from_deposits_and_fills() -> dict:
+    """What every balance must be, recomputed from deposits and fills alone (fees as charged)."""
+    from collections import defaultdict
+
+    from trading.models import Fill, LedgerEntry
+
+    expected = defaultdict(D)
+    for entry in LedgerEntry.objects.filter(kind="deposit"):
+        expected[(entry.venue, entry.asset)] += entry.amount
+    quote = {"upbit": "KRW", "binance": "USDT"}
+    for fill in Fill.objects.select_related("order"):
+        order = fill.order
+        sign = 1 if order.side == "buy" else -1
+        expected[(order.exchange, order.symbol)] += sign * fill.quantity
+        expected[(order.exchange, quote[order.exchange])] -= sign * (fill.price * fill.quantity).quantize(D("1e-8"))
+        expected[(order.exchange, fill.fee_asset)] -= fill.fee
+    return dict(expected)

@@ -4,7 +4,6 @@ again on SQLite (`-m sqlite_smoke`) after the whole suite has run on PostgreSQL.
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -14,9 +13,10 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from tests.conftest import balances_from_deposits_and_fills
 from tests.support import database_url
 from trading import engine, ledger
-from trading.models import Balance, Fill, LedgerEntry, Order, Pair
+from trading.models import Balance, Fill, Order, Pair
 
 ON_SQLITE = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 pytestmark = [
@@ -54,18 +54,8 @@ def test_a_paper_pair_books_its_fills_and_the_balances_add_up_exactly(state, mar
     assert (pair.buy_exchange, pair.sell_exchange, pair.state) == ("binance", "upbit", "filled")
     assert pair.quantity == D("0.00721")  # 1,000,000 KRW position limit / (99,010 x 1,400), floored to 0.00001
     assert Order.objects.count() == 2 and Fill.objects.count() == 3
-    expected = defaultdict(D)
-    for entry in LedgerEntry.objects.filter(kind="deposit"):
-        expected[(entry.venue, entry.asset)] += entry.amount
-    quote = {"upbit": "KRW", "binance": "USDT"}
-    for fill in Fill.objects.select_related("order"):
-        order = fill.order
-        sign = 1 if order.side == "buy" else -1
-        expected[(order.exchange, order.symbol)] += sign * fill.quantity
-        expected[(order.exchange, quote[order.exchange])] -= sign * (fill.price * fill.quantity).quantize(D("1e-8"))
-        expected[(order.exchange, fill.fee_asset)] -= fill.fee
     actual = {(b.venue, b.asset): b.amount for b in Balance.objects.all()}
-    assert actual == dict(expected)
+    assert actual == balances_from_deposits_and_fills()
     assert ledger.ledger_sums() == actual
 
 

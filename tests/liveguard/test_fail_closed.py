@@ -20,6 +20,7 @@ from liveguard import services
 from liveguard.checks import LIVE_CONFIRM_PHRASE, assert_live_mode_safe
 from liveguard.guard import Block, Guard, Reservation, kill_switch_engaged, trading_day_keys
 from liveguard.models import GuardLimits, KillSwitch, SymbolPause
+from tests.conftest import set_limits
 from tests.support import free_port
 from trading import engine, ledger
 from trading.models import Pair, Position
@@ -39,13 +40,7 @@ def _fresh_caches():
     engine.forget_limits()
 
 
-def limits(**changes) -> GuardLimits:
-    obj = GuardLimits.load()
-    for name, value in changes.items():
-        setattr(obj, name, value)
-    obj.save()
-    engine.forget_limits()
-    return obj
+limits = set_limits
 
 
 def dead_state() -> StateManager:

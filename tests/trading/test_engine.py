@@ -2,14 +2,14 @@
 
 import random
 import threading
-from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
 
 from liveguard.guard import trading_day_keys
-from liveguard.models import GuardEvent, GuardLimits, KillSwitch
+from liveguard.models import GuardEvent, KillSwitch
+from tests.conftest import balances_from_deposits_and_fills, set_limits
 from trading import engine, ledger
 from trading.models import Balance, EquitySnapshot, Fill, LedgerEntry, Order, Pair, Position, Signal
 
@@ -20,13 +20,7 @@ JUMP = dict(upbit_bids=(("143000000", "0.02"), ("142900000", "1")), upbit_asks=(
             binance_bids=(("99000", "1"),), binance_asks=(("99010", "0.005"), ("99020", "1")))
 
 
-def limits(**changes):
-    obj = GuardLimits.load()
-    for name, value in changes.items():
-        setattr(obj, name, value)
-    obj.save()
-    engine.forget_limits()
-    return obj
+limits = set_limits
 
 
 def test_premium_jump_becomes_a_filled_pair_with_exact_pnl(state, market):
@@ -163,18 +157,8 @@ def test_ledger_balances_equal_deposits_fills_and_fees_after_many_random_trades(
         state.set_exposure("BTC", 0)
         executed += engine.evaluate_symbol("BTC", state=state) == "executed"
     assert executed >= 10
-    expected = defaultdict(D)
-    for entry in LedgerEntry.objects.filter(kind="deposit"):
-        expected[(entry.venue, entry.asset)] += entry.amount
-    quote = {"upbit": "KRW", "binance": "USDT"}
-    for fill in Fill.objects.select_related("order"):
-        o = fill.order
-        sign = 1 if o.side == "buy" else -1
-        expected[(o.exchange, o.symbol)] += sign * fill.quantity
-        expected[(o.exchange, quote[o.exchange])] -= sign * (fill.price * fill.quantity).quantize(D("1e-8"))
-        expected[(o.exchange, fill.fee_asset)] -= fill.fee
     actual = {(b.venue, b.asset): b.amount for b in Balance.objects.all()}
-    assert actual == dict(expected)
+    assert actual == balances_from_deposits_and_fills()
     assert ledger.ledger_sums() == actual
 
 
