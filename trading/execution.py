@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from .state import ExecutionRecord, Level, OrderRecord, StateManager
 log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
 ZERO = Decimal(0)
+HEDGE_ROUNDS = 5  # resumes that may try a flagged pair's unwind again
 OPEN_STAGES = (Pair.Stage.PLANNED, Pair.Stage.SENDING, Pair.Stage.UNWINDING, Pair.Stage.FLAGGED)
 
 
@@ -171,32 +173,38 @@ class PairExecutor:
         return self.advance(pair)
 
     def advance(self, pair: Pair) -> Pair:
-        """From booked orders to the next stage: unwind an unequal fill, or close, or flag."""
-        for _attempt in range(self.max_hedges + 1):
+        """From booked orders to the next stage: unwind an unequal fill, or close, or flag.
+
+        Up to `max_hedges` hedges per call, backing off between them (a venue that refused may need a
+        moment); a pair still short after them is flagged, and each later resume tries again, up to
+        `max_hedges x HEDGE_ROUNDS` hedges in the pair's life.
+        """
+        sent_now = 0
+        while True:
             orders = list(Order.objects.filter(pair=pair).order_by("created_at"))
             unknown = [o for o in orders if o.status in (Order.Status.NEW, Order.Status.UNKNOWN)]
             if unknown:
                 return self._unresolved(pair, unknown)
             legs = {o.side: o for o in orders if o.role == Order.Role.LEG}
             buy, sell = legs["buy"], legs["sell"]
-            over, hedge_side, excess = self._excess(buy, sell, [o for o in orders if o.role == Order.Role.HEDGE])
+            hedges = [o for o in orders if o.role == Order.Role.HEDGE]
+            over, hedge_side, excess = self._excess(buy, sell, hedges)
             if excess == 0:
                 return self._close(pair)
-            venue = self.venues[over.exchange]
-            reference = over.average_price
-            carried = venue.tradable(pair.symbol, excess, reference)
-            hedges = [o for o in orders if o.role == Order.Role.HEDGE]
+            carried = self.venues[over.exchange].tradable(pair.symbol, excess, over.average_price)
             if carried == 0:
                 return self._close(pair, dust=(excess, over.exchange))
-            if len(hedges) >= self.max_hedges:
+            if sent_now >= self.max_hedges or len(hedges) >= self.max_hedges * HEDGE_ROUNDS:
                 return self._short_unwind(pair, excess, over.exchange)
+            if sent_now:
+                time.sleep(min(0.25 * 2 ** (sent_now - 1), 2.0))
             hedge = self._record_hedge(pair, over, hedge_side, carried, len(hedges) + 1)
             self.checkpoint("hedge_recorded", pair)
             [(order, report)] = self._send([hedge])
             self.checkpoint("hedge_sent", pair)
             self._book_all([(order, report)])
             self.checkpoint("hedge_booked", pair)
-        return self._short_unwind(pair, excess, over.exchange)
+            sent_now += 1
 
     # --- stages -----------------------------------------------------------------------------------
     def _lease(self) -> datetime:
@@ -225,7 +233,7 @@ class PairExecutor:
 
     def _record_hedge(self, pair: Pair, over: Order, side: str, quantity: Decimal, seq: int) -> Order:
         """The hedge takes exactly the excess, at a limit that widens with each attempt up to the bound."""
-        widen = self.unwind_slippage * seq / self.max_hedges
+        widen = self.unwind_slippage * min(seq, self.max_hedges) / self.max_hedges  # never past the bound
         bound = over.average_price * (1 - widen) if side == "sell" else over.average_price * (1 + widen)
         limit = self.venues[over.exchange].limit_price(pair.symbol, side, bound)
         with transaction.atomic():
@@ -390,12 +398,12 @@ class PairExecutor:
         from liveguard import guard as lg
         from liveguard.services import set_kill_switch
 
-        if pair.stage != Pair.Stage.FLAGGED:
+        if pair.stage != Pair.Stage.FLAGGED:  # once: a resume that tries again does not re-engage it
             Pair.objects.filter(pk=pair.pk).update(stage=Pair.Stage.FLAGGED)
             pair.stage = Pair.Stage.FLAGGED
             lg.record(lg.Block("leg_risk", reason), pair.symbol)
             log.error("leg risk: %s", reason)
-        set_kill_switch(self.state, True, reason=f"leg risk: {reason}"[:200])
+            set_kill_switch(self.state, True, reason=f"leg risk: {reason}"[:200])
 
     def _pause(self, pair: Pair, reason: str) -> None:
         from liveguard.services import pause_symbol

@@ -8,6 +8,7 @@ is an orphan and is cancelled. Every finding is logged and kept in Redis for /he
 from __future__ import annotations
 
 import logging
+import time
 from decimal import Decimal
 
 from django.db import transaction
@@ -29,10 +30,15 @@ def reconcile(state, adapters: dict) -> dict:
     differences, cancelled, adopted = [], [], []
     exchange_balances = {}
     for venue, adapter in adapters.items():
-        try:
-            exchange_balances[venue] = _read_venue(venue, adapter, differences, cancelled, adopted)
-        except Exception as exc:  # noqa: BLE001 — a venue we cannot read is a venue we cannot trust
-            differences.append(f"{venue}: could not be read ({type(exc).__name__}: {str(exc)[:120]})")
+        for attempt in range(3):  # a read that failed once proves nothing; three in a row are a finding
+            try:
+                exchange_balances[venue] = _read_venue(venue, adapter, differences, cancelled, adopted)
+                break
+            except Exception as exc:  # noqa: BLE001 — a venue we cannot read is a venue we cannot trust
+                if attempt == 2:
+                    differences.append(f"{venue}: could not be read ({type(exc).__name__}: {str(exc)[:120]})")
+                else:
+                    time.sleep(0.5 * (attempt + 1))
     if len(exchange_balances) < len(adapters):
         return _record(state, differences, cancelled, adopted)
     if not LedgerEntry.objects.exists():

@@ -224,3 +224,25 @@ def test_a_worker_killed_after_both_legs_is_resumed_and_completed(state, venue):
     assert Position.objects.get(symbol="BTC").quantity == D("0.01")
     assert resume_pending(state, executor(state, ads)) == []  # settled once
     assert Fill.objects.filter(order__pair=pair).count() == 2
+
+
+def test_an_unwind_refused_for_a_moment_is_flagged_then_finished_by_a_later_resume(state, venue):
+    """The chaos soak's finding: three hedges refused within milliseconds left a pair flagged for good,
+    and every resume engaged the kill switch again. Now: the hedges back off, the flag is raised once,
+    and a resume after the venue recovers finishes the unwind."""
+    from liveguard.models import AuditLog
+
+    venue.server.accounts.upbit["live-key"].balances["BTC"] = D(0)  # the Upbit sell is refused
+    venue.call(venue.server.control, "binance", "fault", method="POST", path="/api/v3/order", kind="refuse_418",
+               skip=1, count=3, retry_after=120)  # and so are the next three orders on Binance: the hedges
+    pair = run(state, venue, D("0.01"), executor(state, adapters(venue)))
+    assert (pair.state, pair.stage) == ("pending", "flagged") and "UNHEDGED" in pair.note
+    assert Order.objects.filter(pair=pair, role="hedge", status="rejected").count() == 3
+    engaged = AuditLog.objects.filter(model="KillSwitch", new_value="True").count()
+    assert KillSwitch.load().engaged and GuardEvent.objects.filter(check_name="leg_risk").count() == 1
+    venue.call(venue.server.control, None, "clear_faults")
+    Pair.objects.filter(pk=pair.pk).update(lease_until=None)
+    [settled] = resume_pending(state, executor(state, adapters(venue)))
+    assert (settled.state, settled.stage) == ("failed", "closed") and net_base(settled) == 0
+    assert AuditLog.objects.filter(model="KillSwitch", new_value="True").count() == engaged  # not engaged again
+    assert GuardEvent.objects.filter(check_name="leg_risk").count() == 1
