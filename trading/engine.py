@@ -163,7 +163,7 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     step = ctx.lot_step or DEFAULT_LOT_STEP
     # What the coin's exposure limit still leaves (a pair sized to the whole limit would be refused
     # by the reservation whenever any exposure is held).
-    max_notional = max(Decimal(0), limits.max_position_size - state.exposure(symbol))
+    max_notional = max(Decimal(0), limits.max_position_size - ctx.exposure_krw)
     # The quant cap (trading.quant.service): RISK_BUDGET_KRW over the coin's premium volatility on the
     # holding horizon, times its weight x n; 0 blocks the coin (weight 0); None (no refit yet) leaves the limit.
     cap = position_cap(ctx.volatility, ctx.weight, ctx.weighted_symbols, ctx.total_balance)

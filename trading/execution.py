@@ -266,10 +266,11 @@ class PairExecutor:
             keys = sorted({(o.exchange, a) for o, r in reports for a in (o.symbol, ledger.QUOTE[o.exchange],
                                                                         *(f.fee_asset for f in r.fills))})
             ledger.lock_balances(keys)
+            rates = self._quote_rates({o.pair_id for o, _ in reports})
             for order, report in reports:
-                self._book(order, report)
+                self._book(order, report, rates)
 
-    def _book(self, order: Order, report: LegReport) -> Order:
+    def _book(self, order: Order, report: LegReport, rates: dict) -> Order:
         """Book what the venue reported, once: fills keyed by trade id, the order's status from the report."""
         order = Order.objects.select_for_update().get(pk=order.pk)
         if order.status not in (Order.Status.NEW, Order.Status.UNKNOWN):
@@ -277,7 +278,7 @@ class PairExecutor:
         status = report.status
         if status is LegStatus.DONE:
             known = set(Fill.objects.filter(order=order).values_list("trade_id", flat=True))
-            rate = self._quote_rate(order)
+            rate = Decimal(1) if ledger.QUOTE[order.exchange] == "KRW" else rates.get(order.pair_id)
             from .fees import FeeValuer  # each fee valued in KRW when filled (a BNB fee at BNB's price)
 
             valuer = FeeValuer(self.state, self.venues.get(order.exchange), order, self.fees, rate)
@@ -307,12 +308,9 @@ class PairExecutor:
         return order
 
     @staticmethod
-    def _quote_rate(order: Order) -> Decimal | None:
-        """KRW per unit of the order's quote at the pair's rate (the accounting values fills with it)."""
-        if ledger.QUOTE[order.exchange] == "KRW":
-            return Decimal(1)
-        rate = Pair.objects.filter(pk=order.pair_id).values_list("fx_rate", flat=True).first()
-        return rate or None
+    def _quote_rates(pair_ids) -> dict:
+        """KRW per USDT at each pair's rate (the accounting values USDT-quoted fills with it), read once."""
+        return {pk: rate or None for pk, rate in Pair.objects.filter(pk__in=pair_ids).values_list("pk", "fx_rate")}
 
     @staticmethod
     def _excess(buy: Order, sell: Order, hedges: list[Order]) -> tuple[Order, str, Decimal]:

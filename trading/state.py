@@ -208,6 +208,7 @@ class EvaluationContext:
     fx_minute_ago: Decimal | None = None
     paused: bool = False
     reconciled: bool = False
+    exposure_krw: int = 0  # the coin's exposure (reserved or held), for sizing what the limit leaves
 
 
 @dataclass(frozen=True, slots=True)
@@ -952,8 +953,9 @@ class StateManager:
         now = utcnow().timestamp()
         pipe.zrangebyscore(f"{PREFIX}:fx:history:{fx_source}", now - 60, "+inf", start=0, num=1)
         pipe.get(f"{PREFIX}:reconciliation")
+        pipe.get(f"{EXPOSURE_PREFIX}{symbol}")
         (upbit, binance, fx, reference, version, kill, breaker, breaker_ttl, warning, paused, step, total, risk,
-         fx_before, reconciliation) = pipe.execute()
+         fx_before, reconciliation, exposure) = pipe.execute()
         text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
         return EvaluationContext(
             upbit=self.decode_book(upbit) if upbit else None,
@@ -973,6 +975,7 @@ class StateManager:
             volatility=float(text(risk[0])) if risk[0] else None,
             weight=float(text(risk[1])) if risk[1] else None,
             weighted_symbols=int(text(risk[2])) if risk[2] else 0,
+            exposure_krw=int(exposure or 0),
             fx_minute_ago=Decimal(text(fx_before[0]).split(":", 1)[1]) if fx_before else None,
         )
 
