@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import models, transaction
-from django.db.models import F, Sum, Value
+from django.db.models import F, Q, Sum, Value
 
-from .fields import money, to_units
+from .fields import MAX_UNITS, MoneyOverflow, from_units, money, to_units
 from .models import Balance, Fill, LedgerEntry, Order
 
 QUOTE = {"upbit": "KRW", "binance": "USDT"}
@@ -30,17 +30,23 @@ def post_many(entries: list[LedgerEntry]) -> None:
         totals[(entry.venue, entry.asset)] = totals.get((entry.venue, entry.asset), Decimal(0)) + entry.amount
     LedgerEntry.objects.bulk_create(entries)
     for (venue, asset), amount in totals.items():
-        updated = Balance.objects.filter(venue=venue, asset=asset).update(
-            amount=F("amount") + Value(to_units(amount), output_field=models.BigIntegerField())
+        units = to_units(amount)
+        # The move is atomic in SQL and bounded there too: a balance that would leave the column's
+        # range is not updated (SQLite would turn it into a REAL; PostgreSQL would raise mid-way).
+        in_range = (Q(amount__lte=from_units(MAX_UNITS - units)) if units >= 0
+                    else Q(amount__gte=from_units(-MAX_UNITS - units)))
+        rows = Balance.objects.filter(venue=venue, asset=asset)
+        updated = rows.filter(in_range).update(
+            amount=F("amount") + Value(units, output_field=models.BigIntegerField())
         )
         if not updated:
+            if rows.exists():
+                raise MoneyOverflow(f"{venue} {asset} balance moved by {amount} leaves the money column's range")
             Balance.objects.create(venue=venue, asset=asset, amount=amount)
 
 
 def lock_balances(keys: list[tuple[str, str]]) -> None:
     """Lock these balance rows in (venue, asset) order, inside the caller's transaction."""
-    from django.db.models import Q
-
     if not keys:
         return
     query = Q()

@@ -28,6 +28,8 @@ TTL_SIGNAL = 300
 TTL_ORDER = 86400
 TTL_POSITION = 86400
 TTL_EXECUTION = 86400
+# An index (sorted set of record keys) never holds more than this many members: the newest.
+INDEX_MAX_MEMBERS = 10_000
 TTL_METRICS = 300
 TTL_HEARTBEAT = 60
 TTL_FEED_STATS = 60
@@ -510,7 +512,9 @@ class StateManager:
         extra = {"tick_received_at": tick_received_at.isoformat()} if tick_received_at else {}
         self._save_indexed(f"executions:{execution.symbol}", key, key, execution, TTL_EXECUTION,
                            announce=EXECUTIONS_CHANNEL, extra=extra)
-        self.redis.zadd(self._index_key("executions"), {key: execution.timestamp.timestamp()})
+        pipe = self.redis.pipeline(transaction=False)
+        self._index_add(pipe, self._index_key("executions"), key, execution.timestamp.timestamp(), TTL_EXECUTION)
+        pipe.execute()
         return key
 
     def list_executions(self, symbol: str | None, limit: int = 100) -> list[ExecutionRecord]:
@@ -1109,10 +1113,19 @@ class StateManager:
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=encoded)
         pipe.expire(key, ttl)
-        pipe.zadd(self._index_key(kind), {member: utcnow().timestamp()})
+        self._index_add(pipe, self._index_key(kind), member, utcnow().timestamp(), ttl)
         if announce:
             pipe.publish(announce, orjson.dumps({**encoded, **(extra or {})}))
         pipe.execute()
+
+    @staticmethod
+    def _index_add(pipe, index: str, member: str, score: float, ttl: int) -> None:
+        """Index a record and prune in the same round trip: members older than the records' TTL go,
+        the index keeps at most INDEX_MAX_MEMBERS (the newest) and itself expires when idle."""
+        pipe.zadd(index, {member: score})
+        pipe.zremrangebyscore(index, "-inf", utcnow().timestamp() - ttl)
+        pipe.zremrangebyrank(index, 0, -INDEX_MAX_MEMBERS - 1)
+        pipe.expire(index, ttl)
 
     def _list_indexed(self, kind: str, cls: type, key_for, ttl: int) -> list:
         index = self._index_key(kind)

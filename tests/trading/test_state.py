@@ -113,3 +113,21 @@ def test_scripted_write_survives_a_script_cache_flush(state, redis_client):
     redis_client.script_flush()
     state.write_price(price)
     assert state.get_price("upbit", "XRP") == price
+
+
+def test_record_indexes_are_pruned_and_bounded(state, redis_client, monkeypatch):
+    """`arbitrage:index:orders` (and every record index) used to grow without bound (issue 11)."""
+    from trading import state as state_module
+
+    monkeypatch.setattr(state_module, "INDEX_MAX_MEMBERS", 50)
+    for n in range(120):
+        state.save_order(OrderRecord(f"o{n}", "upbit", "BTC", "buy", D("1"), D("1"), "filled", D("1"), D("1"), NOW, NOW))
+    index = "arbitrage:index:orders"
+    assert redis_client.zcard(index) == 50
+    newest = {m.decode() for m in redis_client.zrange(index, 0, -1)}
+    assert newest == {f"o{n}" for n in range(70, 120)}
+    assert 0 < redis_client.ttl(index) <= state_module.TTL_ORDER
+    # a member older than the records' TTL goes at the next save, without any listing
+    redis_client.zadd(index, {"ancient": 1.0})
+    state.save_order(OrderRecord("o120", "upbit", "BTC", "buy", D("1"), D("1"), "filled", D("1"), D("1"), NOW, NOW))
+    assert redis_client.zscore(index, "ancient") is None
