@@ -43,6 +43,32 @@ LOOKUP_PATH = {"binance": "/api/v3/order", "upbit": "/v1/order"}
 _keys = itertools.count(1)
 
 
+def _leaks(text: str) -> list[str]:
+    """What in this text would give a secret away: the accounts' secret, a signed query, a JWT."""
+    return [m for m in (SECRET, "signature=", "eyJ") if m in text]
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs_or_errors(caplog):
+    """Every fault case's captured log (DEBUG and up, every logger) and every error text it stored."""
+    import logging
+
+    from liveguard.models import GuardEvent as Event
+    from trading.exchanges.redact import RedactSecrets
+
+    caplog.set_level(logging.DEBUG)
+    yield
+    raw = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert not _leaks(raw), f"a secret in the captured log: {_leaks(raw)}"
+    stored = " ".join(str(v) for v in [*Pair.objects.values_list("note", flat=True),
+                                        *Event.objects.values_list("reason", flat=True)])
+    assert not _leaks(stored), f"a secret in a stored error: {_leaks(stored)}"
+    # and the handlers' filter masks what a library might still write
+    record = logging.LogRecord("x", logging.ERROR, "", 0, "GET %s", ("/api/v3/order?timestamp=1&signature=ab12",), None)
+    RedactSecrets().filter(record)
+    assert not _leaks(record.getMessage())
+
+
 class WorkerKilled(BaseException):
     """Stands for SIGKILL: nothing after it runs in that worker (not even `except Exception`)."""
 

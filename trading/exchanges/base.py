@@ -22,6 +22,7 @@ from .errors import (
     RateLimited,
     UnknownOutcome,
 )
+from .redact import redact
 from .types import (
     DepositAddress,
     LegOrder,
@@ -75,8 +76,8 @@ class ExchangeAdapter:
             report = self._with_backoff(lambda: self._place(order))
         except (InvalidOrder, InsufficientFunds, AuthError, RateLimited) as exc:
             if isinstance(exc, DuplicateClientOrderId):  # the id is taken: that order may be ours
-                return self.resolve(order.symbol, order.side, order.client_id, sent_at, str(exc))
-            return self._report(order, LegStatus.REJECTED, error=f"{type(exc).__name__}: {exc}")
+                return self.resolve(order.symbol, order.side, order.client_id, sent_at, _describe(exc))
+            return self._report(order, LegStatus.REJECTED, error=_describe(exc))
         except Exception as exc:  # noqa: BLE001 — every other failure is an unknown outcome
             log.warning("%s %s %s: outcome unknown (%s); looking it up", self.name, order.side, order.client_id,
                         _describe(exc))
@@ -303,7 +304,7 @@ def _path(path: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
+    return redact(f"{type(exc).__name__}: {exc}")[:200]
 
 
 class _NotSent(Exception):
