@@ -21,6 +21,16 @@ class KillSwitchSerializer(serializers.Serializer):
     flatten = serializers.BooleanField(required=False, default=False, write_only=True)
 
 
+class KillSwitchStateSerializer(serializers.Serializer):
+    """The answer of GET and POST /control/kill-switch (`flatten` only when one was requested)."""
+
+    engaged = serializers.BooleanField()
+    reason = serializers.CharField(allow_blank=True)
+    changed_at = serializers.DateTimeField(allow_null=True)
+    changed_by = serializers.CharField(allow_null=True)
+    flatten = serializers.CharField(required=False)
+
+
 class LimitsSerializer(serializers.ModelSerializer):
     class Meta:
         model = GuardLimits
@@ -40,9 +50,11 @@ class ControlView(APIView):
 class KillSwitchView(ControlView):
     serializer_class = KillSwitchSerializer
 
+    @extend_schema(responses=KillSwitchStateSerializer)
     def get(self, request):
         return Response(switch_body(KillSwitch.load()))
 
+    @extend_schema(request=KillSwitchSerializer, responses=KillSwitchStateSerializer)
     def post(self, request):
         data = KillSwitchSerializer(data=request.data)
         data.is_valid(raise_exception=True)
