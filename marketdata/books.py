@@ -66,12 +66,14 @@ class DiffDepthBook(LevelBook):
     does not follow the last applied one; the owner then resets and fetches a new snapshot.
     """
 
-    __slots__ = ("last_update_id", "buffer")
+    __slots__ = ("last_update_id", "buffer", "max_buffer", "dropped")
 
-    def __init__(self):
+    def __init__(self, max_buffer: int = 1000):
         super().__init__()
         self.last_update_id: int | None = None
         self.buffer: list[DepthDiff] = []
+        self.max_buffer = max_buffer
+        self.dropped = 0  # events dropped from a full buffer (a snapshot then has to be newer)
 
     @property
     def synced(self) -> bool:
@@ -86,6 +88,11 @@ class DiffDepthBook(LevelBook):
         """Buffer or apply an event; True when the book changed."""
         if not self.synced:
             self.buffer.append(event)
+            if len(self.buffer) > self.max_buffer:
+                # Bounded while snapshots are refused: drop the oldest. load_snapshot() then rejects
+                # any snapshot older than what is still held, so the book resyncs correctly.
+                del self.buffer[: len(self.buffer) - self.max_buffer]
+                self.dropped += 1
             return False
         return self._apply(event)
 

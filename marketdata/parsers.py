@@ -7,7 +7,7 @@ FeedMessageError for anything that would corrupt a book.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 import orjson
@@ -51,6 +51,12 @@ class ControlMessage:
     detail: object = None
 
 
+MAX_MAGNITUDE = Decimal("1e15")  # no price or quantity on either venue comes near this
+MAX_DECIMALS = 18
+MAX_DIGITS = 34
+MAX_TEXT = 64  # characters in a numeric string
+
+
 def _loads(raw: bytes | str):
     try:
         return orjson.loads(raw)
@@ -63,6 +69,8 @@ def _number(value, what: str) -> Decimal:
     # str(float) is the shortest text that reads back as the same float, i.e. the JSON text
     # the exchange sent for any price with up to 15 significant digits.
     if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise FeedMessageError(f"{what} is too long a number: {value[:40]!r}...")
         try:
             number = Decimal(value)
         except InvalidOperation:
@@ -70,9 +78,23 @@ def _number(value, what: str) -> Decimal:
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise FeedMessageError(f"{what} is not a number: {value!r}")
     else:
+        if isinstance(value, int) and abs(value) >= MAX_MAGNITUDE:
+            raise FeedMessageError(f"{what} is out of range: {str(value)[:40]!r}")
         number = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
-    if not number.is_finite() or number < 0:
-        raise FeedMessageError(f"{what} is out of range: {value!r}")
+    if not number.is_finite() or number < 0 or number >= MAX_MAGNITUDE:
+        raise FeedMessageError(f"{what} is out of range: {str(value)[:40]!r}")
+    # Exponent tricks (1E-999999) and absurd precision would make every later sum or quantize slow
+    # or raise: a level price or quantity has at most MAX_DECIMALS places.
+    exponent = number.as_tuple().exponent
+    if number and (exponent < -MAX_DECIMALS or len(number.as_tuple().digits) > MAX_DIGITS):
+        raise FeedMessageError(f"{what} has too many digits: {str(value)[:40]!r}")
+    return number
+
+
+def _price(value, what: str) -> Decimal:
+    number = _number(value, what)
+    if not number:
+        raise FeedMessageError(f"{what} is not positive: {str(value)[:40]!r}")
     return number
 
 
@@ -84,17 +106,39 @@ def _binance_levels(levels, what: str) -> list[Level]:
         # A 2018 capture has ["p", "q", []]: extras are ignored.
         if not isinstance(level, list) or len(level) < 2:
             raise FeedMessageError(f"{what} level is malformed: {level!r}")
-        out.append((_number(level[0], f"{what} price"), _number(level[1], f"{what} quantity")))
+        out.append((_price(level[0], f"{what} price"), _number(level[1], f"{what} quantity")))
     return out
 
 
-def ms_to_datetime(value) -> datetime | None:
-    """Exchange epoch time (ms, or µs with Binance's timeUnit=MICROSECOND) as aware UTC."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+MAX_FUTURE = timedelta(seconds=5)  # clock skew tolerated between the exchange and us
+
+
+def ms_to_datetime(value, now: datetime | None = None) -> datetime | None:
+    """Exchange epoch time (ms, or µs with Binance's timeUnit=MICROSECOND) as aware UTC.
+
+    Absent -> None. A time more than MAX_FUTURE ahead of the local clock is FeedMessageError:
+    one bad stamp must not freeze a book (every later one "older") or give a negative quote age
+    that passes the stale check.
+    """
+    if value is None:
         return None
-    if value > 10**14:  # microseconds
-        return datetime.fromtimestamp(value / 1_000_000, UTC)
-    return datetime.fromtimestamp(value / 1000, UTC)
+    if not isinstance(value, int) or isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer() and 0 < value < 1e17:
+            value = int(value)
+        else:
+            raise FeedMessageError(f"timestamp is not an integer: {str(value)[:40]!r}")
+    if value <= 0 or value >= 10**17:
+        raise FeedMessageError(f"timestamp out of range: {value!r}")
+    seconds = value / 1_000_000 if value > 10**14 else value / 1000  # µs or ms
+    now = now or datetime.now(UTC)
+    try:
+        stamp = datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise FeedMessageError(f"timestamp out of range: {value!r}") from None
+    if stamp > now + MAX_FUTURE:
+        raise FeedMessageError(f"timestamp {stamp.isoformat()} is in the future")
+    # An old stamp is safe (the quote just looks stale); old recordings must still replay.
+    return stamp
 
 
 # --- Binance ---------------------------------------------------------------------------------
@@ -112,6 +156,8 @@ def parse_binance_message(raw: bytes | str) -> DepthDiff | BookSnapshot | Contro
         if not isinstance(msg, dict):
             raise FeedMessageError(f"stream {stream!r} carries a non-object payload")
     event = msg.get("e")
+    if not isinstance(event, str | None):
+        raise FeedMessageError(f"event type is not a string: {str(event)[:40]!r}")
     if event == "depthUpdate":
         return _binance_diff(msg)
     if event == "serverShutdown":
@@ -204,6 +250,8 @@ def _upbit_item(msg) -> BookSnapshot | ControlMessage:
     if "status" in msg:
         return ControlMessage("status", msg["status"])
     kind = _upbit_get(msg, "type")
+    if not isinstance(kind, str):
+        raise FeedMessageError(f"Upbit message type is not a string: {str(kind)[:40]!r}")
     if kind != "orderbook":
         if kind in {"ticker", "trade"}:
             return ControlMessage("ignored", msg)
@@ -223,9 +271,9 @@ def _upbit_item(msg) -> BookSnapshot | ControlMessage:
         bid_size = _number(_upbit_get(unit, "bid_size"), "bid_size")
         # A shallow book pads with zero-size units; they are not levels.
         if ask_size:
-            asks.append((_number(_upbit_get(unit, "ask_price"), "ask_price"), ask_size))
+            asks.append((_price(_upbit_get(unit, "ask_price"), "ask_price"), ask_size))
         if bid_size:
-            bids.append((_number(_upbit_get(unit, "bid_price"), "bid_price"), bid_size))
+            bids.append((_price(_upbit_get(unit, "bid_price"), "bid_price"), bid_size))
     if any(bids[i][0] <= bids[i + 1][0] for i in range(len(bids) - 1)) or any(
         asks[i][0] >= asks[i + 1][0] for i in range(len(asks) - 1)
     ):

@@ -72,6 +72,17 @@ class FeedWorker:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def run(self) -> None:
+        """Supervise run_once(): an unexpected exception restarts the loop (counted), never ends it."""
+        while not self.stop_event.is_set():
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - the feed thread must not die
+                self.counts["restarts"] += 1
+                log.exception("%s: feed loop crashed; restarting", self.exchange)
+                self.disconnect()
+                self.stop_event.wait(self.backoff())
+
+    def run_once(self) -> None:
         """Connect, stream and reconnect with backoff until stop() is called."""
         while not self.stop_event.is_set():
             try:
@@ -165,6 +176,12 @@ class FeedWorker:
             self.counts[exc.kind] += 1
             log.warning("%s: skipped a message (%s): %s", self.exchange, exc.kind, exc.reason)
             return True
+        except (websocket.WebSocketException, OSError, redis.RedisError):
+            raise  # connection trouble: the run loop reconnects
+        except Exception as exc:  # noqa: BLE001 - one bad message must never kill the feed thread
+            self.counts["malformed"] += 1
+            log.warning("%s: skipped a message (malformed, %s): %s", self.exchange, type(exc).__name__, exc)
+            return True
 
     def keepalive(self) -> bool:
         now = time.monotonic()
@@ -191,6 +208,8 @@ class FeedWorker:
                 self.counts["crossed_or_empty"] += 1
                 continue
             stamp = self.book_times.get(symbol) or received
+            # received_at is the local clock; a quote's age (received - stamp) is never negative.
+            stamp = min(stamp, received)
             bid, ask = bids[0][0], asks[0][0]
             prices.append(PriceRecord(self.exchange, symbol, bid, ask, (bid + ask) / TWO, stamp, received))
             books.append(BookRecord(self.exchange, symbol, bids, asks, stamp, received))
@@ -212,7 +231,7 @@ class FeedWorker:
     def stats(self) -> FeedStats:
         c = self.counts
         return FeedStats(self.exchange, c["messages"], c["malformed"], c["out_of_order"], c["resyncs"],
-                         c["reconnects"], int(self.ws is not None))
+                         c["reconnects"] + c["restarts"], int(self.ws is not None))
 
     # --- exchange specifics --------------------------------------------------------------------
     def connect_url(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import requests
 
 from marketdata.books import DiffDepthBook
@@ -12,18 +14,46 @@ from marketdata.rules import BinanceFilters
 from .base import FeedWorker, log
 
 SNAPSHOT_ATTEMPTS = 3
+MAX_RETRY_AFTER = 600.0  # a Retry-After beyond this is read as this
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
+
+
+def retry_after_seconds(value, default: float) -> float:
+    """A Retry-After header as seconds, bounded; garbage reads as the default."""
+    try:
+        seconds = float(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        return default
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+class SnapshotRefused(FeedMessageError):
+    """The depth snapshot was refused with 429/418: nothing may be asked before retry_after."""
+
+    def __init__(self, reason: str, retry_after: float):
+        super().__init__(reason, "snapshot_error")
+        self.retry_after = retry_after
 
 
 class BinanceFeed(FeedWorker):
     exchange = BINANCE
 
-    def __init__(self, *args, snapshot_limit: int = 100, time_unit: str = "", session: requests.Session | None = None, **kwargs):
+    def __init__(self, *args, snapshot_limit: int = 100, time_unit: str = "", session: requests.Session | None = None, max_buffer: int = 1000, **kwargs):
         super().__init__(*args, **kwargs)
         self.snapshot_limit = snapshot_limit
+        self.max_buffer = max_buffer  # diffs held per coin while it waits for a snapshot
         self.time_unit = time_unit
         self.session = session or requests.Session()
         self.need_snapshot: set[str] = set()
         self.books: dict[str, DiffDepthBook] = {}
+        # Snapshot pacing (monotonic instants): per coin after a failure, and for every coin
+        # after a 429/418 (Binance bans the IP if it is asked again before Retry-After).
+        self.snapshot_not_before: dict[str, float] = {}
+        self.snapshot_failures: dict[str, int] = {}
+        self.rest_not_before = 0.0
 
     def market(self, symbol: str) -> str:
         return f"{symbol}USDT"
@@ -56,7 +86,7 @@ class BinanceFeed(FeedWorker):
 
     def reset_books(self) -> None:
         super().reset_books()
-        self.books = {s: DiffDepthBook() for s in self.symbols}
+        self.books = {s: DiffDepthBook(self.max_buffer) for s in self.symbols}
         self.need_snapshot = set(self.symbols)
 
     def handle_message(self, raw) -> bool:
@@ -92,12 +122,36 @@ class BinanceFeed(FeedWorker):
     def after_receive(self) -> None:
         # A snapshot is fetched once its book has buffered at least one event, so the
         # snapshot can be matched against the stream (procedure steps 1-4).
+        now = time.monotonic()
+        if now < self.rest_not_before:
+            return
         for symbol in [s for s in self.need_snapshot if self.books[s].buffer]:
+            if now < self.snapshot_not_before.get(symbol, 0.0):
+                continue
             try:
                 self.load_snapshot(symbol)
-            except (requests.RequestException, FeedMessageError) as exc:
+            except SnapshotRefused as exc:
+                self.counts["snapshot_errors"] += 1
+                self.counts["snapshot_refused"] += 1
+                self.rest_not_before = time.monotonic() + exc.retry_after
+                self._back_off(symbol, exc.retry_after)
+                log.warning("binance: snapshot for %s refused (%s); no snapshot before %.0f s", symbol, exc, exc.retry_after)
+                return
+            except (requests.RequestException, FeedMessageError, ValueError) as exc:
                 log.warning("binance: snapshot for %s failed: %s", symbol, exc)
                 self.counts["snapshot_errors"] += 1
+                self._back_off(symbol)
+            else:
+                if symbol in self.need_snapshot:
+                    self._back_off(symbol)  # stayed older than the stream
+                else:
+                    self.snapshot_failures.pop(symbol, None)
+                    self.snapshot_not_before.pop(symbol, None)
+
+    def _back_off(self, symbol: str, at_least: float = 0.0) -> None:
+        failures = self.snapshot_failures[symbol] = self.snapshot_failures.get(symbol, 0) + 1
+        wait = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(failures - 1, 10))
+        self.snapshot_not_before[symbol] = time.monotonic() + max(wait, at_least)
 
     def load_snapshot(self, symbol: str) -> None:
         book = self.books[symbol]
@@ -106,6 +160,10 @@ class BinanceFeed(FeedWorker):
             response = self.session.get(
                 f"{self.rest_url}/api/v3/depth", params={"symbol": market, "limit": self.snapshot_limit}, timeout=5
             )
+            if response.status_code in (418, 429):
+                default = 120.0 if response.status_code == 418 else 60.0
+                wait = retry_after_seconds(response.headers.get("Retry-After"), default)
+                raise SnapshotRefused(f"HTTP {response.status_code}, Retry-After {wait:.0f} s", wait)
             if response.status_code != 200:
                 raise FeedMessageError(f"HTTP {response.status_code}: {response.text[:200]}", "snapshot_error")
             if self.recorder is not None:
