@@ -37,6 +37,23 @@ from .types import (
 
 log = logging.getLogger(__name__)
 
+MAX_RETRY_AFTER_S = 600.0
+
+
+def retry_after_seconds(value, default: float) -> float:
+    """A Retry-After header as finite seconds in [0, MAX_RETRY_AFTER_S]; garbage reads as the default.
+
+    Rate-limit headers are bookkeeping: a malformed one is never an error of its own (the answer is
+    still classified by its status and body).
+    """
+    try:
+        seconds = float(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+    if seconds != seconds or seconds < 0:  # NaN, negative
+        return default
+    return min(seconds, MAX_RETRY_AFTER_S)
+
 
 class ExchangeAdapter:
     name = ""

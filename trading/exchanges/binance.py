@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from marketdata.rules import BinanceFilters, ceil_to_step, floor_to_step
 
-from .base import ExchangeAdapter, _NotSent
+from .base import ExchangeAdapter, _NotSent, retry_after_seconds
 from .errors import (
     AuthError,
     DuplicateClientOrderId,
@@ -38,10 +38,11 @@ from .types import (
 
 
 def _retry_after(response) -> float:
+    default = 120.0 if response.status_code == 418 else 1.0
     try:
-        return max(0.0, float(response.headers.get("Retry-After", 1)))
-    except ValueError:
-        return 1.0
+        return retry_after_seconds(response.headers.get("Retry-After"), default)
+    except Exception:  # noqa: BLE001 - a header is never an error of its own
+        return default
 
 
 def sign(secret: str, payload: str) -> str:
@@ -315,12 +316,22 @@ class BinanceAdapter(ExchangeAdapter):
         return self._json(response, expect)
 
     def _track(self, response) -> None:
-        for header, value in response.headers.items():
-            if header.upper().startswith("X-MBX-USED-WEIGHT-"):
-                try:
-                    self.used_weight[header.upper().removeprefix("X-MBX-USED-WEIGHT-")] = int(value)
-                except ValueError:
-                    log.warning("binance: unreadable %s header", header)
+        # Bookkeeping only: a garbage header is logged and ignored, never raised (the answer is
+        # classified by status and body, so an order that may exist stays "unknown", not "rejected").
+        try:
+            headers = list(response.headers.items())
+        except Exception:  # noqa: BLE001
+            return
+        for header, value in headers:
+            try:
+                if str(header).upper().startswith("X-MBX-USED-WEIGHT-"):
+                    text = str(value).strip()
+                    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+                        raise ValueError("not a small decimal integer")
+                    weight = int(text)
+                    self.used_weight[str(header).upper().removeprefix("X-MBX-USED-WEIGHT-")] = weight
+            except Exception:  # noqa: BLE001
+                log.warning("binance: unreadable %s header", str(header)[:60])
 
     def _error(self, response) -> ExchangeError:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -37,6 +38,8 @@ from .types import (
     TransferStatus,
     WithdrawalRequest,
 )
+
+log = logging.getLogger(__name__)
 
 
 def query_string(params: dict | None) -> str:
@@ -353,11 +356,18 @@ class UpbitAdapter(ExchangeAdapter):
         return self._json(response, expect)
 
     def _track(self, response) -> None:
-        header = response.headers.get("Remaining-Req")
-        if header:
-            parts = dict(p.strip().split("=", 1) for p in header.split(";") if "=" in p)
-            if "sec" in parts and "group" in parts and parts["sec"].strip().isdigit():
-                self.remaining_req[parts["group"]] = int(parts["sec"])
+        # Bookkeeping only: a garbage header is logged and ignored, never raised (the answer is
+        # classified by status and body, so an order that may exist stays "unknown", not "rejected").
+        try:
+            header = response.headers.get("Remaining-Req")
+            if not header:
+                return
+            parts = {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in str(header).split(";") if "=" in p)}
+            sec, group = parts.get("sec", ""), parts.get("group", "")
+            if group and sec.isascii() and sec.isdigit() and len(sec) <= 6:
+                self.remaining_req[group] = int(sec)
+        except Exception:  # noqa: BLE001
+            log.warning("upbit: unreadable Remaining-Req header")
 
     def _error(self, response) -> ExchangeError:
         try:
