@@ -86,8 +86,9 @@ def test_received_at_is_local_time_and_age_never_negative(state):
 def test_huge_tms_is_counted_and_skipped(state):
     feed = offline_upbit(state)
     assert feed.handle_raw(b'{"ty":"orderbook","cd":"KRW-BTC","tms":9.9e18,"obu":[{"ap":2,"bp":1,"as":1,"bs":1}]}')
+    assert feed.handle_raw(upbit_frame(9_900_000_000_000_000_000 // 1000 * 1000))  # ValueError before issue 11
     assert feed.handle_raw(upbit_frame(2**63 - 1))
-    assert feed.counts["malformed"] == 2
+    assert feed.counts["malformed"] == 3
 
 
 def test_any_exception_while_handling_a_message_is_contained(state, monkeypatch):
