@@ -5,9 +5,31 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 
 MONEY = {"max_digits": 28, "decimal_places": 8}
+
+# Sane bounds for every limit: a typo (a sign, a few zeros) must be refused, never traded on.
+MAX_KRW = Decimal("1000000000000000")  # 10^15 KRW
+TINY = Decimal("0.00000001")
+MAX_TRADES = 10**9
+MAX_SECONDS = 7 * 24 * 3600
+MAX_MS = 3_600_000
+
+
+def krw(minimum=TINY):
+    return [MinValueValidator(minimum), MaxValueValidator(MAX_KRW)]
+
+
+def pct(minimum=TINY, maximum=Decimal("100")):
+    """A percentage in (0, 100] by default."""
+    return [MinValueValidator(minimum), MaxValueValidator(maximum)]
+
+
+def upto(maximum, minimum=0):
+    return [MinValueValidator(minimum), MaxValueValidator(maximum)]
 
 
 class Singleton(models.Model):
@@ -29,27 +51,27 @@ class Singleton(models.Model):
 class GuardLimits(Singleton):
     """Every limit LiveGuard enforces (SPEC §3 defaults). Edited in the admin; every change audited."""
 
-    max_position_size = models.DecimalField(default=Decimal("1000000"), help_text="KRW per pair", **MONEY)
-    max_total_exposure = models.DecimalField(default=Decimal("5000000"), **MONEY,
+    max_position_size = models.DecimalField(validators=krw(), default=Decimal("1000000"), help_text="KRW per pair", **MONEY)
+    max_total_exposure = models.DecimalField(validators=krw(), default=Decimal("5000000"), **MONEY,
                                              help_text="KRW across every coin (premiums move together)")
-    max_daily_loss = models.DecimalField(default=Decimal("500000"), help_text="KRW", **MONEY)
-    max_total_loss = models.DecimalField(default=Decimal("2000000"), help_text="KRW", **MONEY)
-    max_trades_per_hour = models.PositiveIntegerField(default=100)
-    max_trades_per_day = models.PositiveIntegerField(default=1000)
-    circuit_breaker_threshold_pct = models.DecimalField(default=Decimal("5"), max_digits=8, decimal_places=4,
+    max_daily_loss = models.DecimalField(validators=krw(), default=Decimal("500000"), help_text="KRW", **MONEY)
+    max_total_loss = models.DecimalField(validators=krw(), default=Decimal("2000000"), help_text="KRW", **MONEY)
+    max_trades_per_hour = models.PositiveIntegerField(validators=upto(MAX_TRADES), default=100)
+    max_trades_per_day = models.PositiveIntegerField(validators=upto(MAX_TRADES), default=1000)
+    circuit_breaker_threshold_pct = models.DecimalField(validators=pct(), default=Decimal("5"), max_digits=8, decimal_places=4,
                                                         help_text="loss as % of total balance that halts trading")
-    circuit_breaker_cooldown = models.PositiveIntegerField(default=300, help_text="seconds")
-    max_slippage_pct = models.DecimalField(default=Decimal("0.3"), max_digits=8, decimal_places=4)
-    max_quote_age_ms = models.PositiveIntegerField(default=700)
-    max_quote_skew_ms = models.PositiveIntegerField(default=350)
-    fx_jump_pct = models.DecimalField(default=Decimal("1.5"), max_digits=8, decimal_places=4)
-    max_fx_age_ms = models.PositiveIntegerField(default=5000)
-    min_spread_pct = models.DecimalField(default=Decimal("0.3"), max_digits=8, decimal_places=4,
+    circuit_breaker_cooldown = models.PositiveIntegerField(validators=upto(MAX_SECONDS), default=300, help_text="seconds")
+    max_slippage_pct = models.DecimalField(validators=pct(), default=Decimal("0.3"), max_digits=8, decimal_places=4)
+    max_quote_age_ms = models.PositiveIntegerField(validators=upto(MAX_MS, 1), default=700)
+    max_quote_skew_ms = models.PositiveIntegerField(validators=upto(MAX_MS), default=350)
+    fx_jump_pct = models.DecimalField(validators=pct(), default=Decimal("1.5"), max_digits=8, decimal_places=4)
+    max_fx_age_ms = models.PositiveIntegerField(validators=upto(MAX_MS, 1), default=5000)
+    min_spread_pct = models.DecimalField(validators=pct(Decimal("0"), Decimal("99")), default=Decimal("0.3"), max_digits=8, decimal_places=4,
                                          help_text="net of both venues' fees")
-    stop_loss_pct = models.DecimalField(default=Decimal("1.0"), max_digits=8, decimal_places=4)
-    take_profit_pct = models.DecimalField(default=Decimal("0.5"), max_digits=8, decimal_places=4)
-    stop_loss_cooldown = models.PositiveIntegerField(default=1800, help_text="seconds a coin waits after a stop-loss")
-    max_inventory_pct = models.DecimalField(default=Decimal("90"), max_digits=8, decimal_places=4,
+    stop_loss_pct = models.DecimalField(validators=pct(), default=Decimal("1.0"), max_digits=8, decimal_places=4)
+    take_profit_pct = models.DecimalField(validators=pct(), default=Decimal("0.5"), max_digits=8, decimal_places=4)
+    stop_loss_cooldown = models.PositiveIntegerField(validators=upto(MAX_SECONDS), default=1800, help_text="seconds a coin waits after a stop-loss")
+    max_inventory_pct = models.DecimalField(validators=pct(), default=Decimal("90"), max_digits=8, decimal_places=4,
                                             help_text="share of a venue's base inventory one pair may use")
     block_market_warnings = models.BooleanField(default=True, help_text="refuse coins with Upbit caution flags")
     updated_at = models.DateTimeField(auto_now=True)
@@ -59,6 +81,32 @@ class GuardLimits(Singleton):
 
     def __str__(self):
         return "Guard limits"
+
+    def clean(self):
+        """Cross-field rules (field bounds are the validators above); run by full_clean (admin, API, services)."""
+        super().clean()
+        errors = {}
+
+        def bad(field, message):
+            errors.setdefault(field, []).append(message)
+
+        try:
+            if self.max_trades_per_hour > self.max_trades_per_day:
+                bad("max_trades_per_hour", "cannot exceed max_trades_per_day")
+            if self.max_daily_loss > self.max_total_loss:
+                bad("max_daily_loss", "cannot exceed max_total_loss")
+            if self.max_position_size > self.max_total_exposure:
+                bad("max_position_size", "cannot exceed max_total_exposure")
+            if self.max_quote_skew_ms > self.max_quote_age_ms:
+                bad("max_quote_skew_ms", "cannot exceed max_quote_age_ms")
+            if self.stop_loss_pct <= 0 or self.take_profit_pct <= 0:
+                pass  # the field validators answer
+            elif self.take_profit_pct > 10 * self.stop_loss_pct or self.stop_loss_pct > 10 * self.take_profit_pct:
+                bad("take_profit_pct", "take-profit and stop-loss must be within a factor of 10 of each other")
+        except TypeError:
+            return  # a missing or non-numeric value: the field errors answer
+        if errors:
+            raise ValidationError(errors)
 
 
 class TransferLimits(Singleton):

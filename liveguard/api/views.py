@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -31,6 +31,14 @@ class KillSwitchStateSerializer(serializers.Serializer):
     flatten = serializers.CharField(required=False)
 
 
+class PauseSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
+class EmptySerializer(serializers.Serializer):
+    """A body that must be a JSON object (or empty); its keys are ignored."""
+
+
 class LimitsSerializer(serializers.ModelSerializer):
     class Meta:
         model = GuardLimits
@@ -43,8 +51,33 @@ def switch_body(switch: KillSwitch) -> dict:
             "changed_by": switch.changed_by.get_username() if switch.changed_by else None}
 
 
+class ControlPermission(BasePermission):
+    """Django's model permissions, as in the admin: view_<model> to read, change_<model> to change.
+
+    A staff flag alone grants nothing (the admin refuses such a user too); a superuser has every permission.
+    """
+
+    message = "you do not have the permission for this control"
+
+    def has_permission(self, request, view):
+        user = request.user
+        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+            return False
+        model = view.control_model
+        action = "view" if request.method in ("GET", "HEAD", "OPTIONS") else "change"
+        return user.has_perm(f"{model._meta.app_label}.{action}_{model._meta.model_name}")
+
+
+def parse_body(request, serializer_class, **kwargs):
+    """Validate a control body: a JSON object only; anything else is a 400 with field errors."""
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer
+
+
 class ControlView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [ControlPermission]
+    control_model = KillSwitch
 
 
 class KillSwitchView(ControlView):
@@ -56,8 +89,7 @@ class KillSwitchView(ControlView):
 
     @extend_schema(request=KillSwitchSerializer, responses=KillSwitchStateSerializer)
     def post(self, request):
-        data = KillSwitchSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = parse_body(request, KillSwitchSerializer)
         state = engine.get_state()
         switch = set_kill_switch(state, data.validated_data["engaged"], request.user, data.validated_data.get("reason", ""))
         body = switch_body(switch)
@@ -73,22 +105,28 @@ class KillSwitchView(ControlView):
 
 
 class FlattenView(ControlView):
+    control_model = KillSwitch
+
     @extend_schema(request=None, responses={202: inline_serializer("FlattenRequested", {"flatten": serializers.CharField()})})
     def post(self, request):
         from trading.tasks import flatten_positions
 
+        parse_body(request, EmptySerializer)
         flatten_positions.delay()
         return Response({"flatten": "requested"}, status=202)
 
 
 class LimitsView(ControlView):
     serializer_class = LimitsSerializer
+    control_model = GuardLimits
 
     def get(self, request):
         return Response(LimitsSerializer(GuardLimits.load()).data)
 
     def patch(self, request):
         limits = GuardLimits.load()
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["a JSON object of limits is expected"]})
         data = LimitsSerializer(limits, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         for name, value in data.validated_data.items():
@@ -101,6 +139,8 @@ class LimitsView(ControlView):
 
 
 class PausedSymbolsView(ControlView):
+    control_model = SymbolPause
+
     @extend_schema(responses=inline_serializer("PausedSymbol", {"symbol": serializers.CharField(), "reason": serializers.CharField(),
                                                                 "since": serializers.DateTimeField(),
                                                                 "until": serializers.DateTimeField(allow_null=True)}, many=True))
@@ -110,6 +150,8 @@ class PausedSymbolsView(ControlView):
 
 
 class SymbolPauseView(ControlView):
+    control_model = SymbolPause
+
     @extend_schema(
         request=inline_serializer("PauseRequest", {"reason": serializers.CharField(required=False)}),
         responses=inline_serializer("PauseState", {"symbol": serializers.CharField(), "paused": serializers.BooleanField()}),
@@ -117,12 +159,13 @@ class SymbolPauseView(ControlView):
     def post(self, request, symbol: str = "", action: str = ""):
         from trading.api.views import require_symbol
 
+        body = parse_body(request, PauseSerializer)
         if action not in ("pause", "resume"):
             raise ValidationError({"action": "use /control/symbols/<symbol>/pause or /resume"})
         symbol = require_symbol(symbol)
         state = engine.get_state()
         if action == "pause":
-            pause_symbol(state, symbol, request.user, str(request.data.get("reason", "")))
+            pause_symbol(state, symbol, request.user, body.validated_data.get("reason", ""))
             return Response({"symbol": symbol, "paused": True})
         resume_symbol(state, symbol, request.user)
         return Response({"symbol": symbol, "paused": False})

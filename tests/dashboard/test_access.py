@@ -1,0 +1,56 @@
+"""Issue 11 §2: controls follow Django's model permissions, so the admin and the API agree."""
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from liveguard.models import GuardLimits, KillSwitch
+
+pytestmark = pytest.mark.django_db
+
+
+def login(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def bare_staff(state):
+    return User.objects.create_user("bare", password="pw", is_staff=True)
+
+
+def test_staff_without_permissions_is_refused_by_admin_and_api(bare_staff):
+    client = login(bare_staff)
+    assert client.get("/admin/liveguard/guardlimits/1/change/").status_code in (302, 403)
+    assert client.patch("/control/limits", {"max_trades_per_hour": 7}, content_type="application/json").status_code == 403
+    assert client.post("/control/kill-switch", {"engaged": True}, content_type="application/json").status_code == 403
+    assert client.post("/control/symbols/BTC/pause", {}, content_type="application/json").status_code == 403
+    assert client.post("/control/flatten", {}, content_type="application/json").status_code == 403
+    assert client.get("/control/kill-switch").status_code == 403
+    assert client.get("/control/limits").status_code == 403
+    assert client.get("/control/symbols").status_code == 403
+    assert not KillSwitch.load().engaged and GuardLimits.load().max_trades_per_hour == 100
+
+
+def test_view_permission_reads_but_does_not_change(bare_staff):
+    bare_staff.user_permissions.add(Permission.objects.get(codename="view_guardlimits"))
+    client = login(User.objects.get(pk=bare_staff.pk))
+    assert client.get("/control/limits").status_code == 200
+    assert client.patch("/control/limits", {"max_trades_per_hour": 7}, content_type="application/json").status_code == 403
+
+
+def test_change_permission_changes(bare_staff):
+    bare_staff.user_permissions.add(Permission.objects.get(codename="change_guardlimits"),
+                                    Permission.objects.get(codename="change_killswitch"))
+    client = login(User.objects.get(pk=bare_staff.pk))
+    assert client.patch("/control/limits", {"max_trades_per_hour": 7}, content_type="application/json").status_code == 200
+    assert client.post("/control/kill-switch", {"engaged": True}, content_type="application/json").status_code == 200
+    assert client.post("/control/symbols/BTC/pause", {}, content_type="application/json").status_code == 403
+
+
+def test_superuser_has_every_control(state, market):
+    market("BTC")
+    client = login(User.objects.create_superuser("root", password="pw"))
+    assert client.get("/control/limits").status_code == 200
+    assert client.post("/control/symbols/BTC/pause", {}, content_type="application/json").status_code != 403
