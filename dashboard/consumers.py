@@ -1,6 +1,8 @@
 """WebSocket consumers: a snapshot on connect, then every update pushed by the relay."""
 
 import hmac
+import json
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -13,6 +15,8 @@ from .relay import METRICS_GROUP, SIGNALS_GROUP, metrics_snapshot, signals_snaps
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     group = ""
+    snapshot_interval = 1.0  # seconds: one requested snapshot per connection per second
+    last_snapshot = 0.0
 
     def allowed(self) -> bool:
         token = settings.API_READ_TOKEN
@@ -37,10 +41,27 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """Handler for the relay's group messages (type "push")."""
         await self.send_json(event["payload"])
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        """Frames are validated: only a JSON object is read; anything else is answered with an error."""
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict):
+            await self.send_json({"type": "error", "error": "send a JSON object, e.g. {\"action\": \"snapshot\"}"})
+            return
+        await self.receive_json(content)
+
     async def receive_json(self, content, **kwargs):
-        # Read-only streams; a client may ask for a fresh snapshot.
-        if content.get("action") == "snapshot":
-            await self.send_json(await database_sync_to_async(self.snapshot)())
+        # Read-only streams; a client may ask for a fresh snapshot, at most once per snapshot_interval.
+        if not isinstance(content, dict) or content.get("action") != "snapshot":
+            return
+        now = time.monotonic()
+        if now - self.last_snapshot < self.snapshot_interval:
+            await self.send_json({"type": "error", "error": "snapshot rate limit: one per second"})
+            return
+        self.last_snapshot = now
+        await self.send_json(await database_sync_to_async(self.snapshot)())
 
     def snapshot(self) -> dict:
         raise NotImplementedError

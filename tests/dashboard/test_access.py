@@ -54,3 +54,47 @@ def test_superuser_has_every_control(state, market):
     client = login(User.objects.create_superuser("root", password="pw"))
     assert client.get("/control/limits").status_code == 200
     assert client.post("/control/symbols/BTC/pause", {}, content_type="application/json").status_code != 403
+
+
+def ws_consumer():
+    """A consumer driven in-process: frames in, what it would send out."""
+    import asyncio
+
+    from dashboard.consumers import LiveConsumer
+
+    sent, snapshots = [], []
+
+    class Probe(LiveConsumer):
+        def snapshot(self):
+            snapshots.append(1)
+            return {"type": "snapshot"}
+
+        async def send_json(self, content, close=False):
+            sent.append(content)
+
+    consumer = Probe()
+    consumer.scope = {"user": None}
+    return consumer, sent, snapshots, asyncio.run
+
+
+@pytest.mark.parametrize("frame", ["[]", '"x"', "x", "1", "null", '[{"action": "snapshot"}]'])
+def test_websocket_non_object_frames_are_answered_with_an_error(frame):
+    consumer, sent, snapshots, run = ws_consumer()
+    run(consumer.receive(text_data=frame))
+    assert sent == [{"type": "error", "error": sent[0]["error"]}] and not snapshots
+    run(consumer.receive(bytes_data=b"\x00"))
+    assert len(sent) == 2 and not snapshots
+
+
+def test_websocket_snapshots_are_rate_limited_per_connection(monkeypatch):
+    consumer, sent, snapshots, run = ws_consumer()
+    monkeypatch.setattr("channels.db.database_sync_to_async", lambda f: f)
+    monkeypatch.setattr("dashboard.consumers.database_sync_to_async", lambda f: (lambda: _done(f())))
+    for _ in range(20):
+        run(consumer.receive(text_data='{"action": "snapshot"}'))
+    assert len(snapshots) == 1
+    assert sum(1 for m in sent if m.get("type") == "error") == 19
+
+
+async def _done(value):
+    return value
