@@ -12,7 +12,7 @@ def _context(request, page: str) -> dict:
         "page": page,
         "limits": GuardLimits.load(),
         "is_staff": request.user.is_authenticated and request.user.is_staff,
-        "read_token": settings.API_READ_TOKEN if request.user.is_authenticated else "",
+        "read_token": "",  # never handed out: the page reads with its session; token clients use their own tokens
         "live_mode": settings.LIVE_MODE,
     }
 

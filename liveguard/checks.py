@@ -34,6 +34,15 @@ def live_mode_checks(app_configs=None, **kwargs):
     return problems
 
 
+@register("kimp")
+def read_protection_checks(app_configs=None, **kwargs):
+    """Live mode keeps its reads private: limits, the breaker's loss and the balances are not for anyone."""
+    if settings.LIVE_MODE and not settings.API_READ_TOKEN:
+        return [Error("LIVE_MODE=true needs API_READ_TOKEN set (reads must not be public in live mode).",
+                      id="kimp.E004")]
+    return []
+
+
 def live_mode_problems() -> list[str]:
     """Why live mode is unsafe right now (no keys, no explicit opt-in, the insecure secret key); [] when safe."""
     return [p.msg for p in live_mode_checks() if p.level >= ERROR]

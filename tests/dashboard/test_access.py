@@ -98,3 +98,34 @@ def test_websocket_snapshots_are_rate_limited_per_connection(monkeypatch):
 
 async def _done(value):
     return value
+
+
+def test_live_mode_without_a_read_token_is_a_system_check_error(settings):
+    from liveguard.checks import read_protection_checks
+
+    settings.LIVE_MODE, settings.API_READ_TOKEN = True, ""
+    assert [e.id for e in read_protection_checks()] == ["kimp.E004"]
+    settings.API_READ_TOKEN = "set"
+    assert read_protection_checks() == []
+    settings.LIVE_MODE, settings.API_READ_TOKEN = False, ""  # paper mode (make demo) is unaffected
+    assert read_protection_checks() == []
+
+
+def test_the_shared_read_token_is_not_handed_to_pages(state, settings):
+    settings.API_READ_TOKEN = "shared-secret-token"
+    client = login(User.objects.create_user("viewer", password="pw"))
+    response = client.get("/")
+    assert response.status_code == 200 and b"shared-secret-token" not in response.content
+
+
+def test_a_users_own_token_reads_as_token_or_bearer(state, settings):
+    from rest_framework.authtoken.models import Token
+
+    settings.API_READ_TOKEN = "shared-secret-token"
+    key = Token.objects.create(user=User.objects.create_user("reader", password="pw")).key
+    client = Client()
+    assert client.get("/positions").status_code in (401, 403)
+    assert client.get("/positions", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+    assert client.get("/positions", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+    assert client.get("/positions", HTTP_AUTHORIZATION="Bearer shared-secret-token").status_code == 200
+    assert client.get("/positions", HTTP_AUTHORIZATION="Bearer wrong").status_code in (401, 403)
