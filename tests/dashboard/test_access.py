@@ -129,3 +129,9 @@ def test_a_users_own_token_reads_as_token_or_bearer(state, settings):
     assert client.get("/positions", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
     assert client.get("/positions", HTTP_AUTHORIZATION="Bearer shared-secret-token").status_code == 200
     assert client.get("/positions", HTTP_AUTHORIZATION="Bearer wrong").status_code in (401, 403)
+
+
+def test_livez_is_open_and_says_nothing_else(settings):
+    settings.API_READ_TOKEN = "shared-secret-token"
+    response = Client().get("/livez")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}

@@ -3,6 +3,7 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("livez", views.LivezView.as_view(), name="livez"),
     path("health", views.HealthView.as_view(), name="health"),
     path("metrics/live", views.MetricsView.as_view(), name="metrics-live"),
     path("pnl", views.PnlView.as_view(), name="pnl"),

@@ -277,6 +277,17 @@ class PremiumHistoryView(ReadView):
         return Response({"symbol": symbol, "points": [[ts, str(value)] for ts, value in history]})
 
 
+class LivezView(APIView):
+    """Liveness for orchestrators: always open, says nothing but that the process answers."""
+
+    permission_classes = []
+    authentication_classes = []
+
+    @extend_schema(responses=inline_serializer("Livez", {"status": serializers.CharField()}))
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
 class HealthView(APIView):
     """Liveness of every part; 503 when trading would be unsafe."""
 
