@@ -12,26 +12,46 @@ from trading.engine import get_state
 
 from .relay import METRICS_GROUP, SIGNALS_GROUP, metrics_snapshot, signals_snapshot
 
+TOKEN_SUBPROTOCOL = "kimp.token."
+
+
+def _user_token(key: str) -> bool:
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.filter(key=key, user__is_active=True).exists()
+
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     group = ""
     snapshot_interval = 1.0  # seconds: one requested snapshot per connection per second
     last_snapshot = 0.0
 
-    def allowed(self) -> bool:
+    def allowed(self) -> tuple[bool, str | None]:
+        """Who may read, and the subprotocol to answer with.
+
+        Open when API_READ_TOKEN is unset. Otherwise a logged-in user (the session cookie), or a token
+        client that offers the subprotocol `kimp.token.<token>` (`Sec-WebSocket-Protocol`), with the
+        shared read token or a user's own API token. Never a token in the URL: URLs end up in access
+        logs and proxies' histories.
+        """
+        offered = [p for p in self.scope.get("subprotocols") or [] if p.startswith(TOKEN_SUBPROTOCOL)]
         token = settings.API_READ_TOKEN
         user = self.scope.get("user")
         if not token or (user is not None and user.is_authenticated):
-            return True
-        query = dict(part.split("=", 1) for part in self.scope.get("query_string", b"").decode().split("&") if "=" in part)
-        return hmac.compare_digest(query.get("token", ""), token)
+            return True, None
+        for protocol in offered:
+            given = protocol[len(TOKEN_SUBPROTOCOL):]
+            if given and (hmac.compare_digest(given, token) or _user_token(given)):
+                return True, protocol
+        return False, None
 
     async def connect(self):
-        if not self.allowed():
+        ok, subprotocol = await database_sync_to_async(self.allowed)()
+        if not ok:
             await self.close(code=4401)
             return
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        await self.accept(subprotocol=subprotocol)
         await self.send_json(await database_sync_to_async(self.snapshot)())
 
     async def disconnect(self, code):

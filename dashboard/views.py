@@ -1,6 +1,9 @@
 """Dashboard pages: server-rendered shells; the live numbers arrive over /ws/* and the API."""
 
+from functools import wraps
+
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
@@ -17,14 +20,29 @@ def _context(request, page: str) -> dict:
     }
 
 
+def read_required(view):
+    """With API_READ_TOKEN set, the pages (limits, the breaker's reason, balances) need a login."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if settings.API_READ_TOKEN and not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@read_required
 @ensure_csrf_cookie
 def overview(request):
     return render(request, "dashboard/overview.html", _context(request, "overview"))
 
 
+@read_required
 def premium_board(request):
     return render(request, "dashboard/board.html", _context(request, "board"))
 
 
+@read_required
 def activity(request):
     return render(request, "dashboard/activity.html", _context(request, "activity"))

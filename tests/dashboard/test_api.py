@@ -120,7 +120,13 @@ def test_read_token_makes_reads_private(client, traded, settings):
     assert client.get("/positions").status_code == 403
     assert client.get("/positions", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
     assert client.get("/positions", HTTP_AUTHORIZATION="Bearer read-token-123").status_code == 200
-    assert client.get("/health").status_code in (200, 503)  # health stays open for probes
+    # the detailed health is private too; orchestrators probe /livez, which says nothing else
+    assert client.get("/health").status_code == 403
+    assert client.get("/health", HTTP_AUTHORIZATION="Bearer read-token-123").status_code in (200, 503)
+    assert client.get("/livez").status_code == 200
+    for page in ("/", "/board", "/activity"):
+        response = client.get(page)
+        assert response.status_code == 302 and response["Location"].startswith("/admin/login/"), page
 
 
 def test_controls_need_staff(client, traded):

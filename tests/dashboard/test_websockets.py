@@ -96,7 +96,10 @@ def test_websocket_honours_the_read_token(server, state, settings):
 
     settings.API_READ_TOKEN = "t0ken"
     consumer = LiveConsumer()
-    consumer.scope = {"user": None, "query_string": b"token=t0ken"}
-    assert consumer.allowed()
-    consumer.scope = {"user": None, "query_string": b"token=nope"}
-    assert not consumer.allowed()
+    consumer.scope = {"user": None, "subprotocols": ["kimp.token.t0ken"]}
+    assert consumer.allowed() == (True, "kimp.token.t0ken")
+    consumer.scope = {"user": None, "subprotocols": ["kimp.token.nope"]}
+    assert consumer.allowed() == (False, None)
+    # never from the URL (it ends up in access logs)
+    consumer.scope = {"user": None, "query_string": b"token=t0ken", "subprotocols": []}
+    assert consumer.allowed() == (False, None)

@@ -15,7 +15,7 @@ ERROR_SCHEMA = {
     "properties": {
         "error": {"type": "string"},
         "detail": {"type": "string"},
-        "fields": {"type": ["object", "array", "string"]},
+        "fields": {"description": "the refused fields and why (an object, or a list for a list body)"},
     },
     "required": ["error"],
 }

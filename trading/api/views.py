@@ -289,9 +289,10 @@ class LivezView(APIView):
 
 
 class HealthView(APIView):
-    """Liveness of every part; 503 when trading would be unsafe."""
+    """Liveness of every part; 503 when trading would be unsafe. Behind the read check (it names
+    limits, the breaker's reason and reconciliation differences); orchestrators probe /livez."""
 
-    permission_classes = []
+    permission_classes = [ReadAccess]
 
     @extend_schema(responses={200: s.HealthSerializer, 503: s.HealthSerializer})
     def get(self, request):

@@ -15,8 +15,8 @@
   function socket(path, onMessage) {
     let delay = 500;
     const open = () => {
-      const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path + (token ? "?token=" + token : "");
-      const ws = new WebSocket(url);
+      const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+      const ws = token ? new WebSocket(url, ["kimp.token." + token]) : new WebSocket(url);
       ws.onopen = () => { delay = 500; $("conn").textContent = "live"; $("conn").className = "conn ok"; };
       ws.onmessage = (e) => onMessage(JSON.parse(e.data));
       ws.onclose = () => { $("conn").textContent = "reconnecting…"; $("conn").className = "conn"; setTimeout(open, delay); delay = Math.min(delay * 2, 10000); };
