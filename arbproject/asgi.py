@@ -17,12 +17,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
+from dashboard.origin import origin_validator  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from dashboard.wsgi_bridge import WsgiBridge  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": WsgiBridge(get_wsgi_application()),
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        # A browser's WebSocket carries its page's Origin: one from another site (with a staff's
+        # session cookie) is refused; only ALLOWED_HOSTS may open the live streams.
+        "websocket": origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -14,21 +14,48 @@ from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.wsgi import WsgiToAsgiInstance
 
+TOO_LARGE = b'{"error": "request body too large"}'
+
 
 class WsgiBridge:
-    def __init__(self, wsgi_application, threads: int = 8):
+    """`max_body`: the largest request body read (bytes); a larger one is answered 413 before it is
+    buffered — by its Content-Length at once, or as soon as a chunked body passes the limit."""
+
+    def __init__(self, wsgi_application, threads: int = 8, max_body: int | None = None):
         self.wsgi_application = wsgi_application
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
+        if max_body is None:
+            from django.conf import settings
+
+            max_body = settings.MAX_REQUEST_BODY_BYTES
+        self.max_body = max_body
+
+    async def _too_large(self, send) -> None:
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": TOO_LARGE})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"WsgiBridge serves http, not {scope['type']}")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_body + 1
+                if declared > self.max_body:
+                    await self._too_large(send)
+                    return
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await self._too_large(send)
+                return
             if not message.get("more_body"):
                 break
         builder = WsgiToAsgiInstance(self.wsgi_application)
