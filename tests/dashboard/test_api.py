@@ -131,8 +131,7 @@ def test_read_token_makes_reads_private(client, traded, settings):
 
 def test_controls_need_staff(client, traded):
     assert client.post("/control/kill-switch", {"engaged": True}, content_type="application/json").status_code == 403
-    User.objects.create_user("viewer", password="pw")
-    client.login(username="viewer", password="pw")
+    client.force_login(User.objects.create_user("viewer", password="pw"))
     assert client.post("/control/kill-switch", {"engaged": True}, content_type="application/json").status_code == 403
     assert not KillSwitch.load().engaged
 
