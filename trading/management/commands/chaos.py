@@ -231,7 +231,8 @@ def outer(options, out) -> int:
     env.update(
         DJANGO_SETTINGS_MODULE="arbproject.settings", PYTHONUNBUFFERED="1",
         REDIS_URL=redis_url, CELERY_BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url, CHANNELS_REDIS_URL=redis_url,
-        LIVE_MODE="true", LIVE_MODE_CONFIRM=LIVE_CONFIRM, DJANGO_SECRET_KEY=secrets.token_urlsafe(48), DJANGO_DEBUG="false",
+        LIVE_MODE="true", LIVE_MODE_CONFIRM=LIVE_CONFIRM, DJANGO_SECRET_KEY=secrets.token_urlsafe(48),
+        API_READ_TOKEN=secrets.token_urlsafe(24), DJANGO_DEBUG="false",  # live mode keeps reads private
         UPBIT_API_KEY=key, UPBIT_SECRET_KEY=secret, BINANCE_API_KEY=key, BINANCE_SECRET_KEY=secret,
         VENUE_HOST=host, VENUE_UPBIT_PORT=str(upbit_port), VENUE_BINANCE_PORT=str(binance_port),
         UPBIT_REST_URL=f"http://{host}:{upbit_port}", UPBIT_WS_URL=f"ws://{host}:{upbit_port}/websocket/v1",
