@@ -80,7 +80,7 @@ def browser(monkeypatch):
 
 
 def test_overview_shows_live_numbers_that_change(system, browser):
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)  # the test's own string predicates are eval; the page's CSP is tested in test_deploy_security
     page.goto(system["base"] + "/")
     page.wait_for_function("document.getElementById('equity').textContent !== '–'", timeout=20000)
     page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=10000)
@@ -96,7 +96,7 @@ def test_overview_shows_live_numbers_that_change(system, browser):
 
 
 def test_premium_board_lists_the_venues_coins(system, browser):
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)
     page.goto(system["base"] + "/board")
     page.wait_for_function("document.querySelectorAll('#board tbody tr').length >= 10", timeout=20000)
     coins = page.eval_on_selector_all("#board tbody tr", "rows => rows.map(r => r.dataset.symbol)")
@@ -110,13 +110,13 @@ def test_premium_board_lists_the_venues_coins(system, browser):
 
 def test_staff_kill_switch_stops_trading_and_every_page_shows_it(system, browser):
     User.objects.create_superuser("ops", password="ops-password-1")
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)
     page.goto(system["base"] + "/admin/login/?next=/")
     page.fill("#id_username", "ops")
     page.fill("#id_password", "ops-password-1")
     page.click("input[type=submit]")
     page.wait_for_url(system["base"] + "/")
-    other = browser.new_page()  # an anonymous dashboard open elsewhere
+    other = browser.new_page(bypass_csp=True)  # an anonymous dashboard open elsewhere
     other.goto(system["base"] + "/board")
     page.wait_for_function("document.getElementById('kill_state').textContent === 'released'", timeout=20000)
     page.on("dialog", lambda dialog: dialog.accept())
