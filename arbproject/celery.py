@@ -5,12 +5,33 @@ import os
 
 from celery import Celery
 from celery.signals import beat_init, worker_init, worker_ready
+from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arbproject.settings")
 
 app = Celery("arbproject")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Queues (docs/architecture.md): evaluations are never queued behind an execution. A worker started
+# without -Q consumes them all (tests, a one-box demo); in production each has its own workers, on as
+# many machines as needed, through the same broker and database:
+#   celery -A arbproject worker -Q evaluate -P solo -n eval1@%h      # batched screens, pure CPU
+#   celery -A arbproject worker -Q pairs -c 2 -n pairs1@%h           # pair execution, exits, resume
+#   celery -A arbproject worker -Q celery,notify -c 1 -n ops1@%h     # beat's housekeeping, notifications
+EVALUATE, PAIRS, HOUSEKEEPING, NOTIFY = "evaluate", "pairs", "celery", "notify"
+app.conf.task_default_queue = HOUSEKEEPING
+app.conf.task_queues = [Queue(name) for name in (EVALUATE, PAIRS, HOUSEKEEPING, NOTIFY)]
+app.conf.task_routes = {
+    "trading.tasks.evaluate_changed": {"queue": EVALUATE},
+    # Everything that sends orders: a pair, a stop-loss or take-profit exit, resume, flatten, reconciliation.
+    "trading.tasks.execute_pair": {"queue": PAIRS},
+    "trading.tasks.check_positions": {"queue": PAIRS},
+    "trading.tasks.resume_pairs": {"queue": PAIRS},
+    "trading.tasks.flatten_positions": {"queue": PAIRS},
+    "trading.tasks.reconcile_venues": {"queue": PAIRS},
+    "liveguard.tasks.*": {"queue": NOTIFY},
+}
 
 # Signals are evaluated on ticks (the dispatcher), not on this schedule.
 app.conf.beat_schedule = {

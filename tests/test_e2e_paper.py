@@ -19,7 +19,7 @@ from tests.conftest import RunningFeed, feed_kwargs, wait_for
 from tests.support import database_url, stop_processes
 from trading.dispatcher import Dispatcher
 from trading.models import Pair, Position, Signal
-from trading.tasks import evaluate_symbol
+from trading.tasks import evaluate_changed, execute_pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def loop(venue, state, worker):
     """Feeds and the dispatcher running against the venue, enqueueing to the worker."""
     feeds = [UpbitFeed(state, SYMBOLS, max_backoff=0.2, **feed_kwargs(venue, "upbit")),
              BinanceFeed(state, SYMBOLS, max_backoff=0.2, **feed_kwargs(venue, "binance"))]
-    dispatcher = Dispatcher(state, lambda symbol: evaluate_symbol.apply_async((symbol,), expires=10))
+    dispatcher = Dispatcher(state, lambda: evaluate_changed.apply_async(expires=10))
     thread = threading.Thread(target=dispatcher.run, daemon=True)
     with RunningFeed(feeds[0]), RunningFeed(feeds[1]):
         thread.start()
@@ -145,7 +145,7 @@ def test_two_worker_processes_never_both_pass_a_one_trade_limit(redis_url, state
         prices = [PriceRecord(b.exchange, b.symbol, b.bids[0][0], b.asks[0][0], b.bids[0][0], now, now) for b in books]
         state.write_market(prices, books, [FxRecord("upbit", D("1400"), None, None, now)])
         for coin in coins:
-            evaluate_symbol.delay(coin)
+            execute_pair.delay(coin)
         wait_for(lambda: GuardEvent.objects.filter(check_name="trades_per_hour").count()
                  + Pair.objects.count() >= len(coins), timeout=20)
         assert Pair.objects.count() == 1

@@ -1,9 +1,11 @@
-"""Turn book changes into evaluations: at most one pending evaluation per coin, no polling.
+"""Turn book changes into batched evaluations: one queued batch task at a time, no polling.
 
-The feeds publish which books changed on `arbitrage:ticks`; for each coin named, the dispatcher
-claims `arbitrage:pending:{coin}` (SET NX PX) and enqueues one evaluation only if the claim is new.
-The task clears the claim when it starts, so a burst of ticks costs one task, and a tick that lands
-during an evaluation costs exactly one more. A claim whose task never ran expires by itself.
+The feeds publish which books changed on `arbitrage:ticks`. The dispatcher adds the coins named to
+`arbitrage:dirty` (each keeps the time of its oldest unevaluated change) and, in the same round
+trip, sets `arbitrage:evaluating`; only when that flag is new does it enqueue `evaluate_changed`.
+The task takes every changed coin and clears the flag at once, so a burst of ticks costs one task,
+each coin is evaluated on its newest book, and a tick that lands during a batch costs exactly one
+more. A flag whose task never ran lapses by itself; the changes wait for the next one.
 """
 
 from __future__ import annotations
@@ -25,25 +27,28 @@ FX_SYMBOL = "USDT"
 class Dispatcher:
     def __init__(self, state: StateManager, enqueue, claim_ms: int = 2000):
         self.state = state
-        self.enqueue = enqueue  # enqueue(symbol)
+        self.enqueue = enqueue  # enqueue(): queue one batch evaluation
         self.claim_ms = claim_ms
         self.stop_event = threading.Event()
         self.enqueued = 0
         self._last_beat = 0.0
 
     def handle(self, data: bytes) -> list[str]:
-        """Claim and enqueue the coins named in one tick notification."""
+        """Mark the coins named in one tick notification changed; enqueue a batch if none is queued.
+        Returns the coins marked."""
         try:
             names = orjson.loads(data)
         except orjson.JSONDecodeError:
             log.warning("dispatcher: ignoring a malformed notification %r", data[:80])
             return []
+        if not isinstance(names, list):
+            log.warning("dispatcher: ignoring a notification that is not a list %r", data[:80])
+            return []
         symbols = sorted({n.split(":", 1)[1] for n in names if isinstance(n, str) and ":" in n} - {FX_SYMBOL})
-        claimed = self.state.claim_evaluations(symbols, self.claim_ms) if symbols else []
-        for symbol in claimed:
-            self.enqueue(symbol)
-        self.enqueued += len(claimed)
-        return claimed
+        if symbols and self.state.mark_dirty(symbols, time.time(), self.claim_ms):
+            self.enqueue()
+            self.enqueued += 1
+        return symbols
 
     def run(self) -> None:
         """Listen until stop(); reconnect to Redis with a pause when it goes away."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -19,8 +21,8 @@ from .fields import money
 from .models import LedgerEntry, Pair, Position, Signal
 from .paper import PaperVenue
 from .quant.service import position_cap
-from .signals import Caps, Fees, Opportunity, best_opportunity, evaluate_direction, premium
-from .state import PremiumRecord, SignalRecord, StateManager
+from .signals import Caps, Fees, Opportunity, Premium, best_opportunity, evaluate_direction, premium
+from .state import BookRecord, EvaluationContext, FxRecord, PremiumRecord, SignalRecord, StateManager
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +144,49 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
 
 def should_record_rejection(state: StateManager, symbol: str, check: str) -> bool:
     """A blocked opportunity repeats every tick; keep one record of it per few seconds."""
-    return bool(state.redis.set(f"arbitrage:rejected:{symbol}:{check}", "1", nx=True, px=3000))
+    return bool(state.first_rejections([(symbol, check)]))
 
 
-def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=None) -> str:
-    """Evaluate one coin now; returns what happened ("no_data", "none", "rejected:<check>", "executed", ...)."""
-    state = state or get_state()
-    ctx = state.evaluation_context(symbol, FX_KEY)
+@dataclass(slots=True)
+class Look:
+    """What one coin's books offer now, before balances: the premium and how to find an opportunity."""
+
+    symbol: str
+    fx: FxRecord
+    fee: Fees
+    premium: Premium
+    limits: GuardLimits
+    step: Decimal
+    max_notional: Decimal
+    tick: datetime | None  # when the feed received the newer of the two books
+    books: tuple[BookRecord, BookRecord]  # (upbit, binance)
+
+    def finder(self, state: StateManager, *, database: bool = True) -> Callable | None:
+        """find(caps_for) -> Opportunity | None by the coin's strategy; None when it wants nothing now."""
+        return _finder(state, self.symbol, *self.books, self.fx.rate, self.fee, self.limits, self.premium, self.step,
+                       database=database)
+
+    def premium_record(self, now: datetime) -> PremiumRecord:
+        prem = self.premium
+        return PremiumRecord(self.symbol, money(prem.premium_pct), prem.upbit_mid, prem.binance_mid, self.fx.rate,
+                             money(prem.best_net_upbit_to_binance), money(prem.best_net_binance_to_upbit), now)
+
+    def signal_record(self, opportunity: Opportunity, now: datetime) -> SignalRecord:
+        o = opportunity
+        return SignalRecord(o.symbol, o.buy_exchange, o.sell_exchange, money(o.buy_price), money(o.sell_price), money(o.spread),
+                            money(o.spread_pct), now, quantity=o.quantity, net_spread_pct=money(o.net_spread_pct),
+                            tick_received_at=self.tick)
+
+
+def look(state: StateManager, symbol: str, ctx: EvaluationContext) -> Look | None:
+    """The coin's premium and what its limits leave, from its context; None without both books and a
+    rate. Reads only the context and the per-process caches of fees and limits."""
     upbit, binance = ctx.upbit, ctx.binance
     fx = fx_rate(state) if settings.FX_SOURCE == "fixed" else ctx.fx
     if upbit is None or binance is None or fx is None or not (upbit.bids and upbit.asks and binance.bids and binance.asks):
-        return "no_data"
+        return None
     fee = fees(state, version=ctx.limits_version).with_fx(fx)  # the third leg priced from the KRW-USDT book
-    now = datetime.now(UTC)
     prem = premium(symbol, upbit, binance, fx.rate, fee)
-    state.save_premium(PremiumRecord(symbol, money(prem.premium_pct), prem.upbit_mid, prem.binance_mid, fx.rate,
-                                     money(prem.best_net_upbit_to_binance), money(prem.best_net_binance_to_upbit), now),
-                       settings.PREMIUM_HISTORY_SECONDS)
     limits = current_limits(state, version=ctx.limits_version)
     step = ctx.lot_step or DEFAULT_LOT_STEP
     # What the coin's exposure limit still leaves (a pair sized to the whole limit would be refused
@@ -169,13 +197,44 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     cap = position_cap(ctx.volatility, ctx.weight, ctx.weighted_symbols, ctx.total_balance)
     if cap is not None:
         max_notional = min(max_notional, cap)
-    find = _finder(state, symbol, upbit, binance, fx.rate, fee, limits, prem, step)
+    tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
+    return Look(symbol, fx, fee, prem, limits, step, max_notional, tick, (upbit, binance))
+
+
+def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=None) -> str:
+    """Evaluate one coin now, screen and pair in one call (tests, tools; the loop runs the two halves
+    on their own queues: trading.evaluation.evaluate_batch and execute_opportunity). Returns what
+    happened ("no_data", "none", "rejected:<check>", "executed", ...)."""
+    state = state or get_state()
+    ctx = state.evaluation_context(symbol, FX_KEY)
+    seen = look(state, symbol, ctx)
+    if seen is None:
+        return "no_data"
+    now = datetime.now(UTC)
+    state.save_premium(seen.premium_record(now), settings.PREMIUM_HISTORY_SECONDS)
+    return _trade(state, ctx, seen, now, executor, announce=True)
+
+
+def execute_opportunity(symbol: str, *, state: StateManager | None = None, executor=None) -> str:
+    """The pair half (the `pairs` queue): read the coin afresh, size the opportunity to the ledger's
+    balances, run every check of LiveGuard and send the pair. The screen already announced the signal."""
+    state = state or get_state()
+    ctx = state.evaluation_context(symbol, FX_KEY)
+    seen = look(state, symbol, ctx)
+    if seen is None:
+        return "no_data"
+    return _trade(state, ctx, seen, datetime.now(UTC), executor, announce=False)
+
+
+def _trade(state: StateManager, ctx: EvaluationContext, seen: Look, now: datetime, executor, *, announce: bool) -> str:
+    symbol, max_notional, limits = seen.symbol, seen.max_notional, seen.limits
+    find = seen.finder(state)
     if find is None:
         return "none"
     # Most ticks carry no opportunity even before balances cap it: find out without the database.
     if find(lambda b, s: Caps(max_notional)) is None:
         return "none"
-    ensure_paper_funds(state, symbol, prem.upbit_mid, prem.binance_mid, fx.rate)
+    ensure_paper_funds(state, symbol, seen.premium.upbit_mid, seen.premium.binance_mid, seen.fx.rate)
     balances = ledger.balances()
 
     def caps_for(buy_exchange: str, sell_exchange: str) -> Caps:
@@ -188,22 +247,20 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
     opportunity = find(caps_for)
     if opportunity is None:
         return "none"
-    tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
-    state.save_signal(SignalRecord(
-        symbol, opportunity.buy_exchange, opportunity.sell_exchange, money(opportunity.buy_price),
-        money(opportunity.sell_price), money(opportunity.spread), money(opportunity.spread_pct), now,
-        quantity=opportunity.quantity, net_spread_pct=money(opportunity.net_spread_pct), tick_received_at=tick,
-    ))
+    if announce:
+        state.save_signal(seen.signal_record(opportunity, now))
     token = state.acquire_lock(f"symbol:{symbol}", settings.SIGNAL_LOCK_MS)
     if token is None:
         return "locked"  # another worker is trading this coin right now
     try:
-        return _guard_and_execute(state, ctx, opportunity, fx, limits, balances, step, executor, now, tick, token)
+        return _guard_and_execute(state, ctx, opportunity, seen.fx, limits, balances, seen.step, executor, now, seen.tick,
+                                  token)
     finally:
         state.release_lock(f"symbol:{symbol}", token)
 
 
-def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: Fees, limits, prem, step):
+def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: Fees, limits, prem, step, *,
+            database: bool = True):
     """How this coin's strategy finds an opportunity, given caps; None when it wants none now.
 
     spread: the better direction whose net spread beats min_spread_pct. inventory: the same, with
@@ -220,7 +277,7 @@ def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: 
         return lambda caps_for: best_opportunity(symbol, upbit, binance, fx, fee, minimum, caps_for, step)
     if strategy.name != "convergence":
         return lambda caps_for: best_opportunity(symbol, upbit, binance, fx, fee, limits.min_spread_pct, caps_for, step)
-    if state.get_position(symbol) is not None or Position.objects.filter(symbol=symbol).exists():
+    if state.get_position(symbol) is not None or (database and Position.objects.filter(symbol=symbol).exists()):
         return None  # one convergence position at a time; exits close it on reversion
     entry = strategies.convergence_entry(strategy, state.premium_history(symbol), prem.premium_pct)
     if entry is None:
@@ -273,10 +330,11 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
             reservation = reserved
     if block is not None:
         if should_record_rejection(state, symbol, block.check):
-            _record_signal(opportunity, Signal.Outcome.REJECTED, block.reason, now)
+            record_signal(opportunity, Signal.Outcome.REJECTED, block.reason, now)
             lg.record(block, symbol)
+            log.info("guard blocks the pair of %s: %s (%s)", symbol, block.check, block.reason)
         return f"rejected:{block.check}"
-    signal = _record_signal(opportunity, Signal.Outcome.EXECUTED, "", now)
+    signal = record_signal(opportunity, Signal.Outcome.EXECUTED, "", now)
     pair = Pair.objects.create(symbol=symbol, signal=signal, buy_exchange=opportunity.buy_exchange,
                                sell_exchange=opportunity.sell_exchange, mode="live" if settings.LIVE_MODE else "paper")
     # Each leg's limit leaves the minimum net spread if both legs fill at their limits (signals.leg_limits).
@@ -356,7 +414,7 @@ def record_executor_failure(state, pair: Pair, exc: BaseException) -> bool:
 sync_exposure = positions.sync_exposure
 
 
-def _record_signal(o: Opportunity, outcome: str, reason: str, now: datetime) -> Signal:
+def record_signal(o: Opportunity, outcome: str, reason: str, now: datetime) -> Signal:
     return Signal.objects.create(
         symbol=o.symbol, buy_exchange=o.buy_exchange, sell_exchange=o.sell_exchange, buy_price=money(o.buy_price),
         sell_price=money(o.sell_price), quantity=o.quantity, spread=money(o.spread), spread_pct=money(o.spread_pct),

@@ -61,6 +61,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _text(raw) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def reconcile_max_age_s() -> int:
     """RECONCILE_MAX_AGE_S from the Django settings when they are configured, else the default."""
     try:
@@ -983,6 +987,168 @@ class StateManager:
             fx_minute_ago=Decimal(text(fx_before[0]).split(":", 1)[1]) if fx_before else None,
         )
 
+    # batched evaluation: the changed coins, their contexts, their results ----------------------
+    # arbitrage:dirty (sorted set, coin -> epoch seconds of its oldest change not yet evaluated) and
+    # arbitrage:evaluating (a flag: one batch task is queued) are written by the dispatcher in one
+    # script; a batch task takes the set and clears the flag in another, so a change that lands
+    # while a batch runs queues exactly one more task, and none is ever left without one.
+    DIRTY_KEY = f"{PREFIX}:dirty"
+    EVALUATING_KEY = f"{PREFIX}:evaluating"
+    BATCHES_KEY = f"{PREFIX}:stats:batches"
+    TTL_DIRTY = 60
+    BATCH_SAMPLES = 5000
+
+    _TAKE_DIRTY = """
+    local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return changed
+    """
+
+    def mark_dirty(self, symbols: Sequence[str], at: float, claim_ms: int = 2000) -> bool:
+        """Note that symbols changed at `at` (an earlier unevaluated change keeps its time); True when
+        no batch task is queued, so the caller must enqueue one (the flag lapses after claim_ms)."""
+        if not symbols:
+            return False
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.DIRTY_KEY, {symbol: at for symbol in symbols}, nx=True)
+        pipe.expire(self.DIRTY_KEY, self.TTL_DIRTY)
+        pipe.set(self.EVALUATING_KEY, "1", nx=True, px=claim_ms)
+        return bool(pipe.execute()[-1])
+
+    def take_dirty(self) -> list[tuple[str, float]]:
+        """Every changed coin with the time of its oldest unevaluated change, oldest first; clears
+        the set and the queued flag atomically."""
+        raw = self.redis.eval(self._TAKE_DIRTY, 2, self.DIRTY_KEY, self.EVALUATING_KEY)
+        return [(raw[i].decode() if isinstance(raw[i], bytes) else raw[i], float(raw[i + 1])) for i in range(0, len(raw), 2)]
+
+    def pending_changes(self) -> int:
+        return int(self.redis.zcard(self.DIRTY_KEY))
+
+    def evaluation_contexts(self, symbols: Sequence[str], fx_source: str) -> dict[str, EvaluationContext]:
+        """evaluation_context for many coins in one round trip (what they share is read once)."""
+        per_coin = ("upbit", "binance", "warning", "paused", "step", "risk", "exposure")
+        pipe = self.redis.pipeline(transaction=False)
+        now = utcnow().timestamp()
+        pipe.hgetall(self.fx_key(fx_source))
+        pipe.hgetall(self.fx_key("reference"))
+        pipe.get(f"{PREFIX}:guard:limits_version")
+        pipe.get(f"{PREFIX}:guard:kill")
+        pipe.get(f"{PREFIX}:guard:breaker")
+        pipe.ttl(f"{PREFIX}:guard:breaker")
+        pipe.hmget(self.metrics_key(), "total_balance", "pnl_today", "pnl_total", "timestamp")
+        pipe.hget(self.RISK_KEY, "weighted")
+        pipe.zrangebyscore(f"{PREFIX}:fx:history:{fx_source}", now - 60, "+inf", start=0, num=1)
+        pipe.get(f"{PREFIX}:reconciliation")
+        for symbol in symbols:
+            pipe.get(self.book_key("upbit", symbol))
+            pipe.get(self.book_key("binance", symbol))
+            pipe.sismember(f"{PREFIX}:warnings", symbol)
+            pipe.sismember(f"{PREFIX}:guard:paused", symbol)
+            pipe.hget(f"{PREFIX}:rules:binance:{symbol}", "step_size")
+            pipe.hmget(self.RISK_KEY, f"vol:{symbol}", f"weight:{symbol}")
+            pipe.get(f"{EXPOSURE_PREFIX}{symbol}")
+        raw = pipe.execute()
+        fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before, reconciliation = raw[:10]
+        shared = self._shared_context(fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before,
+                                      reconciliation)
+        contexts = {}
+        for i, symbol in enumerate(symbols):
+            upbit, binance, warning, paused, step, risk, exposure = raw[10 + i * len(per_coin): 10 + (i + 1) * len(per_coin)]
+            contexts[symbol] = EvaluationContext(
+                upbit=self.decode_book(upbit) if upbit else None,
+                binance=self.decode_book(binance) if binance else None,
+                market_warning=bool(warning), paused=bool(paused),
+                lot_step=Decimal(_text(step)) if step else None,
+                volatility=float(_text(risk[0])) if risk[0] else None,
+                weight=float(_text(risk[1])) if risk[1] else None,
+                exposure_krw=int(exposure or 0), **shared)
+        return contexts
+
+    def _shared_context(self, fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before,
+                        reconciliation) -> dict:
+        return dict(
+            fx=decode_record(FxRecord, fx),
+            reference_fx=decode_record(FxRecord, reference),
+            limits_version=int(version or 0),
+            kill_switch=None if kill is None else _text(kill) == "1",
+            breaker=(_text(breaker), max(int(breaker_ttl), 0)) if breaker is not None else None,
+            reconciled=bool((self._fresh_reconciliation(reconciliation) or {}).get("ok")),
+            total_balance=Decimal(_text(total[0])) if total[0] else None,
+            pnl=(Decimal(_text(total[1])), Decimal(_text(total[2])), datetime.fromisoformat(_text(total[3])))
+            if total[1] and total[2] and total[3] else None,
+            weighted_symbols=int(_text(weighted)) if weighted else 0,
+            fx_minute_ago=Decimal(_text(fx_before[0]).split(":", 1)[1]) if fx_before else None,
+        )
+
+    _SAMPLE_PREMIUM = """
+    if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+      redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+      redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+      for i = 2, 3 do
+        redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
+        redis.call('EXPIRE', KEYS[i], ARGV[2])
+      end
+    end
+    return 0
+    """
+
+    def save_evaluations(self, premiums: Sequence[PremiumRecord], signals: Sequence[SignalRecord], history_seconds: int,
+                         *, oldest_change: float | None = None, sample_every: float = 1.0) -> None:
+        """A batch's results in one round trip: each coin's premium (sampled into its history at most
+        once per sample_every), the signals (announced after they are stored), and the batch's size
+        and the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark)."""
+        pipe = self.redis.pipeline(transaction=False)
+        now = utcnow().timestamp()
+        sample_ms = max(1, int(sample_every * 1000))
+        index = self._index_key("premiums")
+        for record in premiums:
+            key = f"{PREFIX}:premium:{record.symbol}"
+            history = f"{PREFIX}:premium:history:{record.symbol}"
+            ts = record.timestamp.timestamp()
+            pipe.hset(key, mapping=encode_record(record))
+            pipe.expire(key, TTL_PREMIUM)
+            pipe.zadd(index, {record.symbol: ts})
+            pipe.eval(self._SAMPLE_PREMIUM, 3, f"{history}:sampled", history, f"{PREFIX}:mids:{record.symbol}", sample_ms,
+                      history_seconds, f"{ts:.6f}", f"{ts:.3f}:{record.premium_pct}", f"{ts:.3f}:{record.upbit_mid}")
+        if premiums:
+            pipe.expire(index, TTL_PREMIUM)
+        for signal in signals:
+            self._queue_indexed(pipe, "signals", self.signal_key(signal.symbol), signal.symbol, signal, TTL_SIGNAL,
+                                announce=SIGNALS_CHANNEL)
+        if oldest_change is not None:
+            pipe.lpush(self.BATCHES_KEY, f"{now:.6f}:{len(premiums)}:{(now - oldest_change) * 1000:.3f}")
+            pipe.ltrim(self.BATCHES_KEY, 0, self.BATCH_SAMPLES - 1)
+            pipe.expire(self.BATCHES_KEY, TTL_METRICS)
+        pipe.execute()
+
+    def batch_samples(self) -> list[tuple[float, int, float]]:
+        """(finished at, coins evaluated, age of the oldest change in ms) of the last batches, newest first."""
+        out = []
+        for raw in self.redis.lrange(self.BATCHES_KEY, 0, -1):
+            at, n, age = _text(raw).split(":")
+            out.append((float(at), int(n), float(age)))
+        return out
+
+    def claim_pairs(self, symbols: Sequence[str], ttl_ms: int) -> list[str]:
+        """Claim a queued pair per coin; the coins newly claimed must be enqueued (the pair task clears
+        its claim when it starts: an opportunity seen while a pair runs queues exactly one more)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.set(f"{PREFIX}:pending:pair:{symbol}", "1", nx=True, px=ttl_ms)
+        return [symbol for symbol, ok in zip(symbols, pipe.execute(), strict=True) if ok]
+
+    def clear_pair_claim(self, symbol: str) -> None:
+        self.redis.delete(f"{PREFIX}:pending:pair:{symbol}")
+
+    def first_rejections(self, keys: Sequence[tuple[str, str]], every_ms: int = 3000) -> list[tuple[str, str]]:
+        """Of (coin, check) blocks, those not recorded in the last every_ms (a block repeats every tick)."""
+        if not keys:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol, check in keys:
+            pipe.set(f"{PREFIX}:rejected:{symbol}:{check}", "1", nx=True, px=every_ms)
+        return [key for key, ok in zip(keys, pipe.execute(), strict=True) if ok]
+
     # premium --------------------------------------------------------------------------------
     def save_premium(self, record: PremiumRecord, history_seconds: int, sample_every: float = 1.0) -> None:
         """Store the latest premium, and sample it into a rolling history (at most once a period)."""
@@ -1109,14 +1275,18 @@ class StateManager:
     # helpers --------------------------------------------------------------------------------
     def _save_indexed(self, kind: str, key: str, member: str, record: object, ttl: int,
                       announce: str | None = None, extra: dict | None = None) -> None:
-        encoded = encode_record(record)
         pipe = self.redis.pipeline()
+        self._queue_indexed(pipe, kind, key, member, record, ttl, announce, extra)
+        pipe.execute()
+
+    def _queue_indexed(self, pipe, kind: str, key: str, member: str, record: object, ttl: int,
+                       announce: str | None = None, extra: dict | None = None) -> None:
+        encoded = encode_record(record)
         pipe.hset(key, mapping=encoded)
         pipe.expire(key, ttl)
         self._index_add(pipe, self._index_key(kind), member, utcnow().timestamp(), ttl)
         if announce:
             pipe.publish(announce, orjson.dumps({**encoded, **(extra or {})}))
-        pipe.execute()
 
     @staticmethod
     def _index_add(pipe, index: str, member: str, score: float, ttl: int) -> None:

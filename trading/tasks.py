@@ -6,7 +6,7 @@ import requests
 from celery import shared_task
 from django.conf import settings
 
-from . import engine, exits, metrics
+from . import engine, evaluation, exits, metrics
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +18,30 @@ PAIR_SOFT_LIMIT_S = 90
 PAIR_HARD_LIMIT_S = 100
 
 
-@shared_task(ignore_result=True, soft_time_limit=PAIR_SOFT_LIMIT_S, time_limit=PAIR_HARD_LIMIT_S)
-def evaluate_symbol(symbol: str) -> str:
-    """Evaluate one coin now (enqueued by the dispatcher when its books change)."""
+# A queued pair older than this is dropped with its claim: the next tick asks again on newer books.
+PAIR_QUEUE_EXPIRES_S = 10
+
+
+@shared_task(ignore_result=True, soft_time_limit=5, time_limit=10)
+def evaluate_changed() -> int:
+    """Screen every coin that changed since the last batch (queue `evaluate`; the dispatcher keeps
+    one of these queued while changes wait). Taking the changes clears the queued flag, so a change
+    that lands during this batch queues exactly one more."""
     state = engine.get_state()
-    # Cleared first: a tick that lands during this evaluation queues exactly one more.
-    state.clear_evaluation(symbol)
-    return engine.evaluate_symbol(symbol, state=state)
+    return evaluation.evaluate_batch(state, state.take_dirty(), enqueue_pair).evaluated
+
+
+def enqueue_pair(symbol: str) -> None:
+    execute_pair.apply_async((symbol,), expires=PAIR_QUEUE_EXPIRES_S)
+
+
+@shared_task(ignore_result=True, soft_time_limit=PAIR_SOFT_LIMIT_S, time_limit=PAIR_HARD_LIMIT_S)
+def execute_pair(symbol: str) -> str:
+    """Size, check and send the pair of a coin the screen found (queue `pairs`)."""
+    state = engine.get_state()
+    # Cleared first: an opportunity seen while this pair runs queues exactly one more.
+    state.clear_pair_claim(symbol)
+    return engine.execute_opportunity(symbol, state=state)
 
 
 @shared_task(ignore_result=True, soft_time_limit=0.9, time_limit=2)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,9 +133,14 @@ class Faults:
 class Venue:
     """Both exchanges' market state, driven by the model (or a replay) on a fixed step."""
 
-    def __init__(self, model: MarketModel | None = None, *, step_hz: float = 10.0, ping_interval: float = 20.0):
+    def __init__(self, model: MarketModel | None = None, *, step_hz: float = 10.0, ping_interval: float = 20.0,
+                 churn_per_s: float = 0.0, seed: int = 7):
         self.model = model or MarketModel()
         self.step_hz = step_hz
+        # Book updates per second (both venues together) on top of the model's steps: a few levels'
+        # sizes change, as most real depth updates do, without rebuilding the ladders (benchmarks).
+        self.churn_per_s = churn_per_s
+        self.churn_rng = random.Random(f"churn-{seed}")
         self.ping_interval = ping_interval
         self.faults = Faults()
         self.upbit_books: dict[str, VenueBook] = {}
@@ -147,6 +153,7 @@ class Venue:
         # Listeners called after each step with (exchange, market, changed_bids, changed_asks).
         self.listeners: list[Callable] = []
         self._driver: asyncio.Task | None = None
+        self._churner: asyncio.Task | None = None
         self.paused = False
         self._sync_from_model(publish=False)
 
@@ -172,13 +179,17 @@ class Venue:
 
     # --- the driver ------------------------------------------------------------------------
     def start(self) -> None:
-        self._driver = asyncio.get_running_loop().create_task(self._drive())
+        loop = asyncio.get_running_loop()
+        self._driver = loop.create_task(self._drive())
+        if self.churn_per_s > 0:
+            self._churner = loop.create_task(self._churn())
 
     async def stop(self) -> None:
-        if self._driver:
-            self._driver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._driver
+        for task in (self._driver, self._churner):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         clients = list(self.upbit_clients | self.binance_clients)
         for client in clients:
             client.close()
@@ -212,6 +223,36 @@ class Venue:
                     if delay > 0.001:
                         await asyncio.sleep(delay)
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def _churn(self) -> None:
+        """Change one level's size in one book at a time, churn_per_s times a second in all, the
+        markets taken in a shuffled round (both venues, every coin, each with its own book)."""
+        rng = self.churn_rng
+        markets = [("upbit", m) for m in self.upbit_books] + [("binance", m) for m in self.binance_books]
+        rng.shuffle(markets)
+        interval, sent, started = 0.002, 0, time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            due = int((time.monotonic() - started) * self.churn_per_s) - sent
+            for _ in range(max(0, due)):
+                exchange, market = markets[sent % len(markets)]
+                sent += 1
+                if self.paused or market.split("-")[-1].removesuffix(USDT) in self.faults.stopped:
+                    continue
+                books = self.upbit_books if exchange == "upbit" else self.binance_books
+                book = books[market]
+                side = book.bids if rng.random() < 0.5 else book.asks
+                if not side:
+                    continue
+                # One of the top five levels: where a real book changes most.
+                price = sorted(side, reverse=side is book.bids)[min(len(side) - 1, int(rng.random() * 5))]
+                qty = (side[price] * Decimal(repr(round(rng.uniform(0.7, 1.3), 3)))).quantize(side[price]) or side[price]
+                change = [(price, qty)]
+                try:
+                    book.apply(change if side is book.bids else [], change if side is book.asks else [])
+                    self.publish(exchange, book, change if side is book.bids else [], change if side is book.asks else [])
+                except Exception:
+                    log.exception("venue: churning %s %s failed", exchange, market)
 
     def _model_updates(self) -> list[tuple]:
         model = self.model

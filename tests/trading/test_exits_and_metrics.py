@@ -1,3 +1,4 @@
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -95,16 +96,33 @@ def test_kill_switch_survives_a_lost_redis_mirror(state):
     assert state.kill_switch() is True  # mirrored again from the database
 
 
-def test_dispatcher_coalesces_a_burst_into_one_pending_evaluation(state):
+def test_dispatcher_coalesces_a_burst_into_one_queued_batch(state):
     enqueued = []
-    dispatcher = Dispatcher(state, enqueued.append)
+    dispatcher = Dispatcher(state, lambda: enqueued.append("batch"))
     for _ in range(50):
         dispatcher.handle(b'["upbit:BTC","binance:BTC","upbit:USDT","binance:ETH"]')
-    assert enqueued == ["BTC", "ETH"]
-    state.clear_evaluation("BTC")  # what the task does when it starts
+    assert enqueued == ["batch"]
+    first = state.take_dirty()  # what the task does when it starts: every changed coin, the flag cleared
+    assert [symbol for symbol, _ in first] == ["BTC", "ETH"]
     dispatcher.handle(b'["binance:BTC"]')
-    assert enqueued == ["BTC", "ETH", "BTC"]
-    assert dispatcher.handle(b"not json") == []
+    assert enqueued == ["batch", "batch"]
+    assert [symbol for symbol, _ in state.take_dirty()] == ["BTC"]
+    assert state.take_dirty() == []
+    assert dispatcher.handle(b"not json") == [] and dispatcher.handle(b'{"a": 1}') == []
+
+
+def test_a_change_keeps_the_time_of_its_oldest_unevaluated_tick(state):
+    state.mark_dirty(["BTC"], 100.0)
+    state.mark_dirty(["BTC", "ETH"], 105.0)
+    assert state.take_dirty() == [("BTC", 100.0), ("ETH", 105.0)]
+
+
+def test_a_lost_batch_task_is_replaced_once_its_flag_lapses(state):
+    assert state.mark_dirty(["BTC"], 1.0, claim_ms=50) is True
+    assert state.mark_dirty(["ETH"], 2.0, claim_ms=50) is False  # one batch is queued: it will take ETH too
+    time.sleep(0.08)
+    assert state.mark_dirty(["XRP"], 3.0, claim_ms=50) is True  # the first never ran: queue another
+    assert [s for s, _ in state.take_dirty()] == ["BTC", "ETH", "XRP"]
 
 
 def test_rebalance_is_suggested_when_one_venue_runs_low(state):

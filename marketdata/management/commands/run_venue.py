@@ -42,6 +42,8 @@ class Command(BaseCommand):
         parser.add_argument("--replay", metavar="FILE", help="drive the books from a recording instead of the model")
         parser.add_argument("--replay-speed", type=float, default=1.0)
         parser.add_argument("--replay-loop", action="store_true")
+        parser.add_argument("--churn", type=float, default=0.0, metavar="RATE",
+                            help="benchmarks: RATE more book updates per second (both venues), each one level's size")
         parser.add_argument("--firehose", type=float, metavar="RATE",
                             help="benchmarks: stream RATE Binance diff-depth events per second instead of the model")
 
@@ -50,7 +52,7 @@ class Command(BaseCommand):
 
     async def _serve(self, options):
         model = MarketModel(coins=make_coins(options["coins"]), seed=options["seed"])
-        venue = Venue(model, step_hz=options["step_hz"])
+        venue = Venue(model, step_hz=options["step_hz"], churn_per_s=options["churn"], seed=options["seed"])
         server = VenueServer(venue, options["host"], options["upbit_port"], options["binance_port"],
                              drive=not options["replay"], accounts=accounts_from_env())
         stop = asyncio.Event()

@@ -7,15 +7,15 @@ from django.core.management.base import BaseCommand
 
 from trading.dispatcher import Dispatcher
 from trading.state import StateManager
-from trading.tasks import evaluate_symbol
+from trading.tasks import evaluate_changed
 
 
 class Command(BaseCommand):
-    help = "Listen for book changes and enqueue one evaluation per changed coin."
+    help = "Listen for book changes and keep one batch evaluation queued while coins wait."
 
     def handle(self, *args, **options):
         state = StateManager.from_url(settings.REDIS_URL)
-        dispatcher = Dispatcher(state, lambda symbol: evaluate_symbol.apply_async((symbol,), expires=10))
+        dispatcher = Dispatcher(state, lambda: evaluate_changed.apply_async(expires=10))
         signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
         signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
         self.stdout.write("signals: dispatching evaluations on book changes")

@@ -1,0 +1,94 @@
+"""The batched screen (trading/evaluation.py): many coins per task, no database before an opportunity
+has passed the mirror's checks, one queued pair per coin, and the pair half on its own."""
+
+import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from liveguard.models import GuardEvent
+from liveguard.services import set_kill_switch
+from tests.conftest import set_limits
+from trading import engine, evaluation
+from trading.models import Pair, Signal
+
+pytestmark = pytest.mark.django_db
+
+# Upbit bids 3 % above Binance asks at 1,400 KRW/USDT: buy Binance, sell Upbit.
+JUMP = dict(upbit_bids=(("143000000", "0.02"), ("142900000", "1")), upbit_asks=(("143100000", "1"),),
+            binance_bids=(("99000", "1"),), binance_asks=(("99010", "0.005"), ("99020", "1")))
+COINS = [f"C{i:03d}" for i in range(40)]
+
+
+def screen(state, coins):
+    """One batch as the task runs it: mark the coins changed, take them, evaluate."""
+    state.mark_dirty(coins, time.time())
+    queued = []
+    result = evaluation.evaluate_batch(state, state.take_dirty(), queued.append)
+    return result, queued
+
+
+def test_a_batch_evaluates_every_changed_coin_without_the_database(state, market):
+    for coin in COINS:
+        market(coin)  # the venue's usual premium: not worth the fees
+    market("HOT", **JUMP)
+    screen(state, ["HOT"])  # warms the per-process caches (limits, fees, strategies read every few seconds)
+    with CaptureQueriesContext(connection) as queries:
+        result, queued = screen(state, COINS)
+    assert queries.captured_queries == []
+    assert result.evaluated == len(COINS) and result.signals == 0 and queued == []
+    assert {p.symbol for p in state.list_premiums()} >= set(COINS)
+    assert result.oldest_change_ms is not None and result.oldest_change_ms >= 0
+    [(_, evaluated, age_ms)] = state.batch_samples()[:1]
+    assert evaluated == len(COINS) and age_ms >= 0
+
+
+def test_an_opportunity_is_announced_and_queued_once_per_coin(state, market):
+    market("HOT", **JUMP)
+    for coin in COINS[:5]:
+        market(coin)
+    result, queued = screen(state, ["HOT", *COINS[:5]])
+    assert (result.signals, result.pairs, queued) == (1, 1, ["HOT"])
+    signal = state.get_signal("HOT")
+    assert (signal.buy_exchange, signal.sell_exchange) == ("binance", "upbit") and signal.tick_received_at
+    # The pair is still queued: a newer tick announces the signal again but queues no second pair.
+    assert screen(state, ["HOT"])[1] == []
+    assert not Pair.objects.exists()  # the screen sends nothing itself
+    state.clear_pair_claim("HOT")  # what the pair task does when it starts
+    assert engine.execute_opportunity("HOT", state=state) == "executed"
+    assert Pair.objects.get().state == "filled" and Signal.objects.get().outcome == "executed"
+    assert state.claim_pairs(["HOT"], 1000) == ["HOT"]  # the claim was the task's to clear
+
+
+def test_the_mirrors_checks_block_in_the_screen_and_are_recorded_once(state, market):
+    market("HOT", **JUMP)
+    set_kill_switch(state, True, reason="test")
+    for _ in range(5):
+        result, queued = screen(state, ["HOT"])
+        assert queued == [] and result.signals == 1
+    assert GuardEvent.objects.filter(check_name="kill_switch", symbol="HOT").count() == 1
+    assert Signal.objects.get().outcome == "rejected"
+
+
+def test_stale_books_are_blocked_before_the_pair_queue(state, market):
+    market("HOT", age_ms=5_000, **JUMP)
+    result, queued = screen(state, ["HOT"])
+    assert queued == [] and GuardEvent.objects.get().check_name == "stale_quote"
+
+
+def test_the_pair_half_checks_the_ledger_and_every_limit_again(state, market):
+    """The screen passes what the mirror allows; the pair half still refuses on the database's limits."""
+    market("HOT", **JUMP)
+    _, queued = screen(state, ["HOT"])
+    assert queued == ["HOT"]
+    set_limits(max_trades_per_hour=0)
+    assert engine.execute_opportunity("HOT", state=state) == "rejected:trades_per_hour"
+    assert not Pair.objects.exists()
+
+
+def test_a_coin_without_both_books_is_skipped(state, market):
+    market("HOT", **JUMP)
+    state.redis.delete(state.book_key("binance", "HOT"))
+    result, queued = screen(state, ["HOT", "NOPE"])
+    assert (result.evaluated, queued) == (0, [])

@@ -1,0 +1,118 @@
+"""The batched screen: every coin that changed since the last batch, evaluated on the books in Redis.
+
+One task takes the whole set of changed coins (`StateManager.take_dirty`), reads their books and the
+guard's mirror in one round trip, and for each coin computes the premium and the best opportunity
+under its position limit — pure arithmetic on books already in memory, no database. An opportunity
+is announced as a signal; if LiveGuard's checks that need only the mirror pass (kill switch,
+reconciliation, pause, breaker, quote and FX age, Upbit caution, expected slippage), the coin is
+handed to the `pairs` queue, at most one queued pair per coin, where `engine.execute_opportunity`
+reads it afresh, sizes it to the ledger's balances and runs every check before any order.
+Evaluation never waits behind an execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from liveguard import guard as lg
+
+from . import engine
+from .models import Signal
+from .signals import Caps, Opportunity
+from .state import EvaluationContext, StateManager
+
+log = logging.getLogger(__name__)
+
+# A queued pair's claim lapses by itself if its task is lost (the task expires at the same age).
+PAIR_CLAIM_MS = 10_000
+# A block is logged at INFO the first time it is seen for a coin, and again after this long.
+BLOCK_LOG_EVERY_S = 60.0
+_block_logged: dict[tuple[str, str], float] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    evaluated: int  # coins with both books and a rate
+    signals: int
+    pairs: int  # coins handed to the pairs queue
+    oldest_change_ms: float | None  # age of the batch's oldest change when its results were stored
+
+
+def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], enqueue_pair: Callable[[str], object]) -> BatchResult:
+    """Screen the changed coins ((coin, epoch seconds of its oldest unevaluated change)) and enqueue
+    a pair for each opportunity that passes the mirror's checks."""
+    if not changed:
+        return BatchResult(0, 0, 0, None)
+    symbols = [symbol for symbol, _ in changed]
+    oldest = min(at for _, at in changed)
+    contexts = state.evaluation_contexts(symbols, engine.FX_KEY)
+    now = datetime.now(UTC)
+    premiums, signals, ready, blocked = [], [], [], []
+    for symbol in symbols:
+        ctx = contexts[symbol]
+        seen = engine.look(state, symbol, ctx)
+        if seen is None:
+            continue
+        premiums.append(seen.premium_record(now))
+        find = seen.finder(state, database=False)
+        opportunity = find(lambda _buy, _sell, cap=seen.max_notional: Caps(cap)) if find else None
+        if opportunity is None:
+            continue
+        signals.append(seen.signal_record(opportunity, now))
+        block = pre_trade_block(lg.Guard(state, seen.limits), ctx, opportunity, seen.fx, now)
+        if block is None:
+            ready.append(symbol)
+        else:
+            blocked.append((opportunity, block))
+    state.save_evaluations(premiums, signals, settings.PREMIUM_HISTORY_SECONDS, oldest_change=oldest)
+    claimed = state.claim_pairs(ready, PAIR_CLAIM_MS) if ready else []
+    for symbol in claimed:
+        enqueue_pair(symbol)
+    _record_blocks(state, blocked, now)
+    age = (time.time() - oldest) * 1000
+    return BatchResult(len(premiums), len(signals), len(claimed), age)
+
+
+def pre_trade_block(guard: lg.Guard, ctx: EvaluationContext, opportunity: Opportunity, fx, now: datetime) -> lg.Block | None:
+    """LiveGuard's checks that the Redis mirror answers, cheapest first. The pair path asks them again
+    with the database (the kill switch and the pauses are the database's), then balances, losses and
+    the atomic reservation. A mirror that is missing blocks nothing here: the pair path restores it
+    from the database before it decides."""
+    if ctx.kill_switch:
+        return lg.Block("kill_switch", "kill switch engaged")
+    if ctx.paused:
+        return lg.Block("paused", f"{opportunity.symbol} is paused by an operator")
+    return (
+        guard.check_reconciled(settings.LIVE_MODE, ctx.reconciled)
+        or guard.check_circuit_breaker(ctx.breaker)
+        or guard.check_quotes(opportunity.buy_book_time, opportunity.sell_book_time, now)
+        or guard.check_fx(fx, now, reference=ctx.reference_fx.rate if ctx.reference_fx else None, previous=ctx.fx_minute_ago)
+        or guard.check_market_warning(opportunity.symbol, ctx.market_warning)
+        or guard.check_slippage(opportunity)
+    )
+
+
+def _record_blocks(state: StateManager, blocked: list[tuple[Opportunity, lg.Block]], now: datetime) -> None:
+    """A block repeats on every tick: record it (a rejected signal and a guard event) once per few
+    seconds per coin and check, and log it at INFO when first seen."""
+    if not blocked:
+        return
+    first = set(state.first_rejections([(o.symbol, b.check) for o, b in blocked]))
+    for opportunity, block in blocked:
+        key = (opportunity.symbol, block.check)
+        if key not in first:
+            continue
+        engine.record_signal(opportunity, Signal.Outcome.REJECTED, block.reason, now)
+        lg.record(block, opportunity.symbol)
+        seen_at = time.monotonic()
+        if seen_at - _block_logged.get(key, float("-inf")) >= BLOCK_LOG_EVERY_S:
+            log.info("guard blocks %s: %s (%s)", opportunity.symbol, block.check, block.reason)
+        else:
+            log.debug("guard blocks %s: %s (%s)", opportunity.symbol, block.check, block.reason)
+        _block_logged[key] = seen_at
