@@ -29,6 +29,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    """pid and its descendants (a Celery prefork worker's pool processes, say)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for each in children(pid):
+        try:
+            total += cpu_seconds(each)
+        except OSError:
+            pass
+    return total
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of pid and its descendants in MB. PSS shares each page among the processes that map
+    it, so forked pool processes and shared libraries are counted once across the sum."""
+    rss = pss = 0
+    for each in children(pid):
+        try:
+            for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            pass
+    return rss / 1024, pss / 1024
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -159,11 +159,11 @@ class Look:
     step: Decimal
     max_notional: Decimal
     tick: datetime | None  # when the feed received the newer of the two books
-    books: tuple[BookRecord, BookRecord]  # (upbit, binance)
+    books: Callable[[], tuple[BookRecord, BookRecord]]  # (upbit, binance) in full, decoded when first needed
 
     def finder(self, state: StateManager, *, database: bool = True) -> Callable | None:
         """find(caps_for) -> Opportunity | None by the coin's strategy; None when it wants nothing now."""
-        return _finder(state, self.symbol, *self.books, self.fx.rate, self.fee, self.limits, self.premium, self.step,
+        return _finder(state, self.symbol, self.books, self.fx.rate, self.fee, self.limits, self.premium, self.step,
                        database=database)
 
     def premium_record(self, now: datetime) -> PremiumRecord:
@@ -178,9 +178,10 @@ class Look:
                             tick_received_at=self.tick)
 
 
-def look(state: StateManager, symbol: str, ctx: EvaluationContext) -> Look | None:
+def look(state: StateManager, symbol: str, ctx: EvaluationContext, books: Callable | None = None) -> Look | None:
     """The coin's premium and what its limits leave, from its context; None without both books and a
-    rate. Reads only the context and the per-process caches of fees and limits."""
+    rate. Reads only the context and the per-process caches of fees and limits. books() gives the full
+    books when the context holds only their best levels (the batched screen)."""
     upbit, binance = ctx.upbit, ctx.binance
     fx = fx_rate(state) if settings.FX_SOURCE == "fixed" else ctx.fx
     if upbit is None or binance is None or fx is None or not (upbit.bids and upbit.asks and binance.bids and binance.asks):
@@ -198,7 +199,7 @@ def look(state: StateManager, symbol: str, ctx: EvaluationContext) -> Look | Non
     if cap is not None:
         max_notional = min(max_notional, cap)
     tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
-    return Look(symbol, fx, fee, prem, limits, step, max_notional, tick, (upbit, binance))
+    return Look(symbol, fx, fee, prem, limits, step, max_notional, tick, books or (lambda: (upbit, binance)))
 
 
 def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=None) -> str:
@@ -259,7 +260,7 @@ def _trade(state: StateManager, ctx: EvaluationContext, seen: Look, now: datetim
         state.release_lock(f"symbol:{symbol}", token)
 
 
-def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: Fees, limits, prem, step, *,
+def _finder(state: StateManager, symbol: str, books: Callable, fx: Decimal, fee: Fees, limits, prem, step, *,
             database: bool = True):
     """How this coin's strategy finds an opportunity, given caps; None when it wants none now.
 
@@ -270,13 +271,20 @@ def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: 
     costs) must beat min_spread_pct, and the entry may walk the book by at most max_slippage_pct.
     """
     strategy = strategies.for_symbol(symbol)
+    # The top of book nets the most in each direction (a walk stops at the first slice that does not
+    # beat the minimum), so a coin whose both top nets fall short has no opportunity: most ticks end here.
+    top = max((n for n in (prem.best_net_upbit_to_binance, prem.best_net_binance_to_upbit) if n is not None), default=None)
     if strategy.name == "inventory":
         # The coins bought here must travel back: their transfers' amortised cost is part of the edge.
+        if top is None or top <= limits.min_spread_pct + strategy.transfer_cost_pct:
+            return None
         measured = state.transfer_cost(symbol)
         minimum = limits.min_spread_pct + max(strategy.transfer_cost_pct, measured or 0)
-        return lambda caps_for: best_opportunity(symbol, upbit, binance, fx, fee, minimum, caps_for, step)
+        return lambda caps_for: best_opportunity(symbol, *books(), fx, fee, minimum, caps_for, step)
     if strategy.name != "convergence":
-        return lambda caps_for: best_opportunity(symbol, upbit, binance, fx, fee, limits.min_spread_pct, caps_for, step)
+        if top is None or top <= limits.min_spread_pct:
+            return None
+        return lambda caps_for: best_opportunity(symbol, *books(), fx, fee, limits.min_spread_pct, caps_for, step)
     if state.get_position(symbol) is not None or (database and Position.objects.filter(symbol=symbol).exists()):
         return None  # one convergence position at a time; exits close it on reversion
     entry = strategies.convergence_entry(strategy, state.premium_history(symbol), prem.premium_pct)
@@ -291,10 +299,14 @@ def _finder(state: StateManager, symbol: str, upbit, binance, fx: Decimal, fee: 
     expected = abs(deviation) - strategy.exit_deviation_pct - 2 * cost
     if expected <= limits.min_spread_pct:
         return None
-    books = {"upbit": upbit, "binance": binance}
     floor = top_net - limits.max_slippage_pct
-    return lambda caps_for: evaluate_direction(symbol, books[buy_venue], books[sell_venue], fx, fee, floor,
-                                               caps_for(buy_venue, sell_venue), step)
+
+    def find(caps_for):
+        upbit, binance = books()
+        buy, sell = (upbit, binance) if buy_venue == "upbit" else (binance, upbit)
+        return evaluate_direction(symbol, buy, sell, fx, fee, floor, caps_for(buy_venue, sell_venue), step)
+
+    return find
 
 
 def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balances, step, executor, now, tick,

@@ -56,7 +56,7 @@ def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], en
     premiums, signals, ready, blocked = [], [], [], []
     for symbol in symbols:
         ctx = contexts[symbol]
-        seen = engine.look(state, symbol, ctx)
+        seen = engine.look(state, symbol, ctx, books=lambda symbol=symbol: state.full_books(symbol))
         if seen is None:
             continue
         premiums.append(seen.premium_record(now))

@@ -299,8 +299,12 @@ class StateManager:
     """Typed reads and writes of the hot state; the only place key strings are built."""
 
     def __init__(self, client: redis.Redis):
+        # book key -> (stored bytes, the book decoded in full or None, its best levels): evaluation_contexts
+        self._books: dict[str, tuple[bytes, BookRecord | None, BookRecord]] = {}
+        self._steps: dict[str, tuple[float, Decimal | None]] = {}  # coin -> (valid until, Binance lot step)
         self.redis = client
         self._write_books = client.register_script(self._WRITE_BOOKS)
+        self._save_premiums = client.register_script(self._SAVE_PREMIUMS)
 
     @classmethod
     def from_url(cls, url: str) -> StateManager:
@@ -996,7 +1000,7 @@ class StateManager:
     EVALUATING_KEY = f"{PREFIX}:evaluating"
     BATCHES_KEY = f"{PREFIX}:stats:batches"
     TTL_DIRTY = 60
-    BATCH_SAMPLES = 5000
+    BATCH_SAMPLES = 20_000
 
     _TAKE_DIRTY = """
     local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
@@ -1025,10 +1029,14 @@ class StateManager:
         return int(self.redis.zcard(self.DIRTY_KEY))
 
     def evaluation_contexts(self, symbols: Sequence[str], fx_source: str) -> dict[str, EvaluationContext]:
-        """evaluation_context for many coins in one round trip (what they share is read once)."""
-        per_coin = ("upbit", "binance", "warning", "paused", "step", "risk", "exposure")
-        pipe = self.redis.pipeline(transaction=False)
+        """evaluation_context for many coins in one round trip of a few commands: what they share is
+        read once; lot steps, which change about never, are cached for a minute. Each book comes with
+        its best level only (all the premium needs), unless this process already decoded that version;
+        full_books(coin) decodes the rest for the coins worth walking."""
+        symbols = list(symbols)
         now = utcnow().timestamp()
+        steps_due = [s for s in symbols if self._steps.get(s, (0.0, None))[0] <= now]
+        pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.fx_key(fx_source))
         pipe.hgetall(self.fx_key("reference"))
         pipe.get(f"{PREFIX}:guard:limits_version")
@@ -1039,30 +1047,61 @@ class StateManager:
         pipe.hget(self.RISK_KEY, "weighted")
         pipe.zrangebyscore(f"{PREFIX}:fx:history:{fx_source}", now - 60, "+inf", start=0, num=1)
         pipe.get(f"{PREFIX}:reconciliation")
-        for symbol in symbols:
-            pipe.get(self.book_key("upbit", symbol))
-            pipe.get(self.book_key("binance", symbol))
-            pipe.sismember(f"{PREFIX}:warnings", symbol)
-            pipe.sismember(f"{PREFIX}:guard:paused", symbol)
+        book_keys = [key for s in symbols for key in (self.book_key("upbit", s), self.book_key("binance", s))]
+        pipe.mget(book_keys)
+        pipe.smismember(f"{PREFIX}:warnings", symbols)
+        pipe.smismember(f"{PREFIX}:guard:paused", symbols)
+        pipe.hmget(self.RISK_KEY, [f for s in symbols for f in (f"vol:{s}", f"weight:{s}")])
+        pipe.mget([f"{EXPOSURE_PREFIX}{s}" for s in symbols])
+        for symbol in steps_due:
             pipe.hget(f"{PREFIX}:rules:binance:{symbol}", "step_size")
-            pipe.hmget(self.RISK_KEY, f"vol:{symbol}", f"weight:{symbol}")
-            pipe.get(f"{EXPOSURE_PREFIX}{symbol}")
         raw = pipe.execute()
-        fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before, reconciliation = raw[:10]
-        shared = self._shared_context(fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before,
-                                      reconciliation)
+        shared = self._shared_context(*raw[:10])
+        books, warnings, paused, risk, exposures = raw[10:15]
+        for symbol, step in zip(steps_due, raw[15:], strict=True):
+            self._steps[symbol] = (now + self.STEP_CACHE_S, Decimal(_text(step)) if step else None)
         contexts = {}
         for i, symbol in enumerate(symbols):
-            upbit, binance, warning, paused, step, risk, exposure = raw[10 + i * len(per_coin): 10 + (i + 1) * len(per_coin)]
+            vol, weight = risk[2 * i], risk[2 * i + 1]
             contexts[symbol] = EvaluationContext(
-                upbit=self.decode_book(upbit) if upbit else None,
-                binance=self.decode_book(binance) if binance else None,
-                market_warning=bool(warning), paused=bool(paused),
-                lot_step=Decimal(_text(step)) if step else None,
-                volatility=float(_text(risk[0])) if risk[0] else None,
-                weight=float(_text(risk[1])) if risk[1] else None,
-                exposure_krw=int(exposure or 0), **shared)
+                upbit=self._top_of(book_keys[2 * i], books[2 * i]),
+                binance=self._top_of(book_keys[2 * i + 1], books[2 * i + 1]),
+                market_warning=bool(warnings[i]), paused=bool(paused[i]), lot_step=self._steps[symbol][1],
+                volatility=float(_text(vol)) if vol else None, weight=float(_text(weight)) if weight else None,
+                exposure_krw=int(exposures[i] or 0), **shared)
         return contexts
+
+    STEP_CACHE_S = 60.0
+
+    def _top_of(self, key: str, raw: bytes | None) -> BookRecord | None:
+        """The book stored at key: the decoded one if this version was decoded before, else its best
+        bid and ask only (the raw bytes are kept for full_books)."""
+        if raw is None:
+            self._books.pop(key, None)
+            return None
+        cached = self._books.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1] or cached[2]
+        data = orjson.loads(raw)
+        top = BookRecord(data["exchange"], data["symbol"], _levels_from_json(data["bids"][:1]),
+                         _levels_from_json(data["asks"][:1]), datetime.fromisoformat(data["timestamp"]),
+                         datetime.fromisoformat(data["received_at"]) if data.get("received_at") else None)
+        self._books[key] = (raw, None, top)
+        return top
+
+    def full_books(self, symbol: str) -> tuple[BookRecord | None, BookRecord | None]:
+        """(Upbit, Binance) books of a coin in full, as the last evaluation_contexts read them."""
+        out = []
+        for exchange in ("upbit", "binance"):
+            key = self.book_key(exchange, symbol)
+            cached = self._books.get(key)
+            if cached is None:
+                out.append(None)
+                continue
+            if cached[1] is None:
+                cached = self._books[key] = (cached[0], self.decode_book(cached[0]), cached[2])
+            out.append(cached[1])
+        return out[0], out[1]
 
     def _shared_context(self, fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before,
                         reconciliation) -> dict:
@@ -1080,15 +1119,31 @@ class StateManager:
             fx_minute_ago=Decimal(_text(fx_before[0]).split(":", 1)[1]) if fx_before else None,
         )
 
-    _SAMPLE_PREMIUM = """
-    if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-      redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-      redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
-      for i = 2, 3 do
-        redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
-        redis.call('EXPIRE', KEYS[i], ARGV[2])
+    # ARGV: ttl, sample period (ms), history (s), then per coin: coin, epoch seconds, premium %, Upbit mid,
+    # and the hash's field/value pairs (PREMIUM_FIELDS). The history keeps one sample per period.
+    _SAVE_PREMIUMS = """
+    local ttl, sample_ms, history_s = ARGV[1], ARGV[2], tonumber(ARGV[3])
+    local width = 4 + 2 * tonumber(ARGV[4])
+    local index = ARGV[5] .. 'index:premiums'
+    for a = 6, #ARGV, width do
+      local coin, ts = ARGV[a], ARGV[a + 1]
+      local key = ARGV[5] .. 'premium:' .. coin
+      redis.call('HSET', key, unpack(ARGV, a + 4, a + width - 1))
+      redis.call('EXPIRE', key, ttl)
+      redis.call('ZADD', index, ts, coin)
+      local history = ARGV[5] .. 'premium:history:' .. coin
+      if redis.call('SET', history .. ':sampled', '1', 'NX', 'PX', sample_ms) then
+        local mids = ARGV[5] .. 'mids:' .. coin
+        local stamp = string.format('%.3f', tonumber(ts))
+        redis.call('ZADD', history, ts, stamp .. ':' .. ARGV[a + 2])
+        redis.call('ZADD', mids, ts, stamp .. ':' .. ARGV[a + 3])
+        for _, k in ipairs({history, mids}) do
+          redis.call('ZREMRANGEBYSCORE', k, '-inf', tonumber(ts) - history_s)
+          redis.call('EXPIRE', k, history_s)
+        end
       end
     end
+    redis.call('EXPIRE', index, ttl)
     return 0
     """
 
@@ -1099,19 +1154,14 @@ class StateManager:
         and the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark)."""
         pipe = self.redis.pipeline(transaction=False)
         now = utcnow().timestamp()
-        sample_ms = max(1, int(sample_every * 1000))
-        index = self._index_key("premiums")
-        for record in premiums:
-            key = f"{PREFIX}:premium:{record.symbol}"
-            history = f"{PREFIX}:premium:history:{record.symbol}"
-            ts = record.timestamp.timestamp()
-            pipe.hset(key, mapping=encode_record(record))
-            pipe.expire(key, TTL_PREMIUM)
-            pipe.zadd(index, {record.symbol: ts})
-            pipe.eval(self._SAMPLE_PREMIUM, 3, f"{history}:sampled", history, f"{PREFIX}:mids:{record.symbol}", sample_ms,
-                      history_seconds, f"{ts:.6f}", f"{ts:.3f}:{record.premium_pct}", f"{ts:.3f}:{record.upbit_mid}")
         if premiums:
-            pipe.expire(index, TTL_PREMIUM)
+            names = [f.name for f in dataclasses.fields(PremiumRecord)]
+            args: list = [TTL_PREMIUM, max(1, int(sample_every * 1000)), history_seconds, len(names), f"{PREFIX}:"]
+            for record in premiums:
+                args += [record.symbol, f"{record.timestamp.timestamp():.6f}", str(record.premium_pct), str(record.upbit_mid)]
+                for name in names:
+                    args += [name, _encode_value(getattr(record, name))]
+            self._save_premiums(args=args, client=pipe)
         for signal in signals:
             self._queue_indexed(pipe, "signals", self.signal_key(signal.symbol), signal.symbol, signal, TTL_SIGNAL,
                                 announce=SIGNALS_CHANNEL)

@@ -1,0 +1,194 @@
+"""Capacity: every coin at market-data rates, the whole system's processes real and separate.
+
+    .venv/bin/python bench/capacity.py --coins 200 --rate 1000 --rate 3000 --rate 6000 --seconds 10
+
+Per run: the venue lists N coins and sends RATE book updates a second across both exchanges (the
+model's steps plus `--churn`: one level's size changed per update, as most real depth updates do);
+the first --hot coins have their premium forced to 1 %, so each of their ticks makes a signal and a
+pair. The system: one feed worker per exchange, the dispatcher, an evaluation worker (-Q evaluate,
+solo pool), a pair worker (-Q pairs,celery,notify, prefork), beat, the relay and the web server, on
+a private Redis and a scratch SQLite database.
+
+Printed per run: offered and processed book updates/s (the feeds' message counters), evaluations/s
+(coins screened, from the batches' own record), tick->signal and tick->fill p50/p99 (from the feed's
+receipt of the newer book to this process hearing the announcement), the staleness p99 (age of a
+batch's oldest change when its results were stored), CPU and memory (RSS; PSS counts a page shared
+by forked processes once) of each process, and a closing line:
+    capacity: coins=200 updates_per_s=3000 sig_p99_ms=... staleness_p99_ms=... keeps_up=yes
+keeps_up: the feeds processed >= 95 % of what was offered and the staleness p99 stayed under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import redis
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import _harness as h  # noqa: E402
+
+STEP_HZ = 0.2  # the model's full steps (every ladder rebuilt); the rest of the rate is churn
+CELERY = str(Path(h.PY).parent / "celery")
+UVICORN = str(Path(h.PY).parent / "uvicorn")
+
+
+def system_env(redis_url: str, db: Path, up: int, bn: int, extra: dict) -> dict:
+    return {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "arbproject.settings",
+            "UPBIT_REST_URL": f"http://127.0.0.1:{up}", "UPBIT_WS_URL": f"ws://127.0.0.1:{up}/websocket/v1",
+            "BINANCE_REST_URL": f"http://127.0.0.1:{bn}", "BINANCE_WS_URL": f"ws://127.0.0.1:{bn}",
+            # Funds deep enough that a run never runs dry.
+            "PAPER_START_KRW": "10000000000", "PAPER_START_USDT": "7000000", "PAPER_START_COIN_KRW": "1000000000",
+            **extra}
+
+
+def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
+    procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict) -> dict:
+    redis_server, redis_url = h.start_redis()
+    scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
+    db = scratch / "bench.sqlite3"
+    up, bn, web = h.free_port(), h.free_port(), h.free_port()
+    env = system_env(redis_url, db, up, bn, extra_env)
+    manage = [h.PY, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=h.ROOT, env=env, check=True)
+    subprocess.run([*manage, "shell", "-c", (
+        "from decimal import Decimal as D; from liveguard.services import update_limits; "
+        "update_limits(min_spread_pct=D('0.05'), max_position_size=D('5000000'), max_trades_per_hour=10**9, "
+        "max_trades_per_day=10**9, max_slippage_pct=D('50'), max_daily_loss=D('1e10'), max_total_loss=D('1e10'), "
+        "block_market_warnings=False)")], cwd=h.ROOT, env=env, check=True)
+    churn = max(0.0, rate - 2 * coins * STEP_HZ)
+    procs: dict[str, subprocess.Popen] = {}
+    start("venue", [*manage, "run_venue", "--coins", str(coins), "--step-hz", str(STEP_HZ), "--churn", str(churn),
+                    "--upbit-port", str(up), "--binance-port", str(bn)], env, procs)
+    h.wait_http(f"http://127.0.0.1:{bn}/api/v3/ping", timeout=30)
+    markets = requests.get(f"http://127.0.0.1:{bn}/_venue/state", timeout=5).json()["binance_markets"]
+    for market in markets[:hot]:
+        requests.post(f"http://127.0.0.1:{bn}/_venue/control", json={"action": "premium", "symbol": market[:-4], "premium": 0.01},
+                      timeout=5)
+    start("feed_upbit", [*manage, "run_feeds", "--exchange", "upbit"], env, procs)
+    start("feed_binance", [*manage, "run_feeds", "--exchange", "binance"], env, procs)
+    start("signals", [*manage, "run_signals"], env, procs)
+    quiet = ["-l", "warning", "--without-mingle", "--without-gossip", "--without-heartbeat"]
+    start("worker_evaluate", [CELERY, "-A", "arbproject", "worker", "-Q", "evaluate", "-P", "solo", "-n", "eval@%h", *quiet],
+          env, procs)
+    start("worker_pairs", [CELERY, "-A", "arbproject", "worker", "-Q", "pairs,celery,notify", "-P", "prefork", "-c", "1",
+                           "-n", "pairs@%h", *quiet], env, procs)
+    start("beat", [CELERY, "-A", "arbproject", "beat", "-l", "warning", "-s", str(scratch / "beat-schedule")], env, procs)
+    start("relay", [*manage, "run_relay"], env, procs)
+    start("web", [UVICORN, "arbproject.asgi:application", "--host", "127.0.0.1", "--port", str(web), "--lifespan", "off",
+                  "--no-access-log", "--log-level", "warning"], env, procs)
+    client = redis.Redis.from_url(redis_url)
+    signal_lat, fill_lat = [], []
+    measuring, done = threading.Event(), threading.Event()
+
+    def listen():
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe("arbitrage:signals", "arbitrage:executions")
+        while not done.is_set():
+            msg = pubsub.get_message(timeout=0.2)
+            if msg is None or not measuring.is_set():
+                continue
+            now = time.time()
+            tick = orjson.loads(msg["data"]).get("tick_received_at")
+            if tick:
+                lat = (now - datetime.fromisoformat(tick).timestamp()) * 1000
+                (signal_lat if msg["channel"] == b"arbitrage:signals" else fill_lat).append(lat)
+        pubsub.close()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+
+    def feed_messages() -> int:
+        total = 0
+        for exchange in ("upbit", "binance"):
+            raw = client.hget(f"arbitrage:feedstats:{exchange}", "messages")
+            total += int(raw or 0)
+        return total
+
+    try:
+        deadline = time.monotonic() + 90
+        while client.zcard("arbitrage:index:premiums") < coins * 0.9 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # warm-up: funding deposits, first pairs, caches
+        t0, m0 = time.time(), feed_messages()
+        cpu0 = {name: h.tree_cpu_seconds(p.pid) for name, p in procs.items()}
+        measuring.set()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            # Each pair adds to its coin's exposure; clear it so the position limit does not end the run.
+            keys = client.keys("arbitrage:guard:exposure:*")
+            if keys:
+                client.delete(*keys)
+            time.sleep(0.25)
+        measuring.clear()
+        t1, m1 = time.time(), feed_messages()
+        cpu1 = {name: h.tree_cpu_seconds(p.pid) for name, p in procs.items()}
+        memory = {name: h.tree_memory_mb(p.pid) for name, p in procs.items()}
+        batches = [orjson.loads(b"[" + raw.replace(b":", b",") + b"]") for raw in client.lrange("arbitrage:stats:batches", 0, -1)]
+        dead = [name for name, p in procs.items() if p.poll() is not None]
+    finally:
+        done.set()
+        listener.join(2)
+        h.stop(*reversed(list(procs.values())))
+        h.stop(redis_server)
+    window = [b for b in batches if t0 <= b[0] <= t1]
+    span = t1 - t0
+    return {
+        "coins": coins, "offered": rate, "processed": (m1 - m0) / span,
+        "evals": sum(b[1] for b in window) / span, "batches": len(window) / span,
+        "signals": len(signal_lat), "s50": h.percentile(signal_lat, 50), "s99": h.percentile(signal_lat, 99),
+        "fills": len(fill_lat), "f50": h.percentile(fill_lat, 50), "f99": h.percentile(fill_lat, 99),
+        "stale99": h.percentile([b[2] for b in window], 99),
+        "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in procs}, "memory": memory, "dead": dead,
+    }
+
+
+def report(r: dict) -> None:
+    print(f"\ncoins={r['coins']} offered={r['offered']:.0f} upd/s processed={r['processed']:.0f} upd/s "
+          f"evaluations={r['evals']:.0f}/s in {r['batches']:.0f} batches/s")
+    print(f"  tick->signal p50 {r['s50']:.2f} ms p99 {r['s99']:.2f} ms ({r['signals']} signals); "
+          f"tick->fill p50 {r['f50']:.2f} ms p99 {r['f99']:.2f} ms ({r['fills']} fills); staleness p99 {r['stale99']:.2f} ms")
+    print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8}")
+    system = [name for name in r["cpu"] if name != "venue"]
+    for name in ["venue", *system]:
+        rss, pss = r["memory"][name]
+        print(f"  {name:<16} {r['cpu'][name]:>6.0%} {rss:>8.0f} {pss:>8.0f}")
+    rss = sum(r["memory"][n][0] for n in system)
+    pss = sum(r["memory"][n][1] for n in system)
+    print(f"  {'system (no venue)':<16} {sum(r['cpu'][n] for n in system):>6.0%} {rss:>8.0f} {pss:>8.0f}")
+    if r["dead"]:
+        print(f"  processes that died: {', '.join(r['dead'])}")
+    keeps_up = r["processed"] >= 0.95 * r["offered"] and r["stale99"] < 100 and not r["dead"]
+    print(f"capacity: coins={r['coins']} updates_per_s={r['offered']:.0f} sig_p99_ms={r['s99']:.1f} "
+          f"staleness_p99_ms={r['stale99']:.1f} fill_p99_ms={r['f99']:.1f} system_pss_mb={pss:.0f} "
+          f"keeps_up={'yes' if keeps_up else 'no'}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--coins", type=int, default=200)
+    parser.add_argument("--rate", type=float, action="append", help="book updates per second, both venues (repeatable)")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--hot", type=int, default=5, help="coins whose premium is forced to 1 %% (a signal on every tick)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the system")
+    args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
+    for rate in args.rate or [1000.0, 3000.0, 6000.0]:
+        report(run(args.coins, rate, args.seconds, args.hot, extra))
+
+
+if __name__ == "__main__":
+    main()
