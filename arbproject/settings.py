@@ -298,11 +298,13 @@ PREMIUM_HISTORY_SECONDS = env_int("PREMIUM_HISTORY_SECONDS", 3600, minimum=60)
 METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
 # The directory where every process (workers, feeds, web) writes its counters and histograms, so that
 # /metrics adds them up (prometheus_client's multiprocess mode reads it from the environment when it is
-# imported). Empty: /metrics shows the web process's own instruments only, never the workers'. Wiped
+# imported; arbproject/prometheus.py names the files by host and pid). Empty: /metrics shows the web process's own instruments only, never the workers'. Wiped
 # before the processes start (make demo, compose's tmpfs): files of an earlier run would count twice.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 if PROMETHEUS_MULTIPROC_DIR:
-    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+    from .prometheus import write_values_to
+
+    write_values_to(PROMETHEUS_MULTIPROC_DIR)
 # Celery queues whose backlog /metrics reports (LLEN on the broker).
 METRICS_CELERY_QUEUES = env_list("METRICS_CELERY_QUEUES", "celery,evaluate,pairs,notify")
 
