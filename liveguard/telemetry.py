@@ -4,8 +4,12 @@ METRICS_ENABLED=false."""
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
 
 REJECTIONS = Counter("kimp_guard_rejections", "Guard events recorded (a trade refused or stopped), by check", ["check"])
 # The checks that refuse most often exist from the start (at 0), so a rate over them is never "no data".
@@ -14,6 +18,10 @@ for _check in ("kill_switch", "circuit_breaker", "daily_loss", "trades_per_hour"
 
 
 def count_rejection(check: str) -> None:
-    """Count one guard event of this check."""
-    if settings.METRICS_ENABLED:
+    """Count one guard event of this check (never raising: the event itself is what matters)."""
+    if not settings.METRICS_ENABLED:
+        return
+    try:
         REJECTIONS.labels(check).inc()
+    except Exception:  # noqa: BLE001 — a metric is never worth a lost guard event
+        log.exception("metrics: guard rejection not counted")

@@ -12,9 +12,11 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
 
 from arbproject.prometheus import HOST
 from liveguard import telemetry as guard_telemetry
@@ -48,6 +50,10 @@ def test_metrics_need_the_read_token_once_one_is_set(settings, state):
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
     samples = scrape(client, HTTP_AUTHORIZATION="Bearer read-secret")
     assert value(samples, "kimp_state_up") == 1
+    user = User.objects.create_user("reader", password="x" * 20)
+    assert scrape(client, HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")  # a user's own token
+    client.force_login(user)
+    assert scrape(client)  # or a logged-in user
 
 
 def test_metrics_are_not_in_the_openapi_schema(state):
@@ -105,6 +111,18 @@ def test_instruments_do_nothing_when_metrics_are_disabled(settings):
     telemetry.observe_tick_to_signal(0.001)
     guard_telemetry.count_rejection("kill_switch")
     assert REGISTRY.get_sample_value("kimp_pairs_total", {"outcome": "partial"}) == before + 1
+
+
+def test_an_instrument_that_fails_never_fails_the_trading_path(monkeypatch, caplog):
+    class Broken:
+        def labels(self, *_):
+            raise OSError("no space left for the metrics file")
+
+    monkeypatch.setattr(telemetry, "PAIRS", Broken())
+    monkeypatch.setattr(guard_telemetry, "REJECTIONS", Broken())
+    telemetry.count_pair("filled")
+    guard_telemetry.count_rejection("kill_switch")
+    assert "count_pair failed" in caplog.text and "guard rejection not counted" in caplog.text
 
 
 COUNT_IN_ANOTHER_PROCESS = """

@@ -6,18 +6,22 @@ adds them up (dashboard/views.py). Whatever is already in Redis (feed statistics
 the kill switch) is not counted here: trading/collector.py reads it at scrape time.
 
 METRICS_ENABLED=false makes every function below return at once (the benchmark's "off").
-Callers pass seconds from `time.perf_counter()` differences or datetime differences; nothing here
-raises into the trading path.
+Callers pass seconds (`time.perf_counter()` differences, or `since(tick_received_at)`); no function
+here raises into the trading path.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
+from functools import wraps
 
 from celery.signals import task_postrun, task_prerun
 from django.conf import settings
 from prometheus_client import Counter, Histogram
+
+log = logging.getLogger(__name__)
 
 # Fine around 1-50 ms, where tick -> signal lives; coarser beyond for fills and slow evaluations.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025,
@@ -54,20 +58,32 @@ for _venue in VENUES:
     UNKNOWN.labels(_venue)
 
 
-def enabled() -> bool:
-    return settings.METRICS_ENABLED
+def instrument(record):
+    """A no-op with METRICS_ENABLED=false, and never an exception into the trading path (a metric
+    that cannot be written is logged; the pair or evaluation that called it carries on)."""
+
+    @wraps(record)
+    def guarded(*args, **kwargs) -> None:
+        if not settings.METRICS_ENABLED:
+            return
+        try:
+            record(*args, **kwargs)
+        except Exception:  # noqa: BLE001 — a metric is never worth a trading failure
+            log.exception("metrics: %s failed", record.__name__)
+
+    return guarded
 
 
+@instrument
 def observe_tick_to_signal(seconds: float) -> None:
     """Record the latency from tick to stored signal."""
-    if enabled():
-        TICK_TO_SIGNAL.observe(seconds)
+    TICK_TO_SIGNAL.observe(seconds)
 
 
+@instrument
 def observe_tick_to_fill(seconds: float) -> None:
     """Record the latency from tick to the pair's fills booked."""
-    if enabled():
-        TICK_TO_FILL.observe(seconds)
+    TICK_TO_FILL.observe(seconds)
 
 
 def since(moment: datetime) -> float:
@@ -75,52 +91,52 @@ def since(moment: datetime) -> float:
     return time.time() - moment.timestamp()
 
 
+@instrument
 def count_evaluations(n: int = 1) -> None:
     """Count coin evaluations."""
-    if enabled():
-        EVALUATIONS.inc(n)
+    EVALUATIONS.inc(n)
 
 
+@instrument
 def count_signal() -> None:
     """Count one stored signal."""
-    if enabled():
-        SIGNALS.inc()
+    SIGNALS.inc()
 
 
+@instrument
 def count_pair(outcome: str) -> None:
     """Count a pair that closed (its state) or was flagged."""
-    if enabled():
-        PAIRS.labels(outcome).inc()
+    PAIRS.labels(outcome).inc()
 
 
+@instrument
 def observe_pair(seconds: float) -> None:
     """Record one pair's execution time."""
-    if enabled():
-        PAIR_SECONDS.observe(seconds)
+    PAIR_SECONDS.observe(seconds)
 
 
+@instrument
 def observe_leg(venue: str, seconds: float) -> None:
     """Record one order's submit round trip."""
-    if enabled():
-        LEG_SECONDS.labels(venue).observe(seconds)
+    LEG_SECONDS.labels(venue).observe(seconds)
 
 
+@instrument
 def count_unwind() -> None:
     """Count one hedge order."""
-    if enabled():
-        UNWINDS.inc()
+    UNWINDS.inc()
 
 
+@instrument
 def count_dust() -> None:
     """Count a pair closed with dust."""
-    if enabled():
-        DUST.inc()
+    DUST.inc()
 
 
+@instrument
 def count_unknown(venue: str) -> None:
     """Count an order report whose outcome is unknown."""
-    if enabled():
-        UNKNOWN.labels(venue).inc()
+    UNKNOWN.labels(venue).inc()
 
 
 # --- Celery task latency (connected when the trading app is ready) -------------------------------
@@ -129,7 +145,7 @@ _started: dict[str, tuple[float, str]] = {}
 
 @task_prerun.connect
 def _task_started(task_id=None, task=None, **_kwargs) -> None:
-    if enabled() and task_id:
+    if settings.METRICS_ENABLED and task_id:
         info = getattr(task.request, "delivery_info", None) or {}
         _started[task_id] = (time.perf_counter(), info.get("routing_key") or "direct")
 
@@ -138,4 +154,10 @@ def _task_started(task_id=None, task=None, **_kwargs) -> None:
 def _task_finished(task_id=None, task=None, **_kwargs) -> None:
     started = _started.pop(task_id, None)
     if started is not None:
-        TASK_SECONDS.labels(started[1], task.name).observe(time.perf_counter() - started[0])
+        observe_task(started[1], task.name, time.perf_counter() - started[0])
+
+
+@instrument
+def observe_task(queue: str, task: str, seconds: float) -> None:
+    """Record one Celery task's run time."""
+    TASK_SECONDS.labels(queue, task).observe(seconds)
