@@ -175,6 +175,11 @@ def calm_venue():
     thread.stop()
 
 
+def fed(samples: dict) -> dict | None:
+    """The scrape, once both feeds have published their statistics."""
+    return samples if all(value(samples, "kimp_feed_messages_total", venue=v) for v in ("upbit", "binance")) else None
+
+
 def moved(first: dict, now: dict) -> dict | None:
     """The later scrape, once both feeds' message counts rose and a filled pair was counted."""
     fed = all(value(now, "kimp_feed_messages_total", venue=v) > value(first, "kimp_feed_messages_total", venue=v)
@@ -203,7 +208,7 @@ def test_counters_move_in_a_run_against_the_venue(calm_venue, state, redis_url, 
         with RunningFeed(feeds[0]), RunningFeed(feeds[1]):
             thread.start()
             wait_for(lambda: all(state.get_premium(s) for s in SYMBOLS), timeout=20)
-            first = scrape()
+            first = wait_for(lambda: fed(scrape()), timeout=10)
             force_premium(calm_venue, "ETH", 0.03)
             wait_for(lambda: Pair.objects.filter(symbol="ETH", stage="closed").exists(), timeout=15)
             second = wait_for(lambda: moved(first, scrape()), timeout=10)  # feeds publish statistics as they beat
