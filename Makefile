@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 # SQLite, the embedded default of `make demo`, then gets a short smoke run (tests marked sqlite_smoke).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/kimp
 
-.PHONY: demo test venv assets redis-binary postgres chromium bench clean
+.PHONY: demo test venv assets redis-binary postgres chromium promtool bench clean
 
 $(STAMP): requirements.txt
 	@infra/scripts/bootstrap.sh $(VENV)
@@ -36,6 +36,10 @@ redis-binary:
 chromium:
 	@infra/scripts/ensure_chromium.sh
 
+# Prometheus' validator for infra/prometheus (tests/test_monitoring.py skips its checks without it).
+promtool:
+	@infra/scripts/ensure_promtool.sh
+
 postgres:
 ifeq ($(origin TEST_DATABASE_URL),file)
 	@infra/scripts/ensure_postgres.sh
@@ -43,7 +47,7 @@ else
 	@echo "postgres: TEST_DATABASE_URL is given; not setting up 127.0.0.1:5432"
 endif
 
-test: $(STAMP) assets redis-binary postgres chromium
+test: $(STAMP) assets redis-binary postgres chromium promtool
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py check
 	@db=kimp_test_$$$$_$$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n'); status=0; \

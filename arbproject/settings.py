@@ -293,6 +293,21 @@ RISK_HORIZON_SECONDS = env_int("RISK_HORIZON_SECONDS", 3600, minimum=60)
 RISK_MIN_PREMIUM_VOL_PP = env_float("RISK_MIN_PREMIUM_VOL_PP", 0.05, minimum=0.0001)
 PREMIUM_HISTORY_SECONDS = env_int("PREMIUM_HISTORY_SECONDS", 3600, minimum=60)
 
+# --- Metrics (GET /metrics, Prometheus text exposition) ----------------------------------------
+# false turns every process-local instrument (trading/telemetry.py, liveguard/telemetry.py) into a no-op.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
+# The directory where every process (workers, feeds, web) writes its counters and histograms, so that
+# /metrics adds them up (prometheus_client's multiprocess mode reads it from the environment when it is
+# imported; arbproject/prometheus.py names the files by host and pid). Empty: /metrics shows the web process's own instruments only, never the workers'. Wiped
+# before the processes start (make demo, compose's tmpfs): files of an earlier run would count twice.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    from .prometheus import write_values_to
+
+    write_values_to(PROMETHEUS_MULTIPROC_DIR)
+# Celery queues whose backlog /metrics reports (LLEN on the broker).
+METRICS_CELERY_QUEUES = env_list("METRICS_CELERY_QUEUES", "celery,evaluate,pairs,notify")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -22,6 +22,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
+METRICS_DIR = RUN / "prometheus"
 PY = sys.executable
 BIN = Path(PY).parent
 
@@ -72,6 +73,13 @@ class Supervisor:
         return 0
 
 
+def reset_metrics_dir() -> None:
+    """Empty the metrics directory before any process starts: counters of a run that ended are files
+    there, and /metrics would add them to this run's."""
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    METRICS_DIR.mkdir(parents=True)
+
+
 def ensure_staff_login(env: dict) -> None:
     """The kill switch needs a staff user: create `admin` once, with a random password shown here."""
     password = env.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
@@ -102,7 +110,10 @@ def main() -> int:
         BINANCE_WS_URL=f"ws://{host}:{binance_port}",
         FX_REFERENCE_URL=f"http://{host}:{upbit_port}/v1/forex/recent?codes=FRX.KRWUSD",
         LIVE_MODE="false",
+        # Every process writes its counters here and /metrics adds them up (trading/telemetry.py).
+        PROMETHEUS_MULTIPROC_DIR=str(METRICS_DIR),
     )
+    reset_metrics_dir()
     sup = Supervisor(env)
     signal.signal(signal.SIGINT, sup.stop)
     signal.signal(signal.SIGTERM, sup.stop)

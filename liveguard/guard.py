@@ -24,6 +24,7 @@ from django.conf import settings
 
 from trading.state import QUOTE_UNIT, FxRecord, StateManager
 
+from . import telemetry
 from .models import GuardEvent, GuardLimits, KillSwitch, SymbolPause
 
 log = logging.getLogger(__name__)
@@ -302,4 +303,5 @@ class Guard:
 
 
 def record(block: Block, symbol: str = "") -> GuardEvent:
+    telemetry.count_rejection(block.check)
     return GuardEvent.objects.create(check_name=block.check, symbol=symbol, reason=block.reason[:300], detail=block.detail)

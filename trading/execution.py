@@ -38,7 +38,7 @@ from typing import Protocol
 
 from django.db import transaction
 
-from . import ledger
+from . import ledger, telemetry
 from .exchanges.types import LegOrder, LegReport, LegStatus, Venue
 from .fields import money
 from .models import Fill, Order, Pair
@@ -149,13 +149,16 @@ class PairExecutor:
     # --- the lifecycle --------------------------------------------------------------------------
     def execute(self, pair: Pair, request: PairRequest, tick_received_at: datetime | None = None) -> Pair:
         """planned -> sending -> (unwinding) -> closed | flagged. Returns the pair as it ended."""
+        started = time.perf_counter()
         buy, sell = self._record_legs(pair, request)
         self.checkpoint("legs_recorded", pair)
         reports = self._send([buy, sell])
         self.checkpoint("legs_sent", pair)
         self._book_all(reports)
         self.checkpoint("legs_booked", pair)
-        return self.advance(pair)
+        pair = self.advance(pair)
+        telemetry.observe_pair(time.perf_counter() - started)
+        return pair
 
     def resume(self, pair: Pair) -> Pair:
         """Carry on a pair a dead (or timed-out) worker left: settle every order that is not final by
@@ -242,17 +245,21 @@ class PairExecutor:
                                          quantity=quantity, price=money(limit), sent_at=datetime.now(UTC))
             Pair.objects.filter(pk=pair.pk).update(stage=Pair.Stage.UNWINDING, lease_until=self._lease())
         pair.stage = Pair.Stage.UNWINDING
+        telemetry.count_unwind()
         return hedge
 
     def _send(self, orders: list[Order]) -> list[tuple[Order, LegReport]]:
         def one(order: Order) -> LegReport:
             leg = LegOrder(order.symbol, order.side, order.quantity, order.price or None, order.client_order_id)
+            started = time.perf_counter()
             try:
                 return self.venues[order.exchange].submit(leg)
             except Exception as exc:  # noqa: BLE001 — the venue's own failure: the order may exist
                 log.exception("%s %s: submit raised", order.exchange, order.client_order_id)
                 return LegReport(order.exchange, order.symbol, order.side, order.client_order_id, LegStatus.UNKNOWN,
                                  quantity=order.quantity, error=f"{type(exc).__name__}: {exc}"[:300])
+            finally:
+                telemetry.observe_leg(order.exchange, time.perf_counter() - started)
 
         if len(orders) > 1 and all(getattr(self.venues[o.exchange], "remote", True) for o in orders):
             futures = [self.pool.submit(one, o) for o in orders]
@@ -302,6 +309,7 @@ class PairExecutor:
             order.status = Order.Status.ABSENT
         else:
             order.status = Order.Status.UNKNOWN
+            telemetry.count_unknown(order.exchange)
         order.exchange_order_id = report.exchange_order_id or order.exchange_order_id
         order.reason = report.error[:300]
         order.save()
@@ -368,6 +376,9 @@ class PairExecutor:
             pair.save()
             if matched:
                 positions.apply_pair(pair)
+        telemetry.count_pair(pair.state)
+        if dust:
+            telemetry.count_dust()
         self._lift_pause(pair)
         return pair
 
@@ -399,6 +410,7 @@ class PairExecutor:
         if pair.stage != Pair.Stage.FLAGGED:  # once: a resume that tries again does not re-engage it
             Pair.objects.filter(pk=pair.pk).update(stage=Pair.Stage.FLAGGED)
             pair.stage = Pair.Stage.FLAGGED
+            telemetry.count_pair("flagged")
             lg.record(lg.Block("leg_risk", reason), pair.symbol)
             log.error("leg risk: %s", reason)
             set_kill_switch(self.state, True, reason=f"leg risk: {reason}"[:200])
