@@ -15,7 +15,7 @@ from django.conf import settings
 from liveguard import guard as lg
 from liveguard.models import GuardLimits
 
-from . import ledger, positions, strategies
+from . import ledger, positions, strategies, telemetry
 from .execution import PairExecutor, PairRequest, held_lock
 from .fields import money
 from .models import LedgerEntry, Pair, Position, Signal
@@ -213,6 +213,7 @@ def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=
         return "no_data"
     now = datetime.now(UTC)
     state.save_premium(seen.premium_record(now), settings.PREMIUM_HISTORY_SECONDS)
+    telemetry.count_evaluations(1)
     return _trade(state, ctx, seen, now, executor, announce=True)
 
 
@@ -250,6 +251,9 @@ def _trade(state: StateManager, ctx: EvaluationContext, seen: Look, now: datetim
         return "none"
     if announce:
         state.save_signal(seen.signal_record(opportunity, now))
+        telemetry.count_signal()
+        if seen.tick:
+            telemetry.observe_tick_to_signal(telemetry.since(seen.tick))
     token = state.acquire_lock(f"symbol:{symbol}", settings.SIGNAL_LOCK_MS)
     if token is None:
         return "locked"  # another worker is trading this coin right now
@@ -364,6 +368,8 @@ def _guard_and_execute(state, ctx, opportunity: Opportunity, fx, limits, balance
         _executor_raised(state, guard, reservation, pair, signal, exc)
         raise
     executor.publish(pair, tick)  # Redis mirrors the ledger once the ledger has it
+    if tick is not None and pair.quantity:
+        telemetry.observe_tick_to_fill(telemetry.since(tick))
     if pair.stage != Pair.Stage.CLOSED:
         # [fail-closed 8.5] Slot, exposure and quote all stay reserved: orders may be live and the ledger
         # does not show their spend yet; the quote reservation lapses after QUOTE_HOLD_MS, once resume has booked it.

@@ -22,7 +22,7 @@ from django.conf import settings
 
 from liveguard import guard as lg
 
-from . import engine
+from . import engine, telemetry
 from .models import Signal
 from .signals import Caps, Opportunity
 from .state import EvaluationContext, StateManager
@@ -71,6 +71,11 @@ def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], en
         else:
             blocked.append((opportunity, block))
     state.save_evaluations(premiums, signals, settings.PREMIUM_HISTORY_SECONDS, oldest_change=oldest)
+    telemetry.count_evaluations(len(premiums))
+    for signal in signals:  # announced: the latency a subscriber sees
+        telemetry.count_signal()
+        if signal.tick_received_at:
+            telemetry.observe_tick_to_signal(telemetry.since(signal.tick_received_at))
     claimed = state.claim_pairs(ready, PAIR_CLAIM_MS) if ready else []
     for symbol in claimed:
         enqueue_pair(symbol)
