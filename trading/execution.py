@@ -443,7 +443,7 @@ class PairExecutor:
 
     # --- hot state ------------------------------------------------------------------------------
     def publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None:
-        """Mirror the pair's orders and execution into Redis (SPEC §4); call once the ledger has committed."""
+        """Mirror the pair's orders and execution into Redis (docs/redis-keys.md); call once the ledger has committed."""
         now = datetime.now(UTC)
         orders = list(pair.orders.all())
         for order in orders:
