@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from django.core.exceptions import ImproperlyConfigured
 
 _coin: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_coin", default=None)
-_pair_id: contextvars.ContextVar[int | str | None] = contextvars.ContextVar("log_pair_id", default=None)
+_pair_id: contextvars.ContextVar[object] = contextvars.ContextVar("log_pair_id", default=None)
 
 FORMATS = ("text", "json")
 _FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -30,7 +30,7 @@ QUIET_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 
 @contextmanager
-def log_context(*, coin: str | None = None, pair_id: int | str | None = None) -> Iterator[None]:
+def log_context(*, coin: str | None = None, pair_id: object = None) -> Iterator[None]:
     """Tag every record written inside the block with the coin and the pair (those given)."""
     tokens = []
     if coin is not None:

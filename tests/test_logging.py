@@ -57,6 +57,19 @@ def test_json_lines_still_mask_secrets(json_lines):
     assert "abcdef" not in line["message"] and "[redacted]" in line["message"]
 
 
+@pytest.mark.django_db
+def test_a_pair_writes_one_info_line_when_sent_and_one_when_closed_each_tagged_with_it(json_lines, state):
+    from decimal import Decimal as D
+
+    from tests.trading.test_fees import paper_pair
+    from trading.signals import Fees
+
+    pair = paper_pair(state, Fees(upbit=D("0.0005"), binance=D("0.001")))
+    lines = [r for r in json_lines() if r["logger"] == "trading.execution" and r["level"] == "INFO"]
+    assert [r["message"].split(":")[0] for r in lines] == [f"pair {pair.id} sent", f"pair {pair.id} filled"]
+    assert all(r["coin"] == "BTC" and r["pair_id"] == str(pair.id) for r in lines)
+
+
 def test_text_lines_name_the_coin_and_pair_when_known():
     config = logging_config(level="INFO", fmt="text")
     buffer = io.StringIO()

@@ -26,6 +26,7 @@ once the old one is proven absent or finished).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -262,7 +263,8 @@ class PairExecutor:
                                  quantity=order.quantity, error=f"{type(exc).__name__}: {exc}"[:300])
 
         if len(orders) > 1 and all(getattr(self.venues[o.exchange], "remote", True) for o in orders):
-            futures = [self.pool.submit(one, o) for o in orders]
+            # Each leg's thread runs in a copy of this context: its log lines carry the pair's coin and id.
+            futures = [self.pool.submit(contextvars.copy_context().run, one, o) for o in orders]
             return [(o, f.result()) for o, f in zip(orders, futures, strict=True)]
         return [(o, one(o)) for o in orders]
 
