@@ -24,9 +24,10 @@ FORMATS = ("text", "json")
 _FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 # Celery writes a `received` and a `succeeded` line at INFO for every task (two per evaluation, 98 %
-# of a demo's log). Held at WARNING they still write task failures (ERROR) and time limits; at
+# of a demo's log), and beat a `Sending due task` line for each of the several tasks due every
+# second. Held at WARNING they still write task failures (ERROR), time limits and beat's errors; at
 # LOG_LEVEL=DEBUG they speak again.
-QUIET_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+QUIET_LOGGERS = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
 
 
 @contextmanager

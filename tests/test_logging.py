@@ -118,3 +118,21 @@ def test_a_worker_at_info_writes_no_per_task_lines_but_still_its_failures(redis_
     [failure] = [r for r in records if "raised unexpected" in r["message"]]
     assert failure["level"] == "ERROR" and "evaluate_symbol" in failure["message"]
     assert any(r["logger"].startswith("celery") and r["level"] == "INFO" for r in records)  # INFO is on
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_at_info_writes_no_line_per_task_it_sends(redis_url, tmp_path, redis_client):
+    log_file = tmp_path / "beat.log"
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url()}
+    with log_file.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "celery"), "-A", "arbproject", "beat", "-l", "info",
+             "-s", str(tmp_path / "schedule")],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        # publish_metrics is due every second: a few of them have been sent once the queue holds them.
+        wait_for(lambda: redis_client.llen("celery") >= 3, timeout=30, interval=0.2)
+    finally:
+        stop_processes([proc])
+    assert "Sending due task" not in log_file.read_text()
