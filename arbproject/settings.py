@@ -6,6 +6,7 @@ from pathlib import Path
 import environ
 
 from .env import env_bool, env_decimal, env_float, env_int, env_list, env_str
+from .logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -208,6 +209,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"
+# The worker and beat keep LOGGING's handler (its format, masking and context) instead of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 CHANNEL_LAYERS = {
     "default": {
@@ -308,13 +311,6 @@ if PROMETHEUS_MULTIPROC_DIR:
 # Celery queues whose backlog /metrics reports (LLEN on the broker).
 METRICS_CELERY_QUEUES = env_list("METRICS_CELERY_QUEUES", "celery,evaluate,pairs,notify")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Secrets (signed queries, Authorization, JWTs, API keys) are masked on every handler.
-    "filters": {"redact": {"()": "trading.exchanges.redact.RedactSecrets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django": {"level": "WARNING"}},
-}
+# One line per meaningful event at INFO (Celery's per-task lines are held back, arbproject/logs.py);
+# per-evaluation detail at DEBUG. LOG_FORMAT=json writes JSON lines with coin and pair_id on each.
+LOGGING = logging_config(level=env_str("LOG_LEVEL", "INFO"), fmt=env_str("LOG_FORMAT", "text"))

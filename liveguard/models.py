@@ -49,7 +49,7 @@ class Singleton(models.Model):
 
 
 class GuardLimits(Singleton):
-    """Every limit LiveGuard enforces (SPEC §3 defaults). Edited in the admin; every change audited."""
+    """Every limit LiveGuard enforces (defaults in docs/runbook.md). Edited in the admin; every change audited."""
 
     max_position_size = models.DecimalField(validators=krw(), default=Decimal("1000000"), help_text="KRW per pair", **MONEY)
     max_total_exposure = models.DecimalField(validators=krw(), default=Decimal("5000000"), **MONEY,

@@ -47,6 +47,7 @@ def set_kill_switch(state, engaged: bool, user=None, reason: str = "") -> KillSw
     save_audited(switch, user)
     # Mirror the committed value (again, for an engage: a re-mirror may have overwritten it meanwhile).
     _mirror(lambda: state.set_kill_switch(engaged), "kill switch " + ("engaged" if engaged else "released"))
+    log.warning("kill switch %s by %s%s", "engaged" if engaged else "released", _user(user) or "the system", f": {reason}" if reason else "")
     return switch
 
 

@@ -1,4 +1,4 @@
-"""Real recorded payloads and official examples (copied from shared/fixtures, each with its .src.txt)."""
+"""Real recorded payloads and official examples (each with a .src.txt saying where it came from)."""
 
 from pathlib import Path
 

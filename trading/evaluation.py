@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from arbproject.logs import log_context
 from liveguard import guard as lg
 
 from . import engine, telemetry
@@ -116,8 +117,7 @@ def _record_blocks(state: StateManager, blocked: list[tuple[Opportunity, lg.Bloc
         engine.record_signal(opportunity, Signal.Outcome.REJECTED, block.reason, now)
         lg.record(block, opportunity.symbol)
         seen_at = time.monotonic()
-        if seen_at - _block_logged.get(key, float("-inf")) >= BLOCK_LOG_EVERY_S:
-            log.info("guard blocks %s: %s (%s)", opportunity.symbol, block.check, block.reason)
-        else:
-            log.debug("guard blocks %s: %s (%s)", opportunity.symbol, block.check, block.reason)
+        level = logging.INFO if seen_at - _block_logged.get(key, float("-inf")) >= BLOCK_LOG_EVERY_S else logging.DEBUG
+        with log_context(coin=opportunity.symbol):
+            log.log(level, "guard blocks %s: %s (%s)", opportunity.symbol, block.check, block.reason)
         _block_logged[key] = seen_at

@@ -26,6 +26,7 @@ once the old one is proven absent or finished).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -37,6 +38,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from django.db import transaction
+
+from arbproject.logs import log_context
 
 from . import ledger, telemetry
 from .exchanges.types import LegOrder, LegReport, LegStatus, Venue
@@ -150,30 +153,34 @@ class PairExecutor:
     def execute(self, pair: Pair, request: PairRequest, tick_received_at: datetime | None = None) -> Pair:
         """planned -> sending -> (unwinding) -> closed | flagged. Returns the pair as it ended."""
         started = time.perf_counter()
-        buy, sell = self._record_legs(pair, request)
-        self.checkpoint("legs_recorded", pair)
-        reports = self._send([buy, sell])
-        self.checkpoint("legs_sent", pair)
-        self._book_all(reports)
-        self.checkpoint("legs_booked", pair)
-        pair = self.advance(pair)
+        with log_context(coin=pair.symbol, pair_id=pair.id):
+            buy, sell = self._record_legs(pair, request)
+            self.checkpoint("legs_recorded", pair)
+            log.info("pair %s sent: buy %s %s on %s, sell on %s", pair.id, _n(buy.quantity), pair.symbol,
+                     buy.exchange, sell.exchange)
+            reports = self._send([buy, sell])
+            self.checkpoint("legs_sent", pair)
+            self._book_all(reports)
+            self.checkpoint("legs_booked", pair)
+            pair = self.advance(pair)
         telemetry.observe_pair(time.perf_counter() - started)
         return pair
 
     def resume(self, pair: Pair) -> Pair:
         """Carry on a pair a dead (or timed-out) worker left: settle every order that is not final by
         looking it up, then continue the lifecycle from what the venues say happened."""
-        orders = list(pair.orders.all())
-        if not orders:  # planned, nothing recorded, so nothing was sent
-            return self._close(pair, note="never sent")
-        unsettled = [o for o in orders if o.status in (Order.Status.NEW, Order.Status.UNKNOWN)]
-        reports = []
-        for order in unsettled:
-            sent_at = order.sent_at.timestamp() if order.sent_at else None
-            venue = self.venues[order.exchange]
-            reports.append((order, venue.resolve(order.symbol, order.side, order.client_order_id, sent_at)))
-        self._book_all(reports)
-        return self.advance(pair)
+        with log_context(coin=pair.symbol, pair_id=pair.id):
+            orders = list(pair.orders.all())
+            if not orders:  # planned, nothing recorded, so nothing was sent
+                return self._close(pair, note="never sent")
+            unsettled = [o for o in orders if o.status in (Order.Status.NEW, Order.Status.UNKNOWN)]
+            reports = []
+            for order in unsettled:
+                sent_at = order.sent_at.timestamp() if order.sent_at else None
+                venue = self.venues[order.exchange]
+                reports.append((order, venue.resolve(order.symbol, order.side, order.client_order_id, sent_at)))
+            self._book_all(reports)
+            return self.advance(pair)
 
     def advance(self, pair: Pair) -> Pair:
         """From booked orders to the next stage: unwind an unequal fill, or close, or flag.
@@ -203,6 +210,7 @@ class PairExecutor:
                 time.sleep(min(0.25 * 2 ** (sent_now - 1), 2.0))
             hedge = self._record_hedge(pair, over, hedge_side, carried, len(hedges) + 1)
             self.checkpoint("hedge_recorded", pair)
+            log.info("pair %s unwinding: %s %s %s on %s", pair.id, hedge_side, _n(carried), pair.symbol, over.exchange)
             [(order, report)] = self._send([hedge])
             self.checkpoint("hedge_sent", pair)
             self._book_all([(order, report)])
@@ -262,7 +270,8 @@ class PairExecutor:
                 telemetry.observe_leg(order.exchange, time.perf_counter() - started)
 
         if len(orders) > 1 and all(getattr(self.venues[o.exchange], "remote", True) for o in orders):
-            futures = [self.pool.submit(one, o) for o in orders]
+            # Each leg's thread runs in a copy of this context: its log lines carry the pair's coin and id.
+            futures = [self.pool.submit(contextvars.copy_context().run, one, o) for o in orders]
             return [(o, f.result()) for o, f in zip(orders, futures, strict=True)]
         return [(o, one(o)) for o in orders]
 
@@ -379,6 +388,8 @@ class PairExecutor:
         telemetry.count_pair(pair.state)
         if dust:
             telemetry.count_dust()
+        log.info("pair %s %s: %s %s, net %s KRW%s", pair.id, pair.state, _n(matched), pair.symbol, _n(pair.net_pnl),
+                 f" ({pair.note})" if pair.note else "")
         self._lift_pause(pair)
         return pair
 
@@ -446,7 +457,7 @@ class PairExecutor:
 
     # --- hot state ------------------------------------------------------------------------------
     def publish(self, pair: Pair, tick_received_at: datetime | None = None) -> None:
-        """Mirror the pair's orders and execution into Redis (SPEC §4); call once the ledger has committed."""
+        """Mirror the pair's orders and execution into Redis (docs/redis-keys.md); call once the ledger has committed."""
         now = datetime.now(UTC)
         orders = list(pair.orders.all())
         for order in orders:

@@ -1,4 +1,4 @@
-"""The live metrics record (SPEC §4 `arbitrage:metrics:live`), valued in KRW from current books."""
+"""The live metrics record (`arbitrage:metrics:live`, docs/redis-keys.md), valued in KRW from current books."""
 
 from __future__ import annotations
 

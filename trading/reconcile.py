@@ -126,4 +126,6 @@ def _record(state, differences: list, cancelled: list, adopted: list) -> dict:
     state.set_reconciliation(report)
     if differences:
         log.error("reconcile: ledger and venues disagree; live trading refused: %s", "; ".join(differences))
+    else:
+        log.info("reconcile: ledger and venues agree (%d orphan(s) cancelled, %d adopted)", len(cancelled), len(adopted))
     return report

@@ -1,4 +1,4 @@
-"""Redis hot state: the one module that knows every key name, TTL and record encoding (SPEC §4).
+"""Redis hot state: the one module that knows every key name, TTL and record encoding (docs/redis-keys.md).
 
 Records are dataclasses with Decimal money and aware UTC datetimes. Hashes store every field as
 a string (Decimal via str, datetimes as ISO 8601), so nothing passes through float.

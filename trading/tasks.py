@@ -6,6 +6,8 @@ import requests
 from celery import shared_task
 from django.conf import settings
 
+from arbproject.logs import log_context
+
 from . import engine, evaluation, exits, metrics
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ def execute_pair(symbol: str) -> str:
     state = engine.get_state()
     # Cleared first: an opportunity seen while this pair runs queues exactly one more.
     state.clear_pair_claim(symbol)
-    return engine.execute_opportunity(symbol, state=state)
+    with log_context(coin=symbol):
+        return engine.execute_opportunity(symbol, state=state)
 
 
 @shared_task(ignore_result=True, soft_time_limit=0.9, time_limit=2)

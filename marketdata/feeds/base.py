@@ -127,7 +127,7 @@ class FeedWorker:
         self.connected_at = self.last_message_at = time.monotonic()
         self.reset_books()
         self.on_connected()
-        log.info("%s: connected to %s", self.exchange, self.ws_url)
+        log.info("%s: %s to %s", self.exchange, "reconnected" if self.counts["reconnects"] else "connected", self.ws_url)
 
     def disconnect(self) -> None:
         if self.ws is not None:

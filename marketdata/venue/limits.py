@@ -29,7 +29,7 @@ class RateWindow:
         return self.seconds - (time.monotonic() % self.seconds)
 
 
-# --- Upbit's request groups (EXCHANGES.md B4, docs.upbit.com rate-limits 2026-09-08) -------------
+# --- Upbit's request groups (docs.upbit.com rate-limits 2026-09-08; docs/venue.md) ---------------
 # Quotation groups are counted per IP, 10 a second each; Exchange API groups per pocket (API key).
 UPBIT_QUOTATION_GROUPS = ("market", "candle", "trade", "ticker", "orderbook")
 # group -> (requests, per seconds)

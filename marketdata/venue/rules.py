@@ -1,8 +1,8 @@
 """The venue's own market rules: Upbit's KRW tick table and order minimum, Binance's symbol filters,
 both exchanges' trading fees.
 
-Written from the exchanges' documentation (../shared/EXCHANGES.md A2 and B4, and the fixtures beside
-it), deliberately NOT imported from ``marketdata/rules.py``, which the adapters use: the venue and
+Written from the exchanges' documentation (summarised in docs/venue.md, *Market rules*, and the
+recorded fixtures in tests/fixtures), deliberately NOT imported from ``marketdata/rules.py``, which the adapters use: the venue and
 the adapters each hold their own copy, and tests/marketdata/test_venue_rules.py checks that the two
 agree on a grid of prices, so that a wrong rule in one is caught by the other.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-# --- Upbit (EXCHANGES.md B4) ------------------------------------------------------------------
+# --- Upbit (docs/venue.md, Market rules) ------------------------------------------------------
 # KRW market tick table, docs/krw-market-info, policy of 2025-07-31: a price below `below` (and at
 # or above the previous row's bound) trades on `tick`. From 2,000,000 KRW up the tick stays 1,000.
 _KRW_TICK_FROM_100: tuple[tuple[Decimal, Decimal], ...] = (
@@ -57,7 +57,7 @@ def on_upbit_tick(price: Decimal, market: str) -> bool:
     return price % upbit_tick(price, market) == 0
 
 
-# --- Binance (EXCHANGES.md A2, BSD filters.md) ------------------------------------------------
+# --- Binance (docs/venue.md, Market rules; BSD filters.md) ----------------------------------------
 BINANCE_FEE = Decimal("0.001")  # VIP 0 maker and taker, commissionRates "0.00100000"
 BINANCE_BNB_DISCOUNT = Decimal("0.25")  # paying the commission in BNB
 

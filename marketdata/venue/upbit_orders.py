@@ -1,4 +1,4 @@
-"""Upbit order entry on the venue: POST /v1/orders, GET and DELETE /v1/order (EXCHANGES.md B2)."""
+"""Upbit order entry on the venue: POST /v1/orders, GET and DELETE /v1/order (docs/venue.md)."""
 
 from __future__ import annotations
 

@@ -330,7 +330,7 @@ def test_clock_offset_gives_1021_until_the_client_syncs(venue):
 
 
 def test_upbit_ignores_the_clock_offset(venue):
-    # Upbit's JWT carries no timestamp (EXCHANGES.md B3): only nonce reuse is refused.
+    # Upbit's JWT carries no timestamp (docs/venue.md): only nonce reuse is refused.
     control(venue, "upbit", action="clock_offset", ms=60_000)
     assert upbit(venue, "GET", "/v1/accounts").status_code == 200
     headers = {"Authorization": f"Bearer {token(KEY, SECRET, nonce='same-nonce')}"}

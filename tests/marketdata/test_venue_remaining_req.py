@@ -1,5 +1,5 @@
 """Every Upbit /v1/* answer from the venue carries `Remaining-Req` as Upbit sends it, errors included:
-`group=<the endpoint's group>; min=<n>; sec=<left this second>` (EXCHANGES.md B4). Walks every route
+`group=<the endpoint's group>; min=<n>; sec=<left this second>` (docs/venue.md, Upbit rate limits). Walks every route
 of the Upbit app, so an endpoint added later is covered without touching this test."""
 
 import re

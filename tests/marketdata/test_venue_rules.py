@@ -49,7 +49,7 @@ def test_upbit_tick_table_agrees_on_a_grid_of_prices():
 
 
 def test_upbit_table_matches_the_documented_rows():
-    # EXCHANGES.md B4: a few rows, typed in from the doc rather than derived from either table.
+    # Upbit's published tick table (docs/venue.md, Market rules): a few rows, typed in from the doc rather than derived from either table.
     for price, tick in (("2500000", "1000"), ("1000000", "1000"), ("999999", "500"), ("500000", "500"), ("100000", "100"),
                         ("50000", "50"), ("10000", "10"), ("5000", "5"), ("4999", "1"), ("100", "1"), ("99.9", "0.1"),
                         ("10", "0.1"), ("9.99", "0.01"), ("1", "0.01"), ("0.5", "0.001"), ("0.0000001", "0.00000001")):

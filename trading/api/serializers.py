@@ -1,4 +1,4 @@
-"""Field names are SPEC §4's. Money is a decimal string, never a float."""
+"""Field names are the Redis records' (docs/redis-keys.md). Money is a decimal string, never a float."""
 
 from rest_framework import serializers
 

@@ -1,4 +1,4 @@
-"""Read endpoints (SPEC §5): hot state from Redis, history from the database."""
+"""Read endpoints (README.md, *Dashboard, API and WebSockets*): hot state from Redis, history from the database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Binance Spot REST, signed with HMAC-SHA256 (EXCHANGES.md A3)."""
+"""Binance Spot REST, signed with HMAC-SHA256 (docs/venue.md, Binance authentication)."""
 
 from __future__ import annotations
 

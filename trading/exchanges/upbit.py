@@ -1,4 +1,4 @@
-"""Upbit REST, authenticated with an HS512 JWT carrying a SHA512 hash of the query (EXCHANGES.md B3)."""
+"""Upbit REST, authenticated with an HS512 JWT carrying a SHA512 hash of the query (docs/venue.md, Upbit authentication)."""
 
 from __future__ import annotations
 
