@@ -6,6 +6,8 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
+from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from tests.conftest import RunningFeed, feed_kwargs, wait_for
 from tests.support import database_url, stop_processes
 from trading.dispatcher import Dispatcher
 from trading.models import Pair, Position, Signal
+from trading.state import BookRecord, FxRecord, PriceRecord
 from trading.tasks import evaluate_changed, execute_pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -151,4 +154,38 @@ def test_two_worker_processes_never_both_pass_a_one_trade_limit(redis_url, state
         assert Pair.objects.count() == 1
         assert GuardEvent.objects.filter(check_name="trades_per_hour").count() == len(coins) - 1
     finally:
+        stop_workers(procs)
+
+
+def test_two_worker_processes_with_their_own_names_share_the_evaluations(redis_url, state):
+    """Scale-out: two workers (distinct node names, the same broker and database) both take batches,
+    and every coin ends evaluated on its newest book."""
+    coins = [f"S{i:02d}" for i in range(30)]
+    procs = start_workers(redis_url, 2)
+    dispatcher = Dispatcher(state, lambda: evaluate_changed.apply_async(expires=10))
+    thread = threading.Thread(target=dispatcher.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)  # subscribed
+        last_mid = {}
+        for round_ in range(150):
+            now = datetime.now(UTC)
+            books, prices = [], []
+            for coin in coins[round_ % 3::3]:  # a third of the coins change each round, as on a real feed
+                bid = D(100_000 + round_)
+                last_mid[coin] = bid + D("0.5")
+                books += [BookRecord("upbit", coin, [(bid, D(1))], [(bid + 1, D(1))], now, now),
+                          BookRecord("binance", coin, [(D("70"), D(1))], [(D("70.01"), D(1))], now, now)]
+            prices = [PriceRecord(b.exchange, b.symbol, b.bids[0][0], b.asks[0][0], b.bids[0][0], now, now) for b in books]
+            state.write_market(prices, books, [FxRecord("upbit", D("1430"), None, None, now)],
+                               notify=[f"{b.exchange}:{b.symbol}" for b in books])
+            time.sleep(0.01)
+        wait_for(lambda: all((p := state.get_premium(c)) and p.upbit_mid == last_mid[c] for c in coins), timeout=20)
+        stats = celery_app.control.inspect(timeout=2).stats() or {}
+        done = {node: info.get("total", {}).get("trading.tasks.evaluate_changed", 0) for node, info in stats.items()
+                if node.startswith(f"e2e-{os.getpid()}-")}
+        assert len(done) == 2 and all(count > 0 for count in done.values()), done
+    finally:
+        dispatcher.stop()
+        thread.join(5)
         stop_workers(procs)
