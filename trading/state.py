@@ -6,24 +6,28 @@ a string (Decimal via str, datetimes as ISO 8601), so nothing passes through flo
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from functools import cache
 
 import orjson
 import redis
 
-PREFIX = "arbitrage"
+from marketdata.records import (  # noqa: F401  (re-exported: the trading core's callers import them from here)
+    BookRecord,
+    FeedStats,
+    FxRecord,
+    Level,
+    PriceRecord,
+    decode_book,
+    decode_record,
+    encode_record,
+    utcnow,
+)
+from marketdata.store import PREFIX, TICKS_CHANNEL, MarketStore, book_key, fx_key, rules_key  # noqa: F401
 
-TTL_PRICE = 60
-TTL_BOOK = 60
-TTL_FX = 60
 TTL_SIGNAL = 300
 TTL_ORDER = 86400
 TTL_POSITION = 86400
@@ -31,10 +35,7 @@ TTL_EXECUTION = 86400
 # An index (sorted set of record keys) never holds more than this many members: the newest.
 INDEX_MAX_MEMBERS = 10_000
 TTL_METRICS = 300
-TTL_HEARTBEAT = 60
-TTL_FEED_STATS = 60
 TTL_PREMIUM = 300
-TTL_RULES = 86400
 TTL_WARNINGS = 3600
 TTL_COUNTER = 2 * 86400
 # A reconciliation result is trusted this long (reconcile runs every 60 s in live mode); after
@@ -47,18 +48,10 @@ QUOTE_HOLD_MS = 300_000
 # what a pair needs is rounded up, what the ledger holds rounded down.
 QUOTE_UNIT = Decimal("0.01")
 
-# Pub/sub channel on which feed workers announce which books changed in one flush.
-TICKS_CHANNEL = f"{PREFIX}:ticks"
 # Announcements of stored signals and executions (JSON of the record), for dashboards and benchmarks.
 SIGNALS_CHANNEL = f"{PREFIX}:signals"
 EXECUTIONS_CHANNEL = f"{PREFIX}:executions"
 
-Level = tuple[Decimal, Decimal]
-T = typing.TypeVar("T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def reconcile_max_age_s() -> int:
@@ -69,38 +62,6 @@ def reconcile_max_age_s() -> int:
         return int(getattr(settings, "RECONCILE_MAX_AGE_S", TTL_RECONCILIATION))
     except Exception:  # settings not configured (a script using the state alone)
         return TTL_RECONCILIATION
-
-
-@dataclass(frozen=True, slots=True)
-class PriceRecord:
-    exchange: str
-    symbol: str
-    bid: Decimal
-    ask: Decimal
-    mid: Decimal
-    timestamp: datetime
-    received_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BookRecord:
-    """Top levels of one venue's book, best first, for depth-aware sizing."""
-
-    exchange: str
-    symbol: str
-    bids: list[Level]
-    asks: list[Level]
-    timestamp: datetime
-    received_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FxRecord:
-    source: str
-    rate: Decimal
-    bid: Decimal | None
-    ask: Decimal | None
-    timestamp: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,107 +174,14 @@ class EvaluationContext:
     exposure_krw: int = 0  # the coin's exposure (reserved or held), for sizing what the limit leaves
 
 
-@dataclass(frozen=True, slots=True)
-class FeedStats:
-    exchange: str
-    messages: int = 0
-    malformed: int = 0
-    out_of_order: int = 0
-    resyncs: int = 0
-    reconnects: int = 0
-    connected: int = 0
-    timestamp: datetime = field(default_factory=utcnow)
-
-
-# --- encoding ------------------------------------------------------------------------------
-
-
-def _encode_value(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if value is None:
-        return ""
-    return str(value)
-
-
-@cache
-def _field_decoders(cls: type) -> dict[str, typing.Callable[[str], object]]:
-    hints = typing.get_type_hints(cls)
-    decoders = {}
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        optional = False
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            optional = len(args) != len(typing.get_args(hint))
-            hint = args[0]
-        base = {Decimal: Decimal, int: int, datetime: datetime.fromisoformat, str: str}.get(hint)
-        if base is None:
-            raise TypeError(f"{cls.__name__}.{f.name}: no codec for {hint!r}")
-        if optional:
-            decoders[f.name] = lambda raw, base=base: base(raw) if raw != "" else None
-        else:
-            decoders[f.name] = base
-    return decoders
-
-
-def encode_record(record: object) -> dict[str, str]:
-    """Turn a record into the string mapping stored in a Redis hash."""
-    return {f.name: _encode_value(getattr(record, f.name)) for f in dataclasses.fields(record)}
-
-
-def decode_record(cls: type[T], raw: dict) -> T | None:
-    """Rebuild a record from a Redis hash; None when the key is missing or expired."""
-    if not raw:
-        return None
-    decoders = _field_decoders(cls)
-    values = {}
-    for name, decode in decoders.items():
-        key = name.encode() if isinstance(next(iter(raw)), bytes) else name
-        if key not in raw:
-            continue
-        item = raw[key]
-        values[name] = decode(item.decode() if isinstance(item, bytes) else item)
-    return cls(**values)
-
-
-def _levels_to_json(levels: Sequence[Level]) -> list[list[str]]:
-    return [[str(p), str(q)] for p, q in levels]
-
-
-def _levels_from_json(levels: Iterable[Sequence[str]]) -> list[Level]:
-    return [(Decimal(p), Decimal(q)) for p, q in levels]
-
-
 # --- the manager -----------------------------------------------------------------------------
 
 
 EXPOSURE_PREFIX = f"{PREFIX}:guard:exposure:"  # + coin: KRW reserved or held; + "coins": the set of coins
 
 
-class StateManager:
+class StateManager(MarketStore):
     """Typed reads and writes of the hot state; the only place key strings are built."""
-
-    def __init__(self, client: redis.Redis):
-        self.redis = client
-        self._write_books = client.register_script(self._WRITE_BOOKS)
-
-    @classmethod
-    def from_url(cls, url: str) -> StateManager:
-        return cls(redis.Redis.from_url(url, health_check_interval=30, socket_timeout=5))
-
-    # keys
-    @staticmethod
-    def price_key(exchange: str, symbol: str) -> str:
-        return f"{PREFIX}:prices:{exchange}:{symbol}"
-
-    @staticmethod
-    def book_key(exchange: str, symbol: str) -> str:
-        return f"{PREFIX}:book:{exchange}:{symbol}"
-
-    @staticmethod
-    def fx_key(source: str) -> str:
-        return f"{PREFIX}:fx:{source}"
 
     @staticmethod
     def signal_key(symbol: str) -> str:
@@ -336,137 +204,8 @@ class StateManager:
         return f"{PREFIX}:metrics:live"
 
     @staticmethod
-    def heartbeat_key(component: str) -> str:
-        return f"{PREFIX}:heartbeat:{component}"
-
-    @staticmethod
-    def feed_stats_key(exchange: str) -> str:
-        return f"{PREFIX}:feedstats:{exchange}"
-
-    @staticmethod
     def _index_key(kind: str) -> str:
         return f"{PREFIX}:index:{kind}"
-
-    # prices and books (the feed's hot path: one round trip per flush) -------------------------
-    # One script call writes every changed book and announces them: a command per key would
-    # cost the feed more in client-side packing and parsing than everything else it does.
-    _WRITE_BOOKS = """
-    local ttl_price, ttl_book = ARGV[1], ARGV[2]
-    local n = #KEYS / 2
-    for i = 0, n - 1 do
-      local a = 4 + i * 8
-      local price_key = KEYS[2 * i + 1]
-      redis.call('HSET', price_key, 'exchange', ARGV[a], 'symbol', ARGV[a + 1], 'bid', ARGV[a + 2],
-                 'ask', ARGV[a + 3], 'mid', ARGV[a + 4], 'timestamp', ARGV[a + 5], 'received_at', ARGV[a + 6])
-      redis.call('EXPIRE', price_key, ttl_price)
-      if ARGV[a + 7] ~= '' then
-        redis.call('SET', KEYS[2 * i + 2], ARGV[a + 7], 'EX', ttl_book)
-      end
-    end
-    if ARGV[3] ~= '' then
-      redis.call('PUBLISH', ARGV[3], ARGV[#ARGV])
-    end
-    return n
-    """
-
-    def write_market(
-        self,
-        prices: Iterable[PriceRecord],
-        books: Iterable[BookRecord] = (),
-        fx: Iterable[FxRecord] = (),
-        *,
-        notify: Sequence[str] = (),
-        heartbeat: str | None = None,
-        stats: FeedStats | None = None,
-    ) -> None:
-        """Write prices (each with its book), rates, heartbeat and stats in one round trip.
-
-        `books` must pair with `prices` one to one; `notify` is published after the writes, so a
-        subscriber that hears it can read the new values.
-        """
-        prices, books = list(prices), list(books)
-        if books and len(books) != len(prices):
-            raise ValueError("write_market: books must pair one to one with prices")
-        pipe = self.redis.pipeline(transaction=False)
-        if prices:
-            keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else ""]
-            for i, price in enumerate(prices):
-                keys.append(self.price_key(price.exchange, price.symbol))
-                keys.append(self.book_key(price.exchange, price.symbol))
-                received = price.received_at.isoformat() if price.received_at else ""
-                args += [price.exchange, price.symbol, str(price.bid), str(price.ask), str(price.mid),
-                         price.timestamp.isoformat(), received, self.encode_book(books[i]) if books else b""]
-            if notify:
-                args.append(orjson.dumps(list(notify)))
-            self._write_books(keys=keys, args=args, client=pipe)
-        elif notify:
-            pipe.publish(TICKS_CHANNEL, orjson.dumps(list(notify)))
-        for rate in fx:
-            key = self.fx_key(rate.source)
-            pipe.hset(key, mapping=encode_record(rate))
-            pipe.expire(key, TTL_FX)
-        if heartbeat:
-            self._queue_heartbeat(pipe, heartbeat)
-        if stats:
-            key = self.feed_stats_key(stats.exchange)
-            pipe.hset(key, mapping=encode_record(stats))
-            pipe.expire(key, TTL_FEED_STATS)
-        pipe.execute()
-
-    @staticmethod
-    def encode_book(book: BookRecord) -> bytes:
-        return orjson.dumps(
-            {
-                "exchange": book.exchange,
-                "symbol": book.symbol,
-                "bids": _levels_to_json(book.bids),
-                "asks": _levels_to_json(book.asks),
-                "timestamp": book.timestamp.isoformat(),
-                "received_at": book.received_at.isoformat() if book.received_at else None,
-            }
-        )
-
-    def get_price(self, exchange: str, symbol: str) -> PriceRecord | None:
-        return decode_record(PriceRecord, self.redis.hgetall(self.price_key(exchange, symbol)))
-
-    def get_book(self, exchange: str, symbol: str) -> BookRecord | None:
-        raw = self.redis.get(self.book_key(exchange, symbol))
-        return None if raw is None else self.decode_book(raw)
-
-    @staticmethod
-    def decode_book(raw: bytes) -> BookRecord:
-        data = orjson.loads(raw)
-        return BookRecord(
-            exchange=data["exchange"],
-            symbol=data["symbol"],
-            bids=_levels_from_json(data["bids"]),
-            asks=_levels_from_json(data["asks"]),
-            timestamp=datetime.fromisoformat(data["timestamp"]),
-            received_at=datetime.fromisoformat(data["received_at"]) if data.get("received_at") else None,
-        )
-
-    def sample_fx(self, rate: FxRecord, keep_seconds: int = 300) -> None:
-        """Keep a few minutes of the trading rate, so a jump over time can be seen."""
-        key = f"{PREFIX}:fx:history:{rate.source}"
-        now = rate.timestamp.timestamp()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(key, {f"{now:.3f}:{rate.rate}": now})
-        pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
-        pipe.expire(key, keep_seconds)
-        pipe.execute()
-
-    def get_fx(self, source: str) -> FxRecord | None:
-        return decode_record(FxRecord, self.redis.hgetall(self.fx_key(source)))
-
-    def set_fx(self, rate: FxRecord) -> None:
-        self.write_market((), fx=(rate,))
-
-    def write_price(self, price: PriceRecord, book: BookRecord | None = None) -> None:
-        """Write one quote (and its book) outside the feed, e.g. a fixed-rate source or a test."""
-        self.write_market([price], [book] if book else [])
-
-    def get_feed_stats(self, exchange: str) -> FeedStats | None:
-        return decode_record(FeedStats, self.redis.hgetall(self.feed_stats_key(exchange)))
 
     # signals --------------------------------------------------------------------------------
     def save_signal(self, signal: SignalRecord) -> None:
@@ -577,25 +316,6 @@ class StateManager:
 
     def get_metrics(self) -> MetricsRecord | None:
         return decode_record(MetricsRecord, self.redis.hgetall(self.metrics_key()))
-
-    def _queue_heartbeat(self, pipe, component: str, at: datetime | None = None) -> None:
-        pipe.set(self.heartbeat_key(component), (at or utcnow()).isoformat(), ex=TTL_HEARTBEAT)
-        pipe.zadd(self._index_key("heartbeats"), {component: (at or utcnow()).timestamp()})
-
-    def beat(self, component: str, at: datetime | None = None) -> None:
-        """Record that a component is alive now."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._queue_heartbeat(pipe, component, at)
-        pipe.execute()
-
-    def heartbeat(self, component: str) -> datetime | None:
-        raw = self.redis.get(self.heartbeat_key(component))
-        return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw) if raw else None
-
-    def heartbeats(self) -> dict[str, datetime | None]:
-        """Every component ever seen, with its last beat (None once the beat has expired)."""
-        components = [c.decode() if isinstance(c, bytes) else c for c in self.redis.zrange(self._index_key("heartbeats"), 0, -1)]
-        return {component: self.heartbeat(component) for component in components}
 
     # signal evaluation: coalescing claims and per-symbol locks ------------------------------
     def claim_evaluation(self, symbol: str, ttl_ms: int = 2000) -> bool:
@@ -915,42 +635,20 @@ class StateManager:
     def market_warning(self, symbol: str) -> bool:
         return bool(self.redis.sismember(f"{PREFIX}:warnings", symbol))
 
-    # exchange rules -------------------------------------------------------------------------
-    def set_rules(self, exchange: str, symbol: str, rules: dict[str, str]) -> None:
-        key = f"{PREFIX}:rules:{exchange}:{symbol}"
-        pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=rules)
-        pipe.expire(key, TTL_RULES)
-        pipe.execute()
-
-    def get_rules(self, exchange: str, symbol: str) -> dict[str, str]:
-        raw = self.redis.hgetall(f"{PREFIX}:rules:{exchange}:{symbol}")
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    # market snapshot for one evaluation: both books and the rate in one round trip -------------
-    def get_market(self, symbol: str, fx_source: str) -> tuple[BookRecord | None, BookRecord | None, FxRecord | None]:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self.book_key("upbit", symbol))
-        pipe.get(self.book_key("binance", symbol))
-        pipe.hgetall(self.fx_key(fx_source))
-        upbit, binance, fx = pipe.execute()
-        return (self.decode_book(upbit) if upbit else None, self.decode_book(binance) if binance else None,
-                decode_record(FxRecord, fx))
-
     def evaluation_context(self, symbol: str, fx_source: str) -> EvaluationContext:
         """Everything one evaluation reads from Redis, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self.book_key("upbit", symbol))
-        pipe.get(self.book_key("binance", symbol))
-        pipe.hgetall(self.fx_key(fx_source))
-        pipe.hgetall(self.fx_key("reference"))
+        pipe.get(book_key("upbit", symbol))
+        pipe.get(book_key("binance", symbol))
+        pipe.hgetall(fx_key(fx_source))
+        pipe.hgetall(fx_key("reference"))
         pipe.get(f"{PREFIX}:guard:limits_version")
         pipe.get(f"{PREFIX}:guard:kill")
         pipe.get(f"{PREFIX}:guard:breaker")
         pipe.ttl(f"{PREFIX}:guard:breaker")
         pipe.sismember(f"{PREFIX}:warnings", symbol)
         pipe.sismember(f"{PREFIX}:guard:paused", symbol)
-        pipe.hget(f"{PREFIX}:rules:binance:{symbol}", "step_size")
+        pipe.hget(rules_key("binance", symbol), "step_size")
         pipe.hmget(self.metrics_key(), "total_balance", "pnl_today", "pnl_total", "timestamp")
         pipe.hmget(self.RISK_KEY, f"vol:{symbol}", f"weight:{symbol}", "weighted")
         # The oldest rate of the last minute: the baseline for the FX jump check.
@@ -962,8 +660,8 @@ class StateManager:
          fx_before, reconciliation, exposure) = pipe.execute()
         text = lambda raw: raw.decode() if isinstance(raw, bytes) else raw  # noqa: E731
         return EvaluationContext(
-            upbit=self.decode_book(upbit) if upbit else None,
-            binance=self.decode_book(binance) if binance else None,
+            upbit=decode_book(upbit) if upbit else None,
+            binance=decode_book(binance) if binance else None,
             fx=decode_record(FxRecord, fx),
             reference_fx=decode_record(FxRecord, reference),
             limits_version=int(version or 0),
