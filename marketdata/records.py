@@ -121,6 +121,11 @@ def decode_record(cls: type[T], raw: dict) -> T | None:
     return cls(**values)
 
 
+def encode_sample(ts: float, value: object) -> str:
+    """A time-series member (sorted sets): "<epoch seconds, ms precision>:<value as written>"."""
+    return f"{ts:.3f}:{value}"
+
+
 # --- book codec (a book is one JSON string: its levels are lists, not hash fields) --------------
 
 

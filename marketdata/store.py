@@ -21,6 +21,7 @@ from marketdata.records import (
     decode_record,
     encode_book,
     encode_record,
+    encode_sample,
     utcnow,
 )
 
@@ -185,7 +186,7 @@ class MarketStore:
         key = fx_history_key(rate.source)
         now = rate.timestamp.timestamp()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(key, {f"{now:.3f}:{rate.rate}": now})
+        pipe.zadd(key, {encode_sample(now, rate.rate): now})
         pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
         pipe.expire(key, keep_seconds)
         pipe.execute()
