@@ -1,5 +1,6 @@
 """Settings for kimp. Everything that varies between machines comes from the environment."""
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,8 +43,12 @@ X_FRAME_OPTIONS = "DENY"
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
+# daphne's app only gives `runserver` an ASGI server, and importing it installs Twisted's reactor
+# (~26 MB): the other processes (uvicorn serves the site; Celery, feeds, venue) leave it out.
+_RUNSERVER = len(sys.argv) > 1 and sys.argv[1] == "runserver"
+
 INSTALLED_APPS = [
-    "daphne",
+    *(["daphne"] if _RUNSERVER else []),
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -26,7 +26,7 @@ import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import PY, ROOT, cpu_seconds, free_port, percentile, spawn, start_redis, stop, wait_http  # noqa: E402
+from bench._harness import PY, ROOT, free_port, percentile, spawn, start_redis, stop, tree_cpu_seconds, wait_http  # noqa: E402
 
 
 def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int, hot: int) -> dict:
@@ -80,10 +80,10 @@ def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int,
     listener.start()
     try:
         deadline = time.monotonic() + 60
-        while int(client.get("arbitrage:stats:evaluations") or 0) < coins and time.monotonic() < deadline:
+        while client.zcard("arbitrage:index:premiums") < coins and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(3)  # warm-up: funding deposits, first pairs, caches
-        e0, t0, c0 = int(client.get("arbitrage:stats:evaluations") or 0), time.monotonic(), cpu_seconds(worker.pid)
+        w0, t0, c0 = time.time(), time.monotonic(), tree_cpu_seconds(worker.pid)
         measuring.set()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -93,14 +93,17 @@ def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int,
                 client.delete(*keys)
             time.sleep(0.25)
         measuring.clear()
-        e1, t1, c1 = int(client.get("arbitrage:stats:evaluations") or 0), time.monotonic(), cpu_seconds(worker.pid)
+        w1, t1, c1 = time.time(), time.monotonic(), tree_cpu_seconds(worker.pid)
+        # Coins screened, from the batches' own record ("<finished at>:<coins>:<oldest change ms>").
+        batches = [raw.decode().split(":") for raw in client.lrange("arbitrage:stats:batches", 0, -1)]
+        evaluated = sum(int(n) for at, n, _ in batches if w0 <= float(at) <= w1)
     finally:
         done.set()
         listener.join(2)
         stop(*reversed(procs))
         stop(redis_server)
     return {
-        "evals": (e1 - e0) / (t1 - t0), "worker_cpu": (c1 - c0) / (t1 - t0), "signals": len(signal_lat),
+        "evals": evaluated / (t1 - t0), "worker_cpu": (c1 - c0) / (t1 - t0), "signals": len(signal_lat),
         "fills": len(fill_lat), "s50": percentile(signal_lat, 50), "s99": percentile(signal_lat, 99),
         "f50": percentile(fill_lat, 50), "f99": percentile(fill_lat, 99),
     }

@@ -195,14 +195,14 @@ def test_counters_move_in_a_run_against_the_venue(calm_venue, state, redis_url, 
     from tests.test_e2e_paper import force_premium, start_workers, stop_workers
     from trading.dispatcher import Dispatcher
     from trading.models import Pair
-    from trading.tasks import evaluate_symbol
+    from trading.tasks import evaluate_changed
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the worker process writes there
     settings.PROMETHEUS_MULTIPROC_DIR = str(tmp_path)  # and this process's /metrics reads it
     workers = start_workers(redis_url, 1)
     feeds = [UpbitFeed(state, SYMBOLS, max_backoff=0.2, **feed_kwargs(calm_venue, "upbit")),
              BinanceFeed(state, SYMBOLS, max_backoff=0.2, **feed_kwargs(calm_venue, "binance"))]
-    dispatcher = Dispatcher(state, lambda symbol: evaluate_symbol.apply_async((symbol,), expires=10))
+    dispatcher = Dispatcher(state, lambda: evaluate_changed.apply_async(expires=10))
     thread = threading.Thread(target=dispatcher.run, daemon=True)
     try:
         with RunningFeed(feeds[0]), RunningFeed(feeds[1]):
@@ -222,5 +222,5 @@ def test_counters_move_in_a_run_against_the_venue(calm_venue, state, redis_url, 
         assert value(second, "kimp_leg_seconds_count", venue=venue) >= 1  # observed in the worker process
     assert value(second, "kimp_pair_seconds_count") >= 1
     evaluate_runs = [v for (name, labels), v in second.items()
-                     if name == "kimp_celery_task_seconds_count" and ("task", "trading.tasks.evaluate_symbol") in labels]
+                     if name == "kimp_celery_task_seconds_count" and ("task", "trading.tasks.evaluate_changed") in labels]
     assert evaluate_runs and sum(evaluate_runs) >= 1

@@ -23,7 +23,7 @@ from liveguard import guard as lg
 from liveguard.models import GuardLimits
 
 from .models import Pair
-from .state import StateManager, utcnow
+from .state import StateManager, keys, utcnow
 
 log = logging.getLogger(__name__)
 VENUES = ("upbit", "binance")
@@ -89,7 +89,7 @@ class StateCollector(Collector):
         pipe = self.state.redis.pipeline(transaction=False)
         for coin in coins:
             for venue in VENUES:
-                pipe.get(self.state.book_key(venue, coin))
+                pipe.get(keys.book_key(venue, coin))
         raws = iter(pipe.execute())
         for coin in coins:
             for venue in VENUES:

@@ -206,11 +206,3 @@ def reconcile_venues() -> bool | None:
     executor = engine.default_executor(state, engine.fees())
     resume_pending(state, executor)  # pairs a dead worker left half done are settled first
     return reconcile(state, executor.adapters)["ok"]
-
-
-@shared_task(ignore_result=True, soft_time_limit=4, time_limit=5)
-def beat_heartbeat() -> None:
-    """Record that beat scheduled and a worker ran a task just now."""
-    state = engine.get_state()
-    state.beat("beat")
-    state.beat("worker")

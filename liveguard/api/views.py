@@ -2,7 +2,7 @@
 
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
@@ -31,8 +31,24 @@ class KillSwitchStateSerializer(serializers.Serializer):
     flatten = serializers.CharField(required=False)
 
 
+class FlattenRequestedSerializer(serializers.Serializer):
+    flatten = serializers.CharField()
+
+
 class PauseSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
+class PausedSymbolSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    reason = serializers.CharField()
+    since = serializers.DateTimeField(source="created_at")
+    until = serializers.DateTimeField(allow_null=True)
+
+
+class PauseStateSerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    paused = serializers.BooleanField()
 
 
 class EmptySerializer(serializers.Serializer):
@@ -85,7 +101,7 @@ class KillSwitchView(ControlView):
 
     @extend_schema(responses=KillSwitchStateSerializer)
     def get(self, request):
-        return Response(switch_body(KillSwitch.load()))
+        return Response(KillSwitchStateSerializer(switch_body(KillSwitch.load())).data)
 
     @extend_schema(request=KillSwitchSerializer, responses=KillSwitchStateSerializer)
     def post(self, request):
@@ -101,19 +117,19 @@ class KillSwitchView(ControlView):
         from dashboard.relay import announce_control
 
         announce_control(state)
-        return Response(body)
+        return Response(KillSwitchStateSerializer(body).data)
 
 
 class FlattenView(ControlView):
     control_model = KillSwitch
 
-    @extend_schema(request=None, responses={202: inline_serializer("FlattenRequested", {"flatten": serializers.CharField()})})
+    @extend_schema(request=None, responses={202: FlattenRequestedSerializer})
     def post(self, request):
         from trading.tasks import flatten_positions
 
         parse_body(request, EmptySerializer)
         flatten_positions.delay()
-        return Response({"flatten": "requested"}, status=202)
+        return Response(FlattenRequestedSerializer({"flatten": "requested"}).data, status=202)
 
 
 class LimitsView(ControlView):
@@ -141,20 +157,17 @@ class LimitsView(ControlView):
 class PausedSymbolsView(ControlView):
     control_model = SymbolPause
 
-    @extend_schema(responses=inline_serializer("PausedSymbol", {"symbol": serializers.CharField(), "reason": serializers.CharField(),
-                                                                "since": serializers.DateTimeField(),
-                                                                "until": serializers.DateTimeField(allow_null=True)}, many=True))
+    @extend_schema(responses=PausedSymbolSerializer(many=True))
     def get(self, request):
-        return Response([{"symbol": p.symbol, "reason": p.reason, "since": p.created_at, "until": p.until}
-                         for p in SymbolPause.active()])
+        return Response(PausedSymbolSerializer(SymbolPause.active(), many=True).data)
 
 
 class SymbolPauseView(ControlView):
     control_model = SymbolPause
 
     @extend_schema(
-        request=inline_serializer("PauseRequest", {"reason": serializers.CharField(required=False)}),
-        responses=inline_serializer("PauseState", {"symbol": serializers.CharField(), "paused": serializers.BooleanField()}),
+        request=PauseSerializer,
+        responses=PauseStateSerializer,
     )
     def post(self, request, symbol: str = "", action: str = ""):
         from trading.api.views import require_symbol
@@ -166,8 +179,8 @@ class SymbolPauseView(ControlView):
         state = engine.get_state()
         if action == "pause":
             pause_symbol(state, symbol, request.user, body.validated_data.get("reason", ""))
-            return Response({"symbol": symbol, "paused": True})
+            return Response(PauseStateSerializer({"symbol": symbol, "paused": True}).data)
         resume_symbol(state, symbol, request.user)
-        return Response({"symbol": symbol, "paused": False})
+        return Response(PauseStateSerializer({"symbol": symbol, "paused": False}).data)
 
 

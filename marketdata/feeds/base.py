@@ -23,7 +23,8 @@ import websocket
 from marketdata.books import LevelBook
 from marketdata.exceptions import FeedMessageError
 from marketdata.recording import Recorder
-from trading.state import BookRecord, FeedStats, FxRecord, PriceRecord, StateManager
+from marketdata.records import BookRecord, FeedStats, FxRecord, PriceRecord
+from marketdata.store import MarketStore
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class FeedWorker:
 
     def __init__(
         self,
-        state: StateManager,
+        state: MarketStore,
         symbols: list[str],
         *,
         ws_url: str,

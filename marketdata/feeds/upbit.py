@@ -11,7 +11,7 @@ import orjson
 
 from marketdata.books import LevelBook
 from marketdata.parsers import UPBIT, BookSnapshot, parse_upbit_message, upbit_symbol
-from trading.state import FxRecord
+from marketdata.records import FxRecord
 
 from .base import TWO, FeedWorker, log
 

@@ -250,7 +250,7 @@ def test_a_reservation_waits_for_the_mirror(state):
 
 def test_an_expired_reconciliation_blocks_live_trading_and_shows_stale(state, market, settings, client, monkeypatch,
                                                                        redis_client):
-    import trading.state as state_module
+    from trading.state import accounts as state_module
 
     settings.LIVE_MODE = True
     state.set_reconciliation({"ok": True, "differences": [], "cancelled": [], "adopted": []})

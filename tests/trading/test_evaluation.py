@@ -12,6 +12,7 @@ from liveguard.services import set_kill_switch
 from tests.conftest import set_limits
 from trading import engine, evaluation
 from trading.models import Pair, Signal
+from trading.state import keys
 
 pytestmark = pytest.mark.django_db
 
@@ -89,6 +90,6 @@ def test_the_pair_half_checks_the_ledger_and_every_limit_again(state, market):
 
 def test_a_coin_without_both_books_is_skipped(state, market):
     market("HOT", **JUMP)
-    state.redis.delete(state.book_key("binance", "HOT"))
+    state.redis.delete(keys.book_key("binance", "HOT"))
     result, queued = screen(state, ["HOT", "NOPE"])
     assert (result.evaluated, queued) == (0, [])

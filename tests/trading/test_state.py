@@ -118,8 +118,9 @@ def test_scripted_write_survives_a_script_cache_flush(state, redis_client):
 def test_record_indexes_are_pruned_and_bounded(state, redis_client, monkeypatch):
     """`arbitrage:index:orders` (and every record index) used to grow without bound (issue 11)."""
     from trading import state as state_module
+    from trading.state import indexes
 
-    monkeypatch.setattr(state_module, "INDEX_MAX_MEMBERS", 50)
+    monkeypatch.setattr(indexes, "INDEX_MAX_MEMBERS", 50)
     for n in range(120):
         state.save_order(OrderRecord(f"o{n}", "upbit", "BTC", "buy", D("1"), D("1"), "filled", D("1"), D("1"), NOW, NOW))
     index = "arbitrage:index:orders"

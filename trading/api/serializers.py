@@ -1,22 +1,28 @@
-"""Field names are the Redis records' (docs/redis-keys.md). Money is a decimal string, never a float."""
+"""The read API's response shapes: each view's schema and its response come from these.
+
+Field names are the Redis records' (docs/redis-keys.md). Money is a decimal string, never a float;
+times are ISO 8601 as Python writes them (the hot state stores them so, and the WebSocket frames
+carry them so).
+"""
 
 from rest_framework import serializers
 
-MONEY = {"max_digits": None, "decimal_places": None, "coerce_to_string": True}
-
 
 class Money(serializers.DecimalField):
+    """A decimal string exactly as str(Decimal) writes it (what the hot state stores)."""
+
     def __init__(self, **kwargs):
         super().__init__(max_digits=None, decimal_places=None, coerce_to_string=True, **kwargs)
 
+    def to_representation(self, value):
+        return str(value)
 
-class PriceSerializer(serializers.Serializer):
-    exchange = serializers.CharField()
-    symbol = serializers.CharField()
-    bid = Money()
-    ask = Money()
-    mid = Money()
-    timestamp = serializers.DateTimeField()
+
+class Timestamp(serializers.DateTimeField):
+    """An aware time as datetime.isoformat() writes it ("+00:00", not DRF's "Z")."""
+
+    def to_representation(self, value):
+        return value.isoformat() if value else None
 
 
 class SignalSerializer(serializers.Serializer):
@@ -27,9 +33,11 @@ class SignalSerializer(serializers.Serializer):
     sell_price = Money()
     spread = Money()
     spread_pct = Money()
-    timestamp = serializers.DateTimeField()
+    timestamp = Timestamp()
     quantity = Money(required=False, allow_null=True)
     net_spread_pct = Money(required=False, allow_null=True)
+    tick_received_at = Timestamp(required=False, allow_null=True,
+                                 help_text="when the feed received the newer of the two books")
 
 
 class SignalHistorySerializer(serializers.Serializer):
@@ -44,7 +52,7 @@ class SignalHistorySerializer(serializers.Serializer):
     net_spread_pct = Money()
     outcome = serializers.CharField()
     reason = serializers.CharField()
-    timestamp = serializers.DateTimeField(source="created_at")
+    timestamp = Timestamp(source="created_at")
 
 
 class OrderSerializer(serializers.Serializer):
@@ -57,8 +65,8 @@ class OrderSerializer(serializers.Serializer):
     status = serializers.CharField()
     filled_quantity = Money()
     fill_rate = Money()
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
+    created_at = Timestamp()
+    updated_at = Timestamp()
 
 
 class PositionSerializer(serializers.Serializer):
@@ -69,7 +77,7 @@ class PositionSerializer(serializers.Serializer):
     side = serializers.CharField()
     pnl = Money()
     pnl_pct = Money()
-    timestamp = serializers.DateTimeField()
+    timestamp = Timestamp()
 
 
 class ExecutionSerializer(serializers.Serializer):
@@ -83,7 +91,7 @@ class ExecutionSerializer(serializers.Serializer):
     net_pnl = Money()
     fees = Money()
     pnl_pct = Money()
-    timestamp = serializers.DateTimeField()
+    timestamp = Timestamp()
 
 
 class MetricsSerializer(serializers.Serializer):
@@ -94,7 +102,7 @@ class MetricsSerializer(serializers.Serializer):
     daily_loss = Money()
     total_loss = Money()
     trades_today = serializers.IntegerField()
-    timestamp = serializers.DateTimeField()
+    timestamp = Timestamp()
     equity = Money(help_text="KRW: every balance at its own venue's mark (docs/ACCOUNTING.md)")
     flows = Money(help_text="KRW: deposits less withdrawals, each valued when booked; never performance")
     pnl_today = Money(help_text="KRW: equity change since 00:00 KST less the day's flows (unrealized included)")
@@ -104,7 +112,7 @@ class MetricsSerializer(serializers.Serializer):
 
 
 class PnlPeriodSerializer(serializers.Serializer):
-    since = serializers.DateTimeField(allow_null=True, help_text="the baseline snapshot (null: since the first flow)")
+    since = Timestamp(allow_null=True, help_text="the baseline snapshot (null: since the first flow)")
     pnl = Money(help_text="equity change less flows; = trading + fx + inventory")
     trading = Money(help_text="Σ net PnL of the pairs closed in the period = spread_captured + slippage + hedges + fees")
     spread_captured = Money(help_text="at the signal's volume-weighted prices")
@@ -124,7 +132,7 @@ class PnlSerializer(serializers.Serializer):
     unpriced = serializers.ListField(child=serializers.CharField(), help_text="holdings with no mark, kept at cost")
     today = PnlPeriodSerializer()
     total = PnlPeriodSerializer()
-    timestamp = serializers.DateTimeField()
+    timestamp = Timestamp()
 
 
 class PairPnlSerializer(serializers.Serializer):
@@ -134,7 +142,7 @@ class PairPnlSerializer(serializers.Serializer):
     buy_exchange = serializers.CharField()
     sell_exchange = serializers.CharField()
     quantity = Money()
-    closed_at = serializers.DateTimeField()
+    closed_at = Timestamp()
     spread_captured = Money(help_text="(expected sell - expected buy) x quantity, at the signal's prices")
     slippage = Money(help_text="fills versus the signal")
     hedges = Money(help_text="unwinds of unequal fills")
@@ -143,7 +151,7 @@ class PairPnlSerializer(serializers.Serializer):
 
 
 class EquityPointSerializer(serializers.Serializer):
-    timestamp = serializers.DateTimeField()
+    timestamp = Timestamp()
     equity = Money()
     flows = Money()
     pnl = Money(help_text="equity less flows")
@@ -157,7 +165,16 @@ class PremiumSerializer(serializers.Serializer):
     fx_rate = Money()
     net_upbit_to_binance = Money(allow_null=True)
     net_binance_to_upbit = Money(allow_null=True)
-    timestamp = serializers.DateTimeField()
+    timestamp = Timestamp()
+
+
+class PremiumHistorySerializer(serializers.Serializer):
+    symbol = serializers.CharField()
+    points = serializers.ListField(child=serializers.ListField(), help_text="[unix seconds, premium %] pairs")
+
+
+class LivezSerializer(serializers.Serializer):
+    status = serializers.CharField()
 
 
 class HealthSerializer(serializers.Serializer):
@@ -170,4 +187,5 @@ class HealthSerializer(serializers.Serializer):
     components = serializers.DictField()
     kill_switch = serializers.BooleanField(allow_null=True)
     circuit_breaker = serializers.DictField(allow_null=True)
+    reconciliation = serializers.DictField(required=False, help_text="absent while Redis is unreachable")
     live_mode = serializers.BooleanField()

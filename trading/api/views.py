@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,8 +10,7 @@ from decimal import Decimal
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,28 +18,12 @@ from rest_framework.views import APIView
 from trading import engine
 from trading.fields import money
 from trading.models import Order, Pair, Position, Signal
-from trading.state import encode_record
 
 from . import serializers as s
 from .permissions import ReadAccess
 
 FEED_STALE_SECONDS = 5
 COMPONENT_STALE_SECONDS = 15
-
-
-def plain(value):
-    """JSON-ready without DRF's per-field serialisation: money as decimal strings, times ISO 8601."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value):
-        return encode_record(value)
-    return value
 
 
 def parse_limit(request, default: int = 100) -> int:
@@ -87,7 +69,7 @@ class MetricsView(ReadView):
         record = self.state.get_metrics()
         if record is None:
             return Response({"error": "metrics are not available yet (is celery beat running?)"}, status=503)
-        return Response(plain(record))
+        return Response(s.MetricsSerializer(record).data)
 
 
 class PnlView(ReadView):
@@ -104,18 +86,14 @@ class PnlView(ReadView):
         current = accounting.valuation(marks, book)
         from liveguard.guard import start_of_trading_day
 
-        def period(p):
-            return {"since": p.since, "pnl": p.pnl, "trading": p.trading, "spread_captured": p.spread_captured,
-                    "slippage": p.slippage, "hedges": p.hedges, "fees": p.fees, "fx": p.fx, "inventory": p.inventory}
-
-        return Response(plain({
+        return Response(s.PnlSerializer({
             "equity": money(current.equity), "flows": money(current.flows), "realized": money(current.realized),
             "unrealized": money(current.unrealized), "fees_realized": money(current.fees_realized),
             "unpriced": list(current.unpriced),
-            "today": period(accounting.period_pnl(current, fx.rate, start_of_trading_day())),
-            "total": period(accounting.period_pnl(current, fx.rate, None)),
+            "today": accounting.period_pnl(current, fx.rate, start_of_trading_day()),
+            "total": accounting.period_pnl(current, fx.rate, None),
             "timestamp": datetime.now(UTC),
-        }))
+        }).data)
 
 
 class PairPnlView(ReadView):
@@ -133,7 +111,7 @@ class PairPnlView(ReadView):
             rows.append({"id": p.id, "symbol": p.symbol, "kind": p.kind, "buy_exchange": p.buy_exchange,
                          "sell_exchange": p.sell_exchange, "quantity": p.quantity, "closed_at": p.updated_at,
                          **parts, "net_pnl": p.net_pnl})
-        return Response(plain(rows))
+        return Response(s.PairPnlSerializer(rows, many=True).data)
 
 
 class EquityHistoryView(ReadView):
@@ -144,14 +122,14 @@ class EquityHistoryView(ReadView):
 
         limit = parse_limit(request, default=min(1440, settings.API_MAX_LIMIT))
         rows = list(EquitySnapshot.objects.order_by("-taken_at")[:limit])[::-1]
-        return Response(plain([{"timestamp": r.taken_at, "equity": r.equity, "flows": r.flows, "pnl": r.equity - r.flows}
-                               for r in rows]))
+        points = [{"timestamp": r.taken_at, "equity": r.equity, "flows": r.flows, "pnl": r.equity - r.flows} for r in rows]
+        return Response(s.EquityPointSerializer(points, many=True).data)
 
 
 class PositionsView(ReadView):
     @extend_schema(responses=s.PositionSerializer(many=True))
     def get(self, request):
-        return Response(plain(self.state.list_positions()))
+        return Response(s.PositionSerializer(self.state.list_positions(), many=True).data)
 
 
 class PositionDetailView(ReadView):
@@ -166,24 +144,20 @@ class PositionDetailView(ReadView):
             record = {"symbol": symbol, "quantity": position.quantity, "entry_price": position.entry_buy_price,
                       "current_price": position.entry_buy_price, "side": position.side, "pnl": Decimal(0),
                       "pnl_pct": Decimal(0), "timestamp": position.updated_at}
-        return Response(plain(record))
+        return Response(s.PositionSerializer(record).data)
 
 
 class SignalsView(ReadView):
     @extend_schema(
-        parameters=[LIMIT, OpenApiParameter("history", bool, description="signals acted on or rejected, from the database")],
+        parameters=[LIMIT, OpenApiParameter("history", bool, description="signals acted on or rejected, from the database "
+                                                                           "(each a SignalHistory: also outcome and reason)")],
         responses=s.SignalSerializer(many=True),
     )
     def get(self, request):
         limit = parse_limit(request)
         if request.query_params.get("history") in ("1", "true", "yes"):
-            rows = Signal.objects.all()[:limit]
-            return Response(plain([{
-                "symbol": r.symbol, "buy_exchange": r.buy_exchange, "sell_exchange": r.sell_exchange, "buy_price": r.buy_price,
-                "sell_price": r.sell_price, "quantity": r.quantity, "spread": r.spread, "spread_pct": r.spread_pct,
-                "net_spread_pct": r.net_spread_pct, "outcome": r.outcome, "reason": r.reason, "timestamp": r.created_at,
-            } for r in rows]))
-        return Response(plain(self.state.list_signals()[:limit]))
+            return Response(s.SignalHistorySerializer(Signal.objects.all()[:limit], many=True).data)
+        return Response(s.SignalSerializer(self.state.list_signals()[:limit], many=True).data)
 
 
 class SignalDetailView(ReadView):
@@ -193,7 +167,7 @@ class SignalDetailView(ReadView):
         record = self.state.get_signal(symbol)
         if record is None:
             raise NotFound(f"no live signal for {symbol} (signals live {300} s)")
-        return Response(plain(record))
+        return Response(s.SignalSerializer(record).data)
 
 
 def order_record(order: Order) -> dict:
@@ -213,7 +187,7 @@ class OrdersView(ReadView):
         orders = Order.objects.all()
         if "symbol" in request.query_params:
             orders = orders.filter(symbol=require_symbol(request.query_params["symbol"]))
-        return Response(plain([order_record(o) for o in orders[:limit]]))
+        return Response(s.OrderSerializer([order_record(o) for o in orders[:limit]], many=True).data)
 
 
 class OrderDetailView(ReadView):
@@ -221,7 +195,7 @@ class OrderDetailView(ReadView):
     def get(self, request, order_id: str):
         record = self.state.get_order(order_id)
         if record is not None:
-            return Response(plain(record))
+            return Response(s.OrderSerializer(record).data)
         try:
             order = Order.objects.filter(pk=uuid.UUID(order_id)).first()
         except ValueError:
@@ -230,7 +204,7 @@ class OrderDetailView(ReadView):
             order = Order.objects.filter(client_order_id=order_id).first()
         if order is None:
             raise NotFound(f"unknown order {order_id!r}")
-        return Response(plain(order_record(order)))
+        return Response(s.OrderSerializer(order_record(order)).data)
 
 
 def execution_record(pair: Pair) -> dict:
@@ -252,29 +226,26 @@ class ExecutionsView(ReadView):
             symbol = require_symbol(symbol)
         hot = self.state.list_executions(symbol, limit)
         if len(hot) >= limit:
-            return Response(plain(hot))
+            return Response(s.ExecutionSerializer(hot, many=True).data)
         # Older than Redis keeps (24 h), or across all coins: the ledger has every one.
         pairs = Pair.objects.exclude(state=Pair.State.PENDING).filter(quantity__gt=0).prefetch_related("orders")
         if symbol is not None:
             pairs = pairs.filter(symbol=symbol)
-        return Response(plain([execution_record(p) for p in pairs[:limit]]))
+        return Response(s.ExecutionSerializer([execution_record(p) for p in pairs[:limit]], many=True).data)
 
 
 class PremiumsView(ReadView):
     @extend_schema(responses=s.PremiumSerializer(many=True))
     def get(self, request):
-        return Response(plain(sorted(self.state.list_premiums(), key=lambda p: p.symbol)))
+        return Response(s.PremiumSerializer(sorted(self.state.list_premiums(), key=lambda p: p.symbol), many=True).data)
 
 
 class PremiumHistoryView(ReadView):
-    @extend_schema(responses=inline_serializer("PremiumHistory", {
-        "symbol": serializers.CharField(),
-        "points": serializers.ListField(child=serializers.ListField(), help_text="[unix seconds, premium %] pairs"),
-    }))
+    @extend_schema(responses=s.PremiumHistorySerializer)
     def get(self, request, symbol: str):
         symbol = require_symbol(symbol)
         history = self.state.premium_history(symbol)
-        return Response({"symbol": symbol, "points": [[ts, str(value)] for ts, value in history]})
+        return Response(s.PremiumHistorySerializer({"symbol": symbol, "points": [[ts, str(value)] for ts, value in history]}).data)
 
 
 class LivezView(APIView):
@@ -283,9 +254,9 @@ class LivezView(APIView):
     permission_classes = []
     authentication_classes = []
 
-    @extend_schema(responses=inline_serializer("Livez", {"status": serializers.CharField()}))
+    @extend_schema(responses=s.LivezSerializer)
     def get(self, request):
-        return Response({"status": "ok"})
+        return Response(s.LivezSerializer({"status": "ok"}).data)
 
 
 class HealthView(APIView):
@@ -344,4 +315,4 @@ class HealthView(APIView):
         body["trading_safe"] = not problems
         halted = bool(body["kill_switch"]) or bool(body["circuit_breaker"])
         body["status"] = "unsafe" if problems else "degraded" if halted else "ok"
-        return Response(body, status=503 if problems else 200)
+        return Response(s.HealthSerializer(body).data, status=503 if problems else 200)

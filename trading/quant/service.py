@@ -25,8 +25,6 @@ from decimal import ROUND_FLOOR, Decimal
 from trading.state import StateManager
 
 from . import config
-from .premium import book_path, grid_path, pooled_variance_ratio, premium_volatility, premium_weights
-from .risk import horizon_risk
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +35,11 @@ VAR_HORIZON_SECONDS = 86400
 def refit(state: StateManager, positions: Iterable | None = None) -> dict:
     """Refit from Redis (premium and equity samples) and the open positions (read from the database
     when not given: objects with symbol, side, quantity, entry_buy_price); store and return the model."""
+    # Here, not at the top: the engine imports this module for position_cap, and numpy/scipy would
+    # then load into every process that imports the engine (a feed worker, through the admin).
+    from .premium import book_path, grid_path, pooled_variance_ratio, premium_volatility, premium_weights
+    from .risk import horizon_risk
+
     horizon, floor = config.risk_horizon_seconds(), config.min_premium_vol_pp()
     series = {s: state.premium_history(s) for s in state.premium_symbols()}
     series = {s: samples for s, samples in series.items() if len(samples) >= 3}

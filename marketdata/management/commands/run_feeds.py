@@ -12,7 +12,7 @@ from marketdata.exceptions import DiscoveryError
 from marketdata.feeds.binance import BinanceFeed
 from marketdata.feeds.upbit import UpbitFeed
 from marketdata.recording import Recorder
-from trading.state import StateManager
+from marketdata.store import MarketStore
 
 
 def build_feeds(exchanges, symbols, state, recorder=None):
@@ -65,7 +65,7 @@ class Command(BaseCommand):
             symbols = self.discover(options["discovery_timeout"])
         exchanges = ["upbit", "binance"] if options["exchange"] == "all" else [options["exchange"]]
         recorder = Recorder(options["record"]) if options["record"] else None
-        state = StateManager.from_url(settings.REDIS_URL)
+        state = MarketStore.from_url(settings.REDIS_URL)
         feeds = build_feeds(exchanges, symbols, state, recorder)
 
         def stop(*_):

@@ -1,0 +1,75 @@
+"""Feed worker memory: the resident set of `manage.py run_feeds --exchange binance` streaming a
+venue of many coins (the target is at most 80 MB: a feed imports only what its job needs).
+
+    .venv/bin/python bench/feed_memory.py --coins 200 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._harness import free_port, spawn, start_redis, stop  # noqa: E402
+
+
+def wait_venue(url: str, timeout: float = 90.0) -> None:
+    """Wait for the venue: with hundreds of coins it answers slowly while it steps every book."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=5)
+            return
+        except requests.RequestException:
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing answered at {url}")
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set (VmRSS) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def measure(coins: int, seconds: float) -> dict:
+    redis_proc, redis_url = start_redis()
+    upbit_port, binance_port = free_port(), free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "DJANGO_SETTINGS_MODULE": "arbproject.settings",
+           "UPBIT_WS_URL": f"ws://127.0.0.1:{upbit_port}", "UPBIT_REST_URL": f"http://127.0.0.1:{upbit_port}",
+           "BINANCE_WS_URL": f"ws://127.0.0.1:{binance_port}", "BINANCE_REST_URL": f"http://127.0.0.1:{binance_port}",
+           "LOG_LEVEL": "ERROR"}
+    venue = spawn(["run_venue", "--upbit-port", str(upbit_port), "--binance-port", str(binance_port),
+                   "--coins", str(coins)], env)
+    feed = None
+    try:
+        wait_venue(f"http://127.0.0.1:{binance_port}/api/v3/ping")
+        feed = spawn(["run_feeds", "--exchange", "binance"], env)
+        samples = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            if feed.poll() is not None:
+                raise RuntimeError(f"the feed exited ({feed.returncode})")
+            samples.append(rss_mb(feed.pid))
+        return {"coins": coins, "rss_mb_last": round(samples[-1], 1), "rss_mb_max": round(max(samples), 1)}
+    finally:
+        stop(*(p for p in (feed, venue) if p), redis_proc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--coins", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    print(measure(args.coins, args.seconds))
+
+
+if __name__ == "__main__":
+    main()

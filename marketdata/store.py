@@ -1,0 +1,227 @@
+"""The market data in Redis: the one module that knows the feeds' key names, TTLs and channel.
+
+Feeds write prices, books, rates, exchange rules, their stats and their heartbeat here; the
+trading core reads them through the same class (trading.state.StateManager extends it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import orjson
+import redis
+
+from marketdata.records import (
+    BookRecord,
+    FeedStats,
+    FxRecord,
+    PriceRecord,
+    decode_book,
+    decode_record,
+    encode_book,
+    encode_record,
+    encode_sample,
+    utcnow,
+)
+
+PREFIX = "arbitrage"
+
+TTL_PRICE = 60
+TTL_BOOK = 60
+TTL_FX = 60
+TTL_HEARTBEAT = 60
+TTL_FEED_STATS = 60
+TTL_RULES = 86400
+
+# Pub/sub channel on which feed workers announce which books changed in one flush.
+TICKS_CHANNEL = f"{PREFIX}:ticks"
+# Every component that ever beat, scored by its last beat.
+HEARTBEATS_INDEX_KEY = f"{PREFIX}:index:heartbeats"
+
+
+def price_key(exchange: str, symbol: str) -> str:
+    return f"{PREFIX}:prices:{exchange}:{symbol}"
+
+
+def book_key(exchange: str, symbol: str) -> str:
+    return f"{PREFIX}:book:{exchange}:{symbol}"
+
+
+def fx_key(source: str) -> str:
+    return f"{PREFIX}:fx:{source}"
+
+
+def fx_history_key(source: str) -> str:
+    return f"{PREFIX}:fx:history:{source}"
+
+
+def rules_key(exchange: str, symbol: str) -> str:
+    return f"{PREFIX}:rules:{exchange}:{symbol}"
+
+
+def feed_stats_key(exchange: str) -> str:
+    return f"{PREFIX}:feedstats:{exchange}"
+
+
+def heartbeat_key(component: str) -> str:
+    return f"{PREFIX}:heartbeat:{component}"
+
+
+def text(raw: bytes | str | None) -> str | None:
+    """A Redis reply as str (clients may or may not decode responses)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class MarketStore:
+    """Typed reads and writes of the market data and of heartbeats."""
+
+    # One script call writes every changed book and announces them: a command per key would
+    # cost the feed more in client-side packing and parsing than everything else it does.
+    _WRITE_BOOKS = """
+    local ttl_price, ttl_book = ARGV[1], ARGV[2]
+    local n = #KEYS / 2
+    for i = 0, n - 1 do
+      local a = 4 + i * 8
+      local price_key = KEYS[2 * i + 1]
+      redis.call('HSET', price_key, 'exchange', ARGV[a], 'symbol', ARGV[a + 1], 'bid', ARGV[a + 2],
+                 'ask', ARGV[a + 3], 'mid', ARGV[a + 4], 'timestamp', ARGV[a + 5], 'received_at', ARGV[a + 6])
+      redis.call('EXPIRE', price_key, ttl_price)
+      if ARGV[a + 7] ~= '' then
+        redis.call('SET', KEYS[2 * i + 2], ARGV[a + 7], 'EX', ttl_book)
+      end
+    end
+    if ARGV[3] ~= '' then
+      redis.call('PUBLISH', ARGV[3], ARGV[#ARGV])
+    end
+    return n
+    """
+
+    heartbeat_key = staticmethod(heartbeat_key)
+
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+        self._write_books = client.register_script(self._WRITE_BOOKS)
+
+    @classmethod
+    def from_url(cls, url: str):
+        """A store on a client that checks its connection and never blocks for ever."""
+        return cls(redis.Redis.from_url(url, health_check_interval=30, socket_timeout=5))
+
+    # prices and books (the feed's hot path: one round trip per flush) -------------------------
+    def write_market(
+        self,
+        prices: Iterable[PriceRecord],
+        books: Iterable[BookRecord] = (),
+        fx: Iterable[FxRecord] = (),
+        *,
+        notify: Sequence[str] = (),
+        heartbeat: str | None = None,
+        stats: FeedStats | None = None,
+    ) -> None:
+        """Write prices (each with its book), rates, heartbeat and stats in one round trip.
+
+        `books` must pair with `prices` one to one; `notify` is published after the writes, so a
+        subscriber that hears it can read the new values.
+        """
+        prices, books = list(prices), list(books)
+        if books and len(books) != len(prices):
+            raise ValueError("write_market: books must pair one to one with prices")
+        pipe = self.redis.pipeline(transaction=False)
+        if prices:
+            keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else ""]
+            for i, price in enumerate(prices):
+                keys.append(price_key(price.exchange, price.symbol))
+                keys.append(book_key(price.exchange, price.symbol))
+                received = price.received_at.isoformat() if price.received_at else ""
+                args += [price.exchange, price.symbol, str(price.bid), str(price.ask), str(price.mid),
+                         price.timestamp.isoformat(), received, encode_book(books[i]) if books else b""]
+            if notify:
+                args.append(orjson.dumps(list(notify)))
+            self._write_books(keys=keys, args=args, client=pipe)
+        elif notify:
+            pipe.publish(TICKS_CHANNEL, orjson.dumps(list(notify)))
+        for rate in fx:
+            key = fx_key(rate.source)
+            pipe.hset(key, mapping=encode_record(rate))
+            pipe.expire(key, TTL_FX)
+        if heartbeat:
+            self._queue_heartbeat(pipe, heartbeat)
+        if stats:
+            key = feed_stats_key(stats.exchange)
+            pipe.hset(key, mapping=encode_record(stats))
+            pipe.expire(key, TTL_FEED_STATS)
+        pipe.execute()
+
+    def write_price(self, price: PriceRecord, book: BookRecord | None = None) -> None:
+        """Write one quote (and its book) outside the feed, e.g. a fixed-rate source or a test."""
+        self.write_market([price], [book] if book else [])
+
+    def get_price(self, exchange: str, symbol: str) -> PriceRecord | None:
+        return decode_record(PriceRecord, self.redis.hgetall(price_key(exchange, symbol)))
+
+    def get_book(self, exchange: str, symbol: str) -> BookRecord | None:
+        raw = self.redis.get(book_key(exchange, symbol))
+        return None if raw is None else decode_book(raw)
+
+    def get_market(self, symbol: str, fx_source: str) -> tuple[BookRecord | None, BookRecord | None, FxRecord | None]:
+        """Both venues' books of a coin and the rate, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(book_key("upbit", symbol))
+        pipe.get(book_key("binance", symbol))
+        pipe.hgetall(fx_key(fx_source))
+        upbit, binance, fx = pipe.execute()
+        return (decode_book(upbit) if upbit else None, decode_book(binance) if binance else None,
+                decode_record(FxRecord, fx))
+
+    # rates --------------------------------------------------------------------------------------
+    def get_fx(self, source: str) -> FxRecord | None:
+        return decode_record(FxRecord, self.redis.hgetall(fx_key(source)))
+
+    def set_fx(self, rate: FxRecord) -> None:
+        self.write_market((), fx=(rate,))
+
+    def sample_fx(self, rate: FxRecord, keep_seconds: int = 300) -> None:
+        """Keep a few minutes of the trading rate, so a jump over time can be seen."""
+        key = fx_history_key(rate.source)
+        now = rate.timestamp.timestamp()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {encode_sample(now, rate.rate): now})
+        pipe.zremrangebyscore(key, "-inf", now - keep_seconds)
+        pipe.expire(key, keep_seconds)
+        pipe.execute()
+
+    # exchange rules -------------------------------------------------------------------------
+    def set_rules(self, exchange: str, symbol: str, rules: dict[str, str]) -> None:
+        key = rules_key(exchange, symbol)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=rules)
+        pipe.expire(key, TTL_RULES)
+        pipe.execute()
+
+    def get_rules(self, exchange: str, symbol: str) -> dict[str, str]:
+        raw = self.redis.hgetall(rules_key(exchange, symbol))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    # feed stats and heartbeats ----------------------------------------------------------------
+    def get_feed_stats(self, exchange: str) -> FeedStats | None:
+        return decode_record(FeedStats, self.redis.hgetall(feed_stats_key(exchange)))
+
+    def _queue_heartbeat(self, pipe, component: str, at: datetime | None = None) -> None:
+        pipe.set(heartbeat_key(component), (at or utcnow()).isoformat(), ex=TTL_HEARTBEAT)
+        pipe.zadd(HEARTBEATS_INDEX_KEY, {component: (at or utcnow()).timestamp()})
+
+    def beat(self, component: str, at: datetime | None = None) -> None:
+        """Record that a component is alive now."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._queue_heartbeat(pipe, component, at)
+        pipe.execute()
+
+    def heartbeat(self, component: str) -> datetime | None:
+        raw = self.redis.get(heartbeat_key(component))
+        return datetime.fromisoformat(text(raw)) if raw else None
+
+    def heartbeats(self) -> dict[str, datetime | None]:
+        """Every component ever seen, with its last beat (None once the beat has expired)."""
+        components = [text(c) for c in self.redis.zrange(HEARTBEATS_INDEX_KEY, 0, -1)]
+        return {component: self.heartbeat(component) for component in components}
