@@ -38,6 +38,10 @@ from typing import Protocol
 
 from django.db import transaction
 
+from liveguard import guard as lg
+from liveguard.models import SymbolPause
+from liveguard.services import pause_symbol, resume_symbol, set_kill_switch
+
 from . import ledger
 from .exchanges.types import LegOrder, LegReport, LegStatus, Venue
 from .fields import money
@@ -393,9 +397,6 @@ class PairExecutor:
 
     def _flag(self, pair: Pair, reason: str) -> None:
         """Name the exposure and stop everything until a person (or a later resume) settles it."""
-        from liveguard import guard as lg
-        from liveguard.services import set_kill_switch
-
         if pair.stage != Pair.Stage.FLAGGED:  # once: a resume that tries again does not re-engage it
             Pair.objects.filter(pk=pair.pk).update(stage=Pair.Stage.FLAGGED)
             pair.stage = Pair.Stage.FLAGGED
@@ -404,15 +405,10 @@ class PairExecutor:
             set_kill_switch(self.state, True, reason=f"leg risk: {reason}"[:200])
 
     def _pause(self, pair: Pair, reason: str) -> None:
-        from liveguard.services import pause_symbol
-
         pause_symbol(self.state, pair.symbol, reason=f"{PAUSE_PREFIX}{pair.id}: {reason}"[:200])
 
     def _lift_pause(self, pair: Pair) -> None:
         """A pause this pair put on its coin goes when the pair closes (an operator's pause stays)."""
-        from liveguard.models import SymbolPause
-        from liveguard.services import resume_symbol
-
         if SymbolPause.objects.filter(symbol=pair.symbol, reason__startswith=f"{PAUSE_PREFIX}{pair.id}").exists():
             resume_symbol(self.state, pair.symbol)
 

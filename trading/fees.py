@@ -28,6 +28,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
+from liveguard.models import AuditLog
+
 from .models import FeeSchedule, Pair
 from .signals import Fees
 
@@ -122,8 +124,6 @@ def forget() -> None:
 
 def save_schedule(state, schedule: FeeSchedule, user=None) -> FeeSchedule:
     """Validate, save with an audit trail, and make every worker re-read the rates at once."""
-    from liveguard.models import AuditLog
-
     schedule.full_clean()
     label = f"FeeSchedule {schedule.venue}/{schedule.account}"[:60]
     with transaction.atomic():

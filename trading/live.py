@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from liveguard.checks import assert_live_mode_safe
+
 from .exchanges.binance import BinanceAdapter
 from .exchanges.upbit import UpbitAdapter
 from .execution import PairExecutor, leg_ids, resume_pending  # noqa: F401  (re-exported)
@@ -16,8 +18,6 @@ from .signals import Fees
 
 def live_venues() -> dict:
     """Both signed adapters from the settings; refused (ImproperlyConfigured) while live mode is unsafe."""
-    from liveguard.checks import assert_live_mode_safe
-
     assert_live_mode_safe()
     adapters = {
         "upbit": UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_API_KEY, settings.UPBIT_SECRET_KEY,

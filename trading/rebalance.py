@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
+from liveguard.models import TransferLimits
+
 from . import ledger
 from .models import Transfer
 from .transfers import TransferRefused, TransferService, in_flight
@@ -105,8 +107,6 @@ def rebalance_quote(state, service: TransferService, marks, fx_ask: Decimal, bel
 
 def rebalance(state, service: TransferService, marks) -> list[Transfer]:
     """Plan and send the transfers that restore each coin's inventory; returns those sent."""
-    from liveguard.models import TransferLimits
-
     limits = TransferLimits.load()
     if not limits.withdrawals_enabled:
         return []

@@ -17,8 +17,10 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from liveguard.clock import start_of_trading_day
 from trading import engine
 from trading.fields import money
+from trading.guard_mirror import known_symbol
 from trading.models import Order, Pair, Position, Signal
 from trading.state import encode_record
 
@@ -57,14 +59,9 @@ def parse_limit(request, default: int = 100) -> int:
     return limit
 
 
-def known_symbol(symbol: str) -> bool:
-    state = engine.get_state()
-    return symbol in state.premium_symbols() or Pair.objects.filter(symbol=symbol).exists()
-
-
 def require_symbol(symbol: str) -> str:
     symbol = symbol.upper()
-    if not known_symbol(symbol):
+    if not known_symbol(engine.get_state(), symbol):
         raise NotFound(f"unknown symbol {symbol!r}")
     return symbol
 
@@ -102,8 +99,6 @@ class PnlView(ReadView):
         book = accounting.replay()
         marks = accounting.current_marks(self.state, fx.rate, list(ledger.balances()))
         current = accounting.valuation(marks, book)
-        from liveguard.guard import start_of_trading_day
-
         def period(p):
             return {"since": p.since, "pnl": p.pnl, "trading": p.trading, "spread_captured": p.spread_captured,
                     "slippage": p.slippage, "hedges": p.hedges, "fees": p.fees, "fx": p.fx, "inventory": p.inventory}
