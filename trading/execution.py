@@ -42,10 +42,11 @@ from liveguard import guard as lg
 from liveguard.models import SymbolPause
 from liveguard.services import pause_symbol, resume_symbol, set_kill_switch
 
-from . import ledger
+from . import ledger, positions
 from .exchanges.types import LegOrder, LegReport, LegStatus, Venue
+from .fees import FeeValuer  # each fee valued in KRW when filled (a BNB fee at BNB's price)
 from .fields import money
-from .models import Fill, Order, Pair
+from .models import Fill, Order, Pair, Position
 from .signals import Fees
 from .state import ExecutionRecord, Level, OrderRecord, StateManager
 
@@ -283,8 +284,6 @@ class PairExecutor:
         if status is LegStatus.DONE:
             known = set(Fill.objects.filter(order=order).values_list("trade_id", flat=True))
             rate = Decimal(1) if ledger.QUOTE[order.exchange] == "KRW" else rates.get(order.pair_id)
-            from .fees import FeeValuer  # each fee valued in KRW when filled (a BNB fee at BNB's price)
-
             valuer = FeeValuer(self.state, self.venues.get(order.exchange), order, self.fees, rate)
             for fill in report.fills:
                 if fill.trade_id and fill.trade_id in known:
@@ -328,8 +327,6 @@ class PairExecutor:
 
     def _close(self, pair: Pair, note: str = "", dust: tuple[Decimal, str] | None = None) -> Pair:
         """Every order known and booked: the pair's result and the coin's position commit together."""
-        from . import positions  # positions imports this module's records
-
         self.checkpoint("close", pair)
         orders = list(Order.objects.filter(pair=pair))
         legs = {o.side: o for o in orders if o.role == Order.Role.LEG}
@@ -485,9 +482,6 @@ def resume_pending(state: StateManager, executor: PairExecutor, older_than_s: fl
             with held_lock(state, f"symbol:{pair.symbol}", token, int(executor.lease_s * 1000)):
                 pair = executor.resume(pair)
             executor.publish(pair)
-            from . import positions
-            from .models import Position
-
             position = Position.objects.filter(symbol=pair.symbol).first()
             positions.sync_exposure(state, pair.symbol, position)
             positions.publish(state, position, pair.symbol)

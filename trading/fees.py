@@ -146,18 +146,14 @@ def save_schedule(state, schedule: FeeSchedule, user=None) -> FeeSchedule:
     return schedule
 
 
-def update_schedule(venue: str, account: str | None = None, *, state=None, user=None, **changes) -> FeeSchedule:
-    """Change (or create) one venue's schedule for an account, audited."""
+def update_schedule(venue: str, account: str | None = None, *, state, user=None, **changes) -> FeeSchedule:
+    """Change (or create) one venue's schedule for an account, audited; `state` is told so every worker re-reads it."""
     account = account or account_label()
     schedule = FeeSchedule.objects.filter(venue=venue, account=account).first() or FeeSchedule(venue=venue, account=account)
     for name, value in changes.items():
         if not hasattr(schedule, name):
             raise ValueError(f"unknown fee field {name!r}")
         setattr(schedule, name, value)
-    if state is None:
-        from .engine import get_state
-
-        state = get_state()
     return save_schedule(state, schedule, user)
 
 

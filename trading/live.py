@@ -14,6 +14,7 @@ from .exchanges.binance import BinanceAdapter
 from .exchanges.upbit import UpbitAdapter
 from .execution import PairExecutor, leg_ids, resume_pending  # noqa: F401  (re-exported)
 from .signals import Fees
+from .transfers import TransferService
 
 
 def live_venues() -> dict:
@@ -40,8 +41,6 @@ def live_executor(state, fees: Fees) -> PairExecutor:
 def transfer_service(state):
     """The rebalancer's service: withdrawal adapters built from the withdrawal keys only (none
     configured, no withdrawals), deposit addresses and deposits read with the trading keys."""
-    from .transfers import TransferService
-
     readers = live_venues()
     venues = {}
     if settings.UPBIT_WITHDRAW_API_KEY and settings.UPBIT_WITHDRAW_SECRET_KEY:

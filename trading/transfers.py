@@ -29,7 +29,7 @@ from liveguard import guard as lg
 from liveguard.clock import start_of_trading_day
 from liveguard.models import AuditLog, TransferLimits
 
-from . import ledger
+from . import ledger, positions
 from .exchanges.types import TransferReport, TransferStatus, WithdrawalRequest
 from .fields import money
 from .models import LedgerEntry, Transfer, transit
@@ -213,13 +213,9 @@ class TransferService:
                     locked.stage, locked.arrived_at = Transfer.Stage.ARRIVED, datetime.now(UTC)
                     locked.txid = match.txid or locked.txid
                     locked.save()
-                    from . import positions
-
                     remaining = positions.square_by_transfer(locked.asset, locked.from_venue, match.amount)
                     squared = True
             if squared and self.state is not None:
-                from . import positions
-
                 positions.sync_exposure(self.state, t.asset, remaining)
                 positions.publish(self.state, remaining, t.asset)
         elif match.status == TransferStatus.FAILED:

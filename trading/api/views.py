@@ -18,10 +18,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from liveguard.clock import start_of_trading_day
-from trading import engine
+from trading import accounting, engine, ledger
 from trading.fields import money
 from trading.guard_mirror import known_symbol
-from trading.models import Order, Pair, Position, Signal
+from trading.models import EquitySnapshot, Order, Pair, Position, Signal
 from trading.state import encode_record
 
 from . import serializers as s
@@ -91,8 +91,6 @@ class PnlView(ReadView):
     @extend_schema(responses=s.PnlSerializer, description="Equity, realized and unrealized PnL, and today's and the "
                    "total PnL decomposed, all per the accounting model in docs/ACCOUNTING.md (KRW).")
     def get(self, request):
-        from trading import accounting, ledger
-
         fx = engine.fx_rate(self.state)
         if fx is None:
             return Response({"error": "no KRW/USDT rate yet: nothing can be valued"}, status=503)
@@ -117,8 +115,6 @@ class PairPnlView(ReadView):
     @extend_schema(responses=s.PairPnlSerializer(many=True), parameters=[LIMIT, SYMBOL],
                    description="Each closed pair's PnL decomposed (docs/ACCOUNTING.md, trading part), newest first.")
     def get(self, request):
-        from trading import accounting
-
         pairs = Pair.objects.filter(stage=Pair.Stage.CLOSED, quantity__gt=0).order_by("-updated_at")
         if request.query_params.get("symbol"):
             pairs = pairs.filter(symbol=request.query_params["symbol"].upper())
@@ -135,8 +131,6 @@ class EquityHistoryView(ReadView):
     @extend_schema(responses=s.EquityPointSerializer(many=True), parameters=[LIMIT],
                    description="Equity snapshots (every minute, newest last).")
     def get(self, request):
-        from trading.models import EquitySnapshot
-
         limit = parse_limit(request, default=min(1440, settings.API_MAX_LIMIT))
         rows = list(EquitySnapshot.objects.order_by("-taken_at")[:limit])[::-1]
         return Response(plain([{"timestamp": r.taken_at, "equity": r.equity, "flows": r.flows, "pnl": r.equity - r.flows}
