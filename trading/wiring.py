@@ -19,7 +19,7 @@ from liveguard.checks import assert_live_mode_safe
 from liveguard.models import GuardLimits
 
 from . import fees as fee_schedule
-from . import guard_mirror
+from . import guard_mirror, strategies
 from .execution import PairExecutor
 from .live import live_executor
 from .paper import PaperVenue
@@ -68,6 +68,7 @@ def forget_limits() -> None:
     _live_executor = None
     funded_paper_accounts.clear()
     fee_schedule.forget()
+    strategies.forget()
 
 
 def default_executor(state: StateManager, fee: Fees) -> PairExecutor:
