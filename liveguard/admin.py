@@ -1,10 +1,21 @@
 from django.contrib import admin, messages
 
-from trading.admin import ReadOnlyAdmin
-from trading.engine import get_state
-
+from . import ports
 from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch, TransferLimits, save_audited
 from .services import save_limits, set_kill_switch
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the code only (the audit log here, the ledger in trading): never by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class SingletonAdmin(admin.ModelAdmin):
@@ -20,7 +31,7 @@ class GuardLimitsAdmin(SingletonAdmin):
     readonly_fields = ("updated_at",)
 
     def save_model(self, request, obj, form, change):
-        save_limits(get_state(), obj, request.user)
+        save_limits(ports.state(), obj, request.user)
 
 
 @admin.register(TransferLimits)
@@ -38,13 +49,11 @@ class KillSwitchAdmin(SingletonAdmin):
     actions = ["flatten_positions"]
 
     def save_model(self, request, obj, form, change):
-        set_kill_switch(get_state(), obj.engaged, request.user, obj.reason)
+        set_kill_switch(ports.state(), obj.engaged, request.user, obj.reason)
 
     @admin.action(description="Flatten: close every open position with reverse pairs")
     def flatten_positions(self, request, queryset):
-        from trading.tasks import flatten_positions
-
-        flatten_positions.delay()
+        ports.request_flatten()
         self.message_user(request, "Flatten requested: open positions are being closed.", messages.WARNING)
 
 

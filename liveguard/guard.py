@@ -15,21 +15,23 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from zoneinfo import ZoneInfo
 
 import redis
-from django.conf import settings
 
-from trading.state import QUOTE_UNIT, FxRecord, StateManager
-
-from . import telemetry
+from . import ports, telemetry
+from .clock import start_of_trading_day, start_of_trading_hour, trading_day_keys  # noqa: F401  (re-exported)
 from .models import GuardEvent, GuardLimits, KillSwitch, SymbolPause
+from .ports import FxQuote, GuardState
+from .services import mirror_guard_state
 
 log = logging.getLogger(__name__)
 HUNDRED = Decimal(100)
 UNSET = object()  # "not prefetched: read it yourself"
+# The grain of a quote reservation in the hot state: the guard converts amounts to whole units
+# (hundredths of KRW or USDT) before the atomic reserve compares them.
+QUOTE_UNIT = Decimal("0.01")
 
 
 @dataclass
@@ -46,29 +48,13 @@ class Reservation:
     day: str
     exposure_krw: int
     quote_venue: str = ""  # the buy venue whose quote is reserved ("" = none)
-    quote_units: int = 0  # in trading.state.QUOTE_UNIT (hundredths of KRW or USDT)
+    quote_units: int = 0  # in QUOTE_UNIT (hundredths of KRW or USDT)
     reservation_id: str = ""
 
 
 def quote_units(amount: Decimal, rounding: str = ROUND_CEILING) -> int:
     """An amount of quote in whole QUOTE_UNITs: what a pair needs rounds up, what is held rounds down."""
     return int((amount / QUOTE_UNIT).to_integral_value(rounding=rounding))
-
-
-def trading_day_keys(now: datetime | None = None) -> tuple[str, str]:
-    """(hour, day) bucket names in the trading day's zone (00:00 KST by default)."""
-    local = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.TRADING_DAY_TZ))
-    return local.strftime("%Y%m%d%H"), local.strftime("%Y%m%d")
-
-
-def start_of_trading_day(now: datetime | None = None) -> datetime:
-    local = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.TRADING_DAY_TZ))
-    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
-
-
-def start_of_trading_hour(now: datetime | None = None) -> datetime:
-    local = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.TRADING_DAY_TZ))
-    return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
 def db_kill_switch() -> bool:
@@ -80,7 +66,7 @@ def db_paused(symbol: str) -> bool:
     return SymbolPause.active().filter(symbol=symbol).exists()
 
 
-def kill_switch_engaged(state: StateManager, mirrored=UNSET) -> bool:
+def kill_switch_engaged(state: GuardState, mirrored=UNSET) -> bool:
     """Engaged when the Redis mirror or the database says so, or when the mirror cannot be read.
 
     A mirror that is missing (Redis flushed or restarted) or disagrees with the database is
@@ -104,7 +90,7 @@ def kill_switch_engaged(state: StateManager, mirrored=UNSET) -> bool:
 
 
 class Guard:
-    def __init__(self, state: StateManager, limits: GuardLimits | None = None):
+    def __init__(self, state: GuardState, limits: GuardLimits | None = None):
         self.state = state
         self.limits = limits or GuardLimits.load()
 
@@ -147,7 +133,7 @@ class Guard:
                          {"skew_ms": round(skew_ms)})
         return None
 
-    def check_fx(self, fx: FxRecord | None, now: datetime, reference: Decimal | None = None,
+    def check_fx(self, fx: FxQuote | None, now: datetime, reference: Decimal | None = None,
                  previous: Decimal | None = None, reference_age_ms: float | None = None) -> Block | None:
         limits = self.limits
         if fx is None:
@@ -225,8 +211,6 @@ class Guard:
         balance that predates a settled pair is never paired with that pair's released
         reservation. Reservations of every coin on the venue count against the balance.
         """
-        from .services import mirror_guard_state
-
         limits = self.limits
         hour, day = trading_day_keys()
         exposure = int(notional_krw.to_integral_value(rounding=ROUND_CEILING))
@@ -235,10 +219,8 @@ class Guard:
         if quote_venue:
             reservation_id = uuid.uuid4().hex
             if quote_available is None:
-                from trading import ledger
-
                 def quote_available() -> Decimal:
-                    return ledger.balance(quote_venue, ledger.QUOTE[quote_venue])
+                    return ports.quote_balance(quote_venue)
             quote = {"quote_venue": quote_venue, "quote_units": quote_units(quote_needed or Decimal(0)),
                      "reservation_id": reservation_id}
         result = available = None

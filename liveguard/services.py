@@ -13,14 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING
 
 import redis
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
 
-from .guard import start_of_trading_day, start_of_trading_hour, trading_day_keys
+from . import ports
+from .clock import trading_day_keys
 from .models import AuditLog, GuardLimits, KillSwitch, SymbolPause, save_audited
 
 log = logging.getLogger(__name__)
@@ -60,14 +58,12 @@ def save_limits(state, limits: GuardLimits, user=None) -> GuardLimits:
 
 
 def update_limits(state=None, user=None, **changes) -> GuardLimits:
-    from trading.engine import get_state
-
     limits = GuardLimits.load()
     for name, value in changes.items():
         if not hasattr(limits, name):
             raise ValueError(f"unknown limit {name!r}")
         setattr(limits, name, value)
-    return save_limits(state or get_state(), limits, user)
+    return save_limits(ports.state() if state is None else state, limits, user)
 
 
 def pause_symbol(state, symbol: str, user=None, reason: str = "", until: datetime | None = None) -> SymbolPause:
@@ -100,54 +96,20 @@ def resume_symbol(state, symbol: str, user=None) -> bool:
     return bool(deleted)
 
 
-def counted_pairs(since: datetime):
-    """The pairs that hold a trade slot, created since `since`.
-
-    A pair counts when it was sent: every opening pair (closing pairs take no slot) of the current
-    mode, except a failed one with nothing filled: its reservation was given back before or
-    without sending (the executor raised, or no leg filled). Pending pairs are in flight and count.
-    This is exactly what the Redis counters hold: reservations taken less reservations released.
-    """
-    from trading.models import Pair
-
-    mode = "live" if settings.LIVE_MODE else "paper"
-    return (Pair.objects.filter(kind=Pair.Kind.OPEN, mode=mode, created_at__gte=since)
-            .exclude(state=Pair.State.FAILED, quantity=0))
-
-
-def trades_from_database(now: datetime | None = None) -> tuple[int, int]:
-    """(this hour's, this trading day's) pairs by `counted_pairs`, hours and days in TRADING_DAY_TZ."""
-    now = now or datetime.now(UTC)
-    hour_start = start_of_trading_hour(now)
-    counts = counted_pairs(start_of_trading_day(now)).aggregate(
-        day=Count("pk"), hour=Count("pk", filter=Q(created_at__gte=hour_start)))
-    return counts["hour"] or 0, counts["day"] or 0
-
-
-def exposure_from_database() -> dict[str, int]:
-    """Each coin's exposure in whole KRW, rounded up: the position's entry notional (engine.sync_exposure)."""
-    from trading.models import Position
-
-    return {p.symbol: int((p.entry_buy_price * p.quantity).to_integral_value(rounding=ROUND_CEILING))
-            for p in Position.objects.all()}
-
-
 def mirror_guard_state(state=None, now: datetime | None = None) -> dict:
     """Write the database's guard state into Redis: the kill switch and the pauses always; the
     trade counters (this hour's and this KST day's pairs) and each coin's exposure when Redis lost
     them (flushed or restarted), only ever raising them. Run every second by beat, at the start of
     the worker and of beat, and by a reservation that finds Redis not yet mirrored."""
     if state is None:
-        from trading.engine import get_state
-
-        state = get_state()
+        state = ports.state()
     now = now or datetime.now(UTC)
     hour, day = trading_day_keys(now)
-    trades_hour, trades_day = trades_from_database(now)
+    counts = ports.database_counts(now)
+    trades_hour, trades_day, exposure = counts.trades_hour, counts.trades_day, counts.exposure_krw
     kill = bool(KillSwitch.objects.filter(pk=1).values_list("engaged", flat=True).first())
     SymbolPause.objects.filter(until__lte=now).delete()  # cool-downs that have run out
     paused = list(SymbolPause.active(now).values_list("symbol", flat=True))
-    exposure = exposure_from_database()
     rebuilt, raised = state.mirror_guard(kill_switch=kill, paused=paused, hour=hour, day=day, trades_hour=trades_hour,
                                          trades_day=trades_day, exposure_krw=exposure)
     if rebuilt:

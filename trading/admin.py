@@ -1,19 +1,11 @@
 from django.contrib import admin
 
+from liveguard.admin import ReadOnlyAdmin
+from liveguard.models import save_audited
+
+from .fees import rates, save_schedule
 from .models import Balance, CoinStrategy, FeeSchedule, Fill, LedgerEntry, Order, Pair, Position, Signal
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """The ledger is written by the trading loop only."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from .wiring import get_state
 
 
 @admin.register(Signal)
@@ -51,20 +43,13 @@ class FeeScheduleAdmin(admin.ModelAdmin):
 
     @admin.display(description="taker charged")
     def effective_taker(self, obj):
-        from .fees import rates
-
         return f"{rates(obj.venue, obj).taker * 100:.4f} %" if obj.venue else "-"
 
     @admin.display(description="maker charged")
     def effective_maker(self, obj):
-        from .fees import rates
-
         return f"{rates(obj.venue, obj).maker * 100:.4f} %" if obj.venue else "-"
 
     def save_model(self, request, obj, form, change):
-        from .engine import get_state
-        from .fees import save_schedule
-
         save_schedule(get_state(), obj, request.user)
 
     def has_delete_permission(self, request, obj=None):
@@ -76,6 +61,4 @@ class CoinStrategyAdmin(admin.ModelAdmin):
     list_display = ("symbol", "strategy", "entry_deviation_pct", "exit_deviation_pct", "lookback_seconds", "updated_at")
 
     def save_model(self, request, obj, form, change):
-        from liveguard.models import save_audited
-
         save_audited(obj, request.user)  # every change to how a coin trades is audited

@@ -7,3 +7,6 @@ class TradingConfig(AppConfig):
 
     def ready(self):
         from . import telemetry  # noqa: F401 — connects the Celery task-latency signals in every process
+        from .wiring import connect_liveguard  # models are loaded only once the registry is ready
+
+        connect_liveguard()

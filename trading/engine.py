@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import lru_cache
 
 from django.conf import settings
 
@@ -16,79 +15,19 @@ from liveguard import guard as lg
 from liveguard.models import GuardLimits
 
 from . import ledger, positions, strategies, telemetry
-from .execution import PairExecutor, PairRequest, held_lock
+from .execution import PairRequest, held_lock
 from .fields import money
 from .models import LedgerEntry, Pair, Position, Signal
-from .paper import PaperVenue
 from .quant.service import position_cap
 from .signals import Caps, Fees, Opportunity, Premium, best_opportunity, evaluate_direction, premium
 from .state import BookRecord, EvaluationContext, FxRecord, PremiumRecord, SignalRecord, StateManager
+from .wiring import current_limits, default_executor, fees, forget_limits, get_state  # noqa: F401  (re-exported)
+from .wiring import funded_paper_accounts as _funded
 
 log = logging.getLogger(__name__)
 
 FX_KEY = "upbit"
 DEFAULT_LOT_STEP = Decimal("0.00000001")
-
-
-@lru_cache(maxsize=1)
-def get_state() -> StateManager:
-    return StateManager.from_url(settings.REDIS_URL)
-
-
-def fees(state: StateManager | None = None, max_age: float = 5.0, version: int | None = None) -> Fees:
-    """The trading account's effective taker rates (FeeSchedule in the admin; trading/fees.py), cached
-    like the limits and re-read when an edit bumped the controls' version."""
-    from . import fees as schedule
-
-    if state is None and version is None:
-        state = get_state()
-    return schedule.current(state, max_age, version)
-
-
-_limits_cache: tuple[float, int, GuardLimits] | None = None
-
-
-def current_limits(state: StateManager | None = None, max_age: float = 5.0, version: int | None = None) -> GuardLimits:
-    """Limits from the database, re-read when an edit bumped their version (or every few seconds)."""
-    global _limits_cache
-    now = time.monotonic()
-    if version is None:
-        version = (state or get_state()).limits_version()
-    if _limits_cache is None or _limits_cache[1] != version or now - _limits_cache[0] > max_age:
-        _limits_cache = (now, version, GuardLimits.load())
-    return _limits_cache[2]
-
-
-def forget_limits() -> None:
-    """Drop per-process caches (tests start from an empty database)."""
-    global _limits_cache, _live_executor
-    _limits_cache = None
-    _live_executor = None
-    _funded.clear()
-    from . import fees as schedule
-
-    schedule.forget()
-
-
-_live_executor = None
-
-
-def default_executor(state: StateManager, fee: Fees):
-    """Paper fills unless LIVE_MODE (the system checks insist on keys and an explicit opt-in)."""
-    global _live_executor
-    if not settings.LIVE_MODE:
-        return PairExecutor(state, fee, {name: PaperVenue(name, state, fee) for name in ("upbit", "binance")},
-                            mode="paper", slippage=settings.LEG_SLIPPAGE, lease_s=settings.PAIR_LEASE_S,
-                            flag_after_s=settings.LEG_RISK_AFTER_S)
-    # Fail closed (issue 8.5): no adapter is built while live mode is unsafe, in any process.
-    from liveguard.checks import assert_live_mode_safe
-
-    assert_live_mode_safe()
-    if _live_executor is None:
-        from .live import live_executor
-
-        _live_executor = live_executor(state, fee)
-    return _live_executor
 
 
 def lot_step(state: StateManager, symbol: str) -> Decimal:
@@ -103,9 +42,6 @@ def fx_rate(state: StateManager):
 
         return FxRecord("fixed", settings.FX_FIXED_RATE, None, None, datetime.now(UTC))
     return state.get_fx(FX_KEY)
-
-
-_funded: set[tuple[str, str]] = set()
 
 
 def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, binance_mid: Decimal, fx: Decimal) -> None:

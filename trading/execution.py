@@ -40,11 +40,15 @@ from typing import Protocol
 from django.db import transaction
 
 from arbproject.logs import log_context
+from liveguard import guard as lg
+from liveguard.models import SymbolPause
+from liveguard.services import pause_symbol, resume_symbol, set_kill_switch
 
-from . import ledger, telemetry
+from . import ledger, positions, telemetry
 from .exchanges.types import LegOrder, LegReport, LegStatus, Venue
+from .fees import FeeValuer  # each fee valued in KRW when filled (a BNB fee at BNB's price)
 from .fields import money
-from .models import Fill, Order, Pair
+from .models import Fill, Order, Pair, Position
 from .signals import Fees
 from .state import ExecutionRecord, Level, OrderRecord, StateManager
 
@@ -295,8 +299,6 @@ class PairExecutor:
         if status is LegStatus.DONE:
             known = set(Fill.objects.filter(order=order).values_list("trade_id", flat=True))
             rate = Decimal(1) if ledger.QUOTE[order.exchange] == "KRW" else rates.get(order.pair_id)
-            from .fees import FeeValuer  # each fee valued in KRW when filled (a BNB fee at BNB's price)
-
             valuer = FeeValuer(self.state, self.venues.get(order.exchange), order, self.fees, rate)
             for fill in report.fills:
                 if fill.trade_id and fill.trade_id in known:
@@ -341,8 +343,6 @@ class PairExecutor:
 
     def _close(self, pair: Pair, note: str = "", dust: tuple[Decimal, str] | None = None) -> Pair:
         """Every order known and booked: the pair's result and the coin's position commit together."""
-        from . import positions  # positions imports this module's records
-
         self.checkpoint("close", pair)
         orders = list(Order.objects.filter(pair=pair))
         legs = {o.side: o for o in orders if o.role == Order.Role.LEG}
@@ -415,9 +415,6 @@ class PairExecutor:
 
     def _flag(self, pair: Pair, reason: str) -> None:
         """Name the exposure and stop everything until a person (or a later resume) settles it."""
-        from liveguard import guard as lg
-        from liveguard.services import set_kill_switch
-
         if pair.stage != Pair.Stage.FLAGGED:  # once: a resume that tries again does not re-engage it
             Pair.objects.filter(pk=pair.pk).update(stage=Pair.Stage.FLAGGED)
             pair.stage = Pair.Stage.FLAGGED
@@ -427,15 +424,10 @@ class PairExecutor:
             set_kill_switch(self.state, True, reason=f"leg risk: {reason}"[:200])
 
     def _pause(self, pair: Pair, reason: str) -> None:
-        from liveguard.services import pause_symbol
-
         pause_symbol(self.state, pair.symbol, reason=f"{PAUSE_PREFIX}{pair.id}: {reason}"[:200])
 
     def _lift_pause(self, pair: Pair) -> None:
         """A pause this pair put on its coin goes when the pair closes (an operator's pause stays)."""
-        from liveguard.models import SymbolPause
-        from liveguard.services import resume_symbol
-
         if SymbolPause.objects.filter(symbol=pair.symbol, reason__startswith=f"{PAUSE_PREFIX}{pair.id}").exists():
             resume_symbol(self.state, pair.symbol)
 
@@ -512,9 +504,6 @@ def resume_pending(state: StateManager, executor: PairExecutor, older_than_s: fl
             with held_lock(state, f"symbol:{pair.symbol}", token, int(executor.lease_s * 1000)):
                 pair = executor.resume(pair)
             executor.publish(pair)
-            from . import positions
-            from .models import Position
-
             position = Position.objects.filter(symbol=pair.symbol).first()
             positions.sync_exposure(state, pair.symbol, position)
             positions.publish(state, position, pair.symbol)

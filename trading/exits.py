@@ -9,8 +9,9 @@ from decimal import ROUND_FLOOR
 from django.conf import settings
 
 from liveguard import guard as lg
+from liveguard.services import pause_symbol
 
-from . import engine, positions
+from . import engine, positions, strategies
 from .execution import PairRequest, held_lock
 from .models import Pair, Position
 from .state import StateManager
@@ -70,10 +71,6 @@ def close_position(state: StateManager, symbol: str, reason: str, executor=None)
 def check_positions(state: StateManager) -> list[str]:
     """Mark every position; close those past stop-loss or take-profit, or (convergence coins) back
     near the premium's mean. A stop-loss starts the coin's cool-down. Returns the coins closed."""
-    from liveguard.services import pause_symbol
-
-    from . import strategies
-
     limits = engine.current_limits(state)
     fx = engine.fx_rate(state)
     closed = []

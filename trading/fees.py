@@ -28,6 +28,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
+from liveguard.models import AuditLog
+
 from .models import FeeSchedule, Pair
 from .signals import Fees
 
@@ -122,8 +124,6 @@ def forget() -> None:
 
 def save_schedule(state, schedule: FeeSchedule, user=None) -> FeeSchedule:
     """Validate, save with an audit trail, and make every worker re-read the rates at once."""
-    from liveguard.models import AuditLog
-
     schedule.full_clean()
     label = f"FeeSchedule {schedule.venue}/{schedule.account}"[:60]
     with transaction.atomic():
@@ -146,18 +146,14 @@ def save_schedule(state, schedule: FeeSchedule, user=None) -> FeeSchedule:
     return schedule
 
 
-def update_schedule(venue: str, account: str | None = None, *, state=None, user=None, **changes) -> FeeSchedule:
-    """Change (or create) one venue's schedule for an account, audited."""
+def update_schedule(venue: str, account: str | None = None, *, state, user=None, **changes) -> FeeSchedule:
+    """Change (or create) one venue's schedule for an account, audited; `state` is told so every worker re-reads it."""
     account = account or account_label()
     schedule = FeeSchedule.objects.filter(venue=venue, account=account).first() or FeeSchedule(venue=venue, account=account)
     for name, value in changes.items():
         if not hasattr(schedule, name):
             raise ValueError(f"unknown fee field {name!r}")
         setattr(schedule, name, value)
-    if state is None:
-        from .engine import get_state
-
-        state = get_state()
     return save_schedule(state, schedule, user)
 
 

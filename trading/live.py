@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from liveguard.checks import assert_live_mode_safe
+
 from .exchanges.binance import BinanceAdapter
 from .exchanges.upbit import UpbitAdapter
 from .execution import PairExecutor, leg_ids, resume_pending  # noqa: F401  (re-exported)
 from .signals import Fees
+from .transfers import TransferService
 
 
 def live_venues() -> dict:
     """Both signed adapters from the settings; refused (ImproperlyConfigured) while live mode is unsafe."""
-    from liveguard.checks import assert_live_mode_safe
-
     assert_live_mode_safe()
     adapters = {
         "upbit": UpbitAdapter(settings.UPBIT_REST_URL, settings.UPBIT_API_KEY, settings.UPBIT_SECRET_KEY,
@@ -40,8 +41,6 @@ def live_executor(state, fees: Fees) -> PairExecutor:
 def transfer_service(state):
     """The rebalancer's service: withdrawal adapters built from the withdrawal keys only (none
     configured, no withdrawals), deposit addresses and deposits read with the trading keys."""
-    from .transfers import TransferService
-
     readers = live_venues()
     venues = {}
     if settings.UPBIT_WITHDRAW_API_KEY and settings.UPBIT_WITHDRAW_SECRET_KEY:

@@ -17,10 +17,17 @@ carrying the value in the coin with the lowest premium — is not automated.)
 from __future__ import annotations
 
 import logging
+import uuid as uuid_lib
 from decimal import Decimal
 
+from django.db import transaction as db_transaction
+
+from liveguard.models import TransferLimits
+
 from . import ledger
-from .models import Transfer
+from .exchanges.types import LegOrder, LegStatus
+from .fields import money
+from .models import Order, Transfer
 from .transfers import TransferRefused, TransferService, in_flight
 
 log = logging.getLogger(__name__)
@@ -56,14 +63,6 @@ def quote_shortfall(balances: dict, fx: Decimal, below_pct: Decimal) -> Decimal:
 
 def buy_usdt_on_upbit(state, upbit, quantity: Decimal, fx_ask: Decimal) -> Decimal:
     """Buy USDT with KRW on Upbit (IOC limit 0.2 % over the ask); returns the USDT booked on Upbit."""
-    import uuid as uuid_lib
-
-    from django.db import transaction as db_transaction
-
-    from .exchanges.types import LegOrder, LegStatus
-    from .fields import money
-    from .models import Order
-
     limit = upbit.limit_price("USDT", "buy", fx_ask * Decimal("1.002"))
     order = Order.objects.create(client_order_id=f"kimpq{uuid_lib.uuid4().hex[:24]}", exchange="upbit", symbol="USDT",
                                  side="buy", role=Order.Role.HEDGE, quantity=quantity, price=money(limit))
@@ -105,8 +104,6 @@ def rebalance_quote(state, service: TransferService, marks, fx_ask: Decimal, bel
 
 def rebalance(state, service: TransferService, marks) -> list[Transfer]:
     """Plan and send the transfers that restore each coin's inventory; returns those sent."""
-    from liveguard.models import TransferLimits
-
     limits = TransferLimits.load()
     if not limits.withdrawals_enabled:
         return []

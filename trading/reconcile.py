@@ -14,9 +14,10 @@ from decimal import Decimal
 from django.db import transaction
 
 from . import ledger
+from .accounting import current_marks
 from .execution import OPEN_STAGES
 from .fields import money
-from .models import LedgerEntry, Order, Pair
+from .models import LedgerEntry, Order, Pair, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ def reconcile(state, adapters: dict) -> dict:
 
 def _transfers_in_flight() -> tuple[dict, dict]:
     """What may have reached a venue (in transit to it) or left one (a withdrawal not yet booked)."""
-    from .models import Transfer
-
     above, below = {}, {}  # how far a venue may be above / below the ledger because of transfers
 
     def add(table, key, amount):
@@ -93,8 +92,6 @@ def _transfers_in_flight() -> tuple[dict, dict]:
 
 
 def _marks(state, exchange_balances: dict):
-    from .accounting import current_marks
-
     fx = state.get_fx("upbit")
     if fx is None:
         return None

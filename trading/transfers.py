@@ -25,7 +25,11 @@ from decimal import ROUND_FLOOR, Decimal
 from django.db import transaction
 from django.db.models import Sum
 
-from . import ledger
+from liveguard import guard as lg
+from liveguard.clock import start_of_trading_day
+from liveguard.models import AuditLog, TransferLimits
+
+from . import ledger, positions
 from .exchanges.types import TransferReport, TransferStatus, WithdrawalRequest
 from .fields import money
 from .models import LedgerEntry, Transfer, transit
@@ -58,9 +62,6 @@ class TransferService:
     def plan(self, asset: str, from_venue: str, to_venue: str, amount: Decimal, mark_krw: Decimal, *,
              reason: str = "", user=None) -> Transfer:
         """Check everything and record the transfer (planned): nothing is sent yet."""
-        from liveguard.guard import start_of_trading_day
-        from liveguard.models import AuditLog, TransferLimits
-
         limits = TransferLimits.load()
         if not limits.withdrawals_enabled or not self.venues:
             raise TransferRefused("withdrawals are switched off (TransferLimits) or no withdrawal keys are configured")
@@ -212,13 +213,9 @@ class TransferService:
                     locked.stage, locked.arrived_at = Transfer.Stage.ARRIVED, datetime.now(UTC)
                     locked.txid = match.txid or locked.txid
                     locked.save()
-                    from . import positions
-
                     remaining = positions.square_by_transfer(locked.asset, locked.from_venue, match.amount)
                     squared = True
             if squared and self.state is not None:
-                from . import positions
-
                 positions.sync_exposure(self.state, t.asset, remaining)
                 positions.publish(self.state, remaining, t.asset)
         elif match.status == TransferStatus.FAILED:
@@ -227,8 +224,6 @@ class TransferService:
         return t
 
     def _flag(self, t: Transfer, reason: str) -> None:
-        from liveguard import guard as lg
-
         if t.stage != Transfer.Stage.FLAGGED:
             lg.record(lg.Block("transfer_stuck", f"transfer {t.id} ({t.amount} {t.asset} {t.from_venue}->{t.to_venue}): "
                                                  f"{reason}"), t.asset)

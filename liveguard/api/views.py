@@ -4,13 +4,12 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from trading import engine
-
+from .. import ports
 from ..models import GuardLimits, KillSwitch, SymbolPause
 from ..services import pause_symbol, resume_symbol, save_limits, set_kill_switch
 
@@ -106,17 +105,13 @@ class KillSwitchView(ControlView):
     @extend_schema(request=KillSwitchSerializer, responses=KillSwitchStateSerializer)
     def post(self, request):
         data = parse_body(request, KillSwitchSerializer)
-        state = engine.get_state()
+        state = ports.state()
         switch = set_kill_switch(state, data.validated_data["engaged"], request.user, data.validated_data.get("reason", ""))
         body = switch_body(switch)
         if data.validated_data.get("flatten"):
-            from trading.tasks import flatten_positions
-
-            flatten_positions.delay()
+            ports.request_flatten()
             body["flatten"] = "requested"
-        from dashboard.relay import announce_control
-
-        announce_control(state)
+        ports.announce_control(state)
         return Response(KillSwitchStateSerializer(body).data)
 
 
@@ -125,10 +120,8 @@ class FlattenView(ControlView):
 
     @extend_schema(request=None, responses={202: FlattenRequestedSerializer})
     def post(self, request):
-        from trading.tasks import flatten_positions
-
         parse_body(request, EmptySerializer)
-        flatten_positions.delay()
+        ports.request_flatten()
         return Response(FlattenRequestedSerializer({"flatten": "requested"}).data, status=202)
 
 
@@ -148,7 +141,7 @@ class LimitsView(ControlView):
         for name, value in data.validated_data.items():
             setattr(limits, name, value)
         try:
-            save_limits(engine.get_state(), limits, request.user)
+            save_limits(ports.state(), limits, request.user)
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from None
         return Response(LimitsSerializer(limits).data)
@@ -170,13 +163,13 @@ class SymbolPauseView(ControlView):
         responses=PauseStateSerializer,
     )
     def post(self, request, symbol: str = "", action: str = ""):
-        from trading.api.views import require_symbol
-
         body = parse_body(request, PauseSerializer)
         if action not in ("pause", "resume"):
             raise ValidationError({"action": "use /control/symbols/<symbol>/pause or /resume"})
-        symbol = require_symbol(symbol)
-        state = engine.get_state()
+        state = ports.state()
+        symbol = symbol.upper()
+        if not ports.known_symbol(state, symbol):
+            raise NotFound(f"unknown symbol {symbol!r}")
         if action == "pause":
             pause_symbol(state, symbol, request.user, body.validated_data.get("reason", ""))
             return Response(PauseStateSerializer({"symbol": symbol, "paused": True}).data)

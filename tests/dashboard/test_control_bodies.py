@@ -27,7 +27,7 @@ bodies = json_values | st.dictionaries(limit_names, json_values, max_size=4)
 @pytest.fixture
 def root(state, market, monkeypatch):
     market("BTC")
-    monkeypatch.setattr("trading.tasks.flatten_positions.delay", lambda *a, **k: None)
+    monkeypatch.setattr("trading.wiring.current_app.send_task", lambda *a, **k: None)
     client = Client()
     client.force_login(User.objects.create_superuser("root", password="pw"))
     return client

@@ -22,7 +22,7 @@ from liveguard.guard import Block, Guard, Reservation, kill_switch_engaged, trad
 from liveguard.models import GuardLimits, KillSwitch, SymbolPause
 from tests.conftest import set_limits
 from tests.support import free_port
-from trading import engine, ledger
+from trading import engine, ledger, wiring
 from trading.models import Pair, Position
 from trading.state import StateManager
 
@@ -308,7 +308,7 @@ def test_live_mode_without_the_confirmation_builds_no_adapter(state, live_settin
     live_settings.LIVE_MODE_CONFIRM = ""
     with pytest.raises(ImproperlyConfigured, match="opt-in"):
         engine.default_executor(state, engine.fees())
-    assert built == [] and engine._live_executor is None
+    assert built == [] and wiring._live_executor is None
 
 
 def test_every_process_refuses_unsafe_live_mode(live_settings, monkeypatch):

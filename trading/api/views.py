@@ -15,9 +15,11 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from trading import engine
+from liveguard.clock import start_of_trading_day
+from trading import accounting, engine, ledger
 from trading.fields import money
-from trading.models import Order, Pair, Position, Signal
+from trading.guard_mirror import known_symbol
+from trading.models import EquitySnapshot, Order, Pair, Position, Signal
 
 from . import serializers as s
 from .permissions import ReadAccess
@@ -39,14 +41,9 @@ def parse_limit(request, default: int = 100) -> int:
     return limit
 
 
-def known_symbol(symbol: str) -> bool:
-    state = engine.get_state()
-    return symbol in state.premium_symbols() or Pair.objects.filter(symbol=symbol).exists()
-
-
 def require_symbol(symbol: str) -> str:
     symbol = symbol.upper()
-    if not known_symbol(symbol):
+    if not known_symbol(engine.get_state(), symbol):
         raise NotFound(f"unknown symbol {symbol!r}")
     return symbol
 
@@ -76,16 +73,12 @@ class PnlView(ReadView):
     @extend_schema(responses=s.PnlSerializer, description="Equity, realized and unrealized PnL, and today's and the "
                    "total PnL decomposed, all per the accounting model in docs/ACCOUNTING.md (KRW).")
     def get(self, request):
-        from trading import accounting, ledger
-
         fx = engine.fx_rate(self.state)
         if fx is None:
             return Response({"error": "no KRW/USDT rate yet: nothing can be valued"}, status=503)
         book = accounting.replay()
         marks = accounting.current_marks(self.state, fx.rate, list(ledger.balances()))
         current = accounting.valuation(marks, book)
-        from liveguard.guard import start_of_trading_day
-
         return Response(s.PnlSerializer({
             "equity": money(current.equity), "flows": money(current.flows), "realized": money(current.realized),
             "unrealized": money(current.unrealized), "fees_realized": money(current.fees_realized),
@@ -100,8 +93,6 @@ class PairPnlView(ReadView):
     @extend_schema(responses=s.PairPnlSerializer(many=True), parameters=[LIMIT, SYMBOL],
                    description="Each closed pair's PnL decomposed (docs/ACCOUNTING.md, trading part), newest first.")
     def get(self, request):
-        from trading import accounting
-
         pairs = Pair.objects.filter(stage=Pair.Stage.CLOSED, quantity__gt=0).order_by("-updated_at")
         if request.query_params.get("symbol"):
             pairs = pairs.filter(symbol=request.query_params["symbol"].upper())
@@ -118,8 +109,6 @@ class EquityHistoryView(ReadView):
     @extend_schema(responses=s.EquityPointSerializer(many=True), parameters=[LIMIT],
                    description="Equity snapshots (every minute, newest last).")
     def get(self, request):
-        from trading.models import EquitySnapshot
-
         limit = parse_limit(request, default=min(1440, settings.API_MAX_LIMIT))
         rows = list(EquitySnapshot.objects.order_by("-taken_at")[:limit])[::-1]
         points = [{"timestamp": r.taken_at, "equity": r.equity, "flows": r.flows, "pnl": r.equity - r.flows} for r in rows]
