@@ -4,6 +4,7 @@ import logging
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import beat_init, worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arbproject.settings")
@@ -25,6 +26,11 @@ app.conf.beat_schedule = {
     "resume-pairs": {"task": "trading.tasks.resume_pairs", "schedule": 5.0, "options": {"expires": 5}},
     "reconcile": {"task": "trading.tasks.reconcile_venues", "schedule": 60.0, "options": {"expires": 60}},
     "reference-fx": {"task": "trading.tasks.refresh_reference_fx", "schedule": 5.0, "options": {"expires": 5}},
+    # Alerts (trading/alerting.py): a snapshot every 2 s; the day's summary at 00:00 KST, which is
+    # 15:00 UTC (CELERY_TIMEZONE is UTC; Korea keeps no daylight saving time).
+    "watch-alerts": {"task": "trading.alerting.watch_alerts", "schedule": 2.0, "options": {"expires": 2}},
+    "daily-summary": {"task": "trading.alerting.daily_summary", "schedule": crontab(hour=15, minute=0),
+                      "options": {"expires": 3600}},
 }
 
 

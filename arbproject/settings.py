@@ -5,7 +5,7 @@ from pathlib import Path
 
 import environ
 
-from .env import env_bool, env_decimal, env_float, env_int, env_list, env_str
+from .env import env_bool, env_decimal, env_float, env_int, env_int_list, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -208,6 +208,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"
+# Notifications go out on their own queue and worker (`celery worker -Q notify`): a slow or failing
+# channel never holds up a trading task.
+CELERY_TASK_ROUTES = {"liveguard.tasks.deliver": {"queue": "notify"}}
 
 CHANNEL_LAYERS = {
     "default": {
@@ -292,6 +295,19 @@ RISK_BUDGET_KRW = env_decimal("RISK_BUDGET_KRW", "3000")
 RISK_HORIZON_SECONDS = env_int("RISK_HORIZON_SECONDS", 3600, minimum=60)
 RISK_MIN_PREMIUM_VOL_PP = env_float("RISK_MIN_PREMIUM_VOL_PP", 0.05, minimum=0.0001)
 PREMIUM_HISTORY_SECONDS = env_int("PREMIUM_HISTORY_SECONDS", 3600, minimum=60)
+
+# Notifications (liveguard/notify.py): apprise URLs from the environment, beside the channels edited
+# in the admin (tgram://, slack://, discord://, mailto://, json:// ...; secrets: never logged).
+NOTIFY_URLS = env_list("NOTIFY_URLS", "")
+# At most this many notifications per channel and minute; the excess is marked suppressed and
+# counted in the channel's next message. Each is tried this many times (with backoff) before failing.
+NOTIFY_RATE_PER_MINUTE = env_int("NOTIFY_RATE_PER_MINUTE", 20, minimum=1)
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 4, minimum=1)
+# The Telegram bot (manage.py run_telegram): staff may engage (never release) the kill switch from
+# these chats. The API URL is configurable so tests run against a local fake.
+TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN", "")
+TELEGRAM_API_URL = env_str("TELEGRAM_API_URL", "https://api.telegram.org")
+TELEGRAM_ALLOWED_CHAT_IDS = env_int_list("TELEGRAM_ALLOWED_CHAT_IDS", "")
 
 LOGGING = {
     "version": 1,
