@@ -21,7 +21,7 @@ _PATTERNS = [
                 r"[\"']?\s*[:=]\s*[\"']?)(?:bearer\s+|token\s+)?[^\s,'\"}]+", re.I), r"\1" + MASK),
     (re.compile(r"\beyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]*\.?[0-9A-Za-z_-]*"), MASK),  # a JWT
     (re.compile(r"(Bearer\s+)[0-9A-Za-z._~+/=-]+", re.I), r"\1" + MASK),
-    (re.compile(r"(bot)\d{3,}:[0-9A-Za-z_-]{20,}"), r"\1" + MASK),  # a Telegram bot token (in its API URLs)
+    (re.compile(r"\d{6,}:[0-9A-Za-z_-]{30,}"), MASK),  # a Telegram bot token (its API URLs carry it)
 ]
 
 
