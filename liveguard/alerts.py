@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-KINDS = ("kill_switch", "breaker", "leg_risk", "heartbeat", "reconciliation", "daily_loss", "daily_summary")
+KINDS = ("kill_switch", "breaker", "leg_risk", "heartbeat", "reconciliation", "daily_loss", "notify", "daily_summary")
 
 # The daily-loss warning opens at 80 % of the limit and, so that a loss hovering at the line does
 # not open and resolve on every snapshot, resolves only once the loss is back under 70 %.
@@ -36,6 +36,7 @@ class Observation:
     leg_risk: Mapping[str, str] = field(default_factory=dict)  # pair id -> what is exposed
     pnl_today: Decimal | None = None  # KRW; None: no metrics yet
     max_daily_loss: Decimal | None = None  # KRW
+    undelivered: int = 0  # notifications failed lately or stuck pending (liveguard.notify.undelivered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class Transition:
 def incidents(obs: Observation, open_keys: Iterable[str] = ()) -> dict[str, Incident]:
     """Every incident the observation shows, by key (`open_keys`: those open before, for hysteresis)."""
     found = [*_kill_switch(obs), *_breaker(obs), *_heartbeats(obs), *_reconciliation(obs), *_leg_risk(obs),
-             *_daily_loss(obs, "daily_loss" in set(open_keys))]
+             *_daily_loss(obs, "daily_loss" in set(open_keys)), *_undelivered(obs)]
     return {incident.key: incident for incident in found}
 
 
@@ -115,6 +116,14 @@ def _daily_loss(obs: Observation, was_open: bool) -> list[Incident]:
         return []
     return [Incident("daily_loss", "daily_loss", "Daily loss at 80 % of its limit",
                      f"P&L today {obs.pnl_today:,.0f} KRW of a {obs.max_daily_loss:,.0f} KRW limit ({used:.0%})")]
+
+
+def _undelivered(obs: Observation) -> list[Incident]:
+    """A failure to notify is itself an incident: the other channels carry it, the admin shows it."""
+    if obs.undelivered <= 0:
+        return []
+    return [Incident("notifications", "notify", "Notifications failing",
+                     f"{obs.undelivered} notification(s) failed or stuck: see Notifications in the admin")]
 
 
 def describe(obs: Observation) -> str:

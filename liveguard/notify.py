@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
@@ -67,6 +67,12 @@ def channels() -> list[Channel]:
     for row in NotificationChannel.objects.filter(enabled=True).order_by("name"):
         found.append(Channel(row.name, row.url, frozenset(row.kinds or ())))
     return found
+
+
+def undelivered(now: datetime, failed_within_s: int = 900, pending_after_s: int = 120) -> int:
+    """Notifications that failed lately, or still wait long after they were queued (no notify worker?)."""
+    return (Notification.objects.filter(status=Status.FAILED, updated_at__gte=now - timedelta(seconds=failed_within_s)).count()
+            + Notification.objects.filter(status=Status.PENDING, created_at__lt=now - timedelta(seconds=pending_after_s)).count())
 
 
 def channel(name: str) -> Channel | None:

@@ -2,7 +2,7 @@
 
 Observation, not hooks: nothing in the trading path calls in here. Every two seconds beat runs
 `watch_alerts`, which takes a snapshot (the kill switch, the breaker, heartbeats, reconciliation,
-unhedged pairs, the day's loss) and hands it to liveguard's policy; the notify queue sends what
+unhedged pairs, the day's loss, notifications that failed) and hands it to liveguard's policy; the notify queue sends what
 opened or resolved. At 00:00 KST `daily_summary` reports the day that ended.
 """
 
@@ -50,7 +50,8 @@ def observe(state: StateManager, now: datetime | None = None) -> alerts.Observat
         heartbeat_ages={c: (now - seen).total_seconds() if seen else None for c, seen in beats.items()},
         heartbeat_stale_after={c: HEARTBEAT_STALE_S.get(c, COMPONENT_STALE_S) for c in beats},
         reconciliation_ok=ok, reconciliation_detail=detail, leg_risk=unhedged_pairs(now),
-        pnl_today=metrics.pnl_today if metrics else None, max_daily_loss=GuardLimits.load().max_daily_loss)
+        pnl_today=metrics.pnl_today if metrics else None, max_daily_loss=GuardLimits.load().max_daily_loss,
+        undelivered=notify.undelivered(now))
 
 
 def _reconciliation(state: StateManager) -> tuple[bool | None, str]:

@@ -1,6 +1,6 @@
 """Issue 13, notifications: each alert fires exactly once per incident and resolves once, into a
 real local HTTP server receiving apprise's json:// posts; a failing server is retried and then the
-failure is recorded and logged; the rate limit holds and the excess is counted, not lost."""
+failure is recorded, logged and itself reported; the rate limit holds and the excess is counted."""
 
 from __future__ import annotations
 
@@ -174,8 +174,11 @@ def test_failing_server_is_retried_then_marked_failed_and_logged(capture, cycle,
     failed = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "liveguard.notify"]
     assert failed and "failed after 3 attempt(s)" in failed[0].getMessage()
     assert SECRET not in caplog.text
-    cycle()
-    assert len(capture.posts) == 3  # the incident is open still: nothing new to send
+
+    # The failure is itself an incident, reported once (here: once the server answers again).
+    cycle(times=3)
+    assert capture.titles()[3:] == ["Notifications failing"]
+    assert "1 notification(s) failed" in capture.posts[-1]["message"]
 
 
 def test_a_failed_attempt_is_retried_until_delivered(capture, cycle, state):
@@ -244,6 +247,15 @@ def test_channel_url_is_never_shown_in_the_admin(admin_client, capture):
     assert channel.url == capture.url
     audit = AuditLog.objects.get(model="NotificationChannel")
     assert SECRET not in audit.old_value + audit.new_value
+
+
+def test_a_notification_stuck_without_a_notify_worker_is_an_incident(capture, state):
+    set_kill_switch(state, True, reason="x")
+    ids = notify.track(alerting.observe(state))  # queued, but no worker takes it
+    assert len(ids) == 1
+    Notification.objects.filter(pk=ids[0]).update(created_at=datetime.now(UTC) - timedelta(minutes=5))
+    notify.track(alerting.observe(state))
+    assert AlertEvent.objects.filter(kind="notify", action="opened").count() == 1
 
 
 def test_the_kill_switch_state_is_read_from_the_database(state):
