@@ -208,9 +208,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"
-# Notifications go out on their own queue and worker (`celery worker -Q notify`): a slow or failing
-# channel never holds up a trading task.
-CELERY_TASK_ROUTES = {"liveguard.tasks.deliver": {"queue": "notify"}}
+# Alerts are watched and sent on their own queue and worker (`celery worker -Q notify`): a slow or
+# failing channel never holds up a trading task, and a stuck trading worker is still reported.
+CELERY_TASK_ROUTES = {name: {"queue": "notify"} for name in
+                      ("liveguard.tasks.deliver", "trading.alerting.watch_alerts", "trading.alerting.daily_summary")}
 
 CHANNEL_LAYERS = {
     "default": {

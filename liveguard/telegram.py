@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Iterable
 
 import telegram
+import telegram.error
 from telegram.request import HTTPXRequest
 
 from .alertstate import AlertState
@@ -95,7 +96,12 @@ class Poller:
         self.bot = telegram.Bot(token, base_url=f"{api_url}/bot", base_file_url=f"{api_url}/file/bot",
                                 request=HTTPXRequest(connect_timeout=5, read_timeout=10),
                                 get_updates_request=HTTPXRequest(connect_timeout=5, read_timeout=poll_timeout_s + 10))
-        self._run(self.bot.initialize())
+        try:
+            self._run(self.bot.initialize())
+        except telegram.error.InvalidToken:
+            self.close()
+            # The library's own message quotes the token.
+            raise telegram.error.InvalidToken("the Bot API rejected TELEGRAM_BOT_TOKEN") from None
 
     def _run(self, coroutine):
         return self.loop.run_until_complete(coroutine)

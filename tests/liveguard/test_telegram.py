@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 import pytest
+from telegram.error import InvalidToken
 
 from liveguard import telegram as bot
 from liveguard.models import AuditLog, KillSwitch
@@ -183,3 +184,10 @@ def test_release_is_not_possible_from_telegram(api, poller, state):
     assert "not possible from Telegram" in release and "dashboard or the admin" in release
     assert status == "Kill switch: released"  # the status callable's answer
     assert telegram_audit(STAFF) == ["refused: release is not allowed from Telegram"]
+
+
+def test_a_rejected_token_is_not_quoted_in_the_error(api, state):
+    commands = Commands(state, [STAFF], status=lambda: "")
+    with pytest.raises(InvalidToken) as refused:
+        Poller(commands, "987654321:AAHwrongTokenWrongTokenWrongToken_zz", api.url, poll_timeout_s=0)
+    assert "rejected" in str(refused.value) and "987654321" not in str(refused.value)

@@ -9,11 +9,12 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from telegram.error import NetworkError, TelegramError
+from telegram.error import TelegramError
 
 from liveguard.telegram import Commands, Poller
 from trading.alerting import status_text
 from trading.engine import get_state
+from trading.exchanges.redact import redact
 
 MAX_BACKOFF_S = 60.0
 
@@ -47,7 +48,7 @@ class Command(BaseCommand):
             try:
                 poller.poll_once()
                 backoff = 1.0
-            except (NetworkError, TelegramError) as exc:  # the message names the error, never the token
-                self.stderr.write(f"telegram: {type(exc).__name__}: {exc}; retrying in {backoff:.0f} s")
+            except TelegramError as exc:  # a network error or the API's refusal: wait and poll again
+                self.stderr.write(redact(f"telegram: {type(exc).__name__}: {exc}; retrying in {backoff:.0f} s"))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
