@@ -263,3 +263,12 @@ def test_the_kill_switch_state_is_read_from_the_database(state):
     KillSwitch.objects.update_or_create(pk=1, defaults={"engaged": True, "reason": "db"})
     state.set_kill_switch(False)
     assert alerting.observe(state).kill_switch is True
+
+
+def test_the_daily_summary_is_scheduled_at_midnight_kst():
+    from zoneinfo import ZoneInfo
+
+    entry = celery_app.conf.beat_schedule["daily-summary"]
+    assert celery_app.conf.timezone in (None, "UTC")  # CELERY_TIMEZONE
+    midnight_kst = datetime(2026, 12, 4, 0, 0, tzinfo=ZoneInfo("Asia/Seoul")).astimezone(UTC)
+    assert entry["schedule"].hour == {midnight_kst.hour} and entry["schedule"].minute == {0}
