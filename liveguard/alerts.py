@@ -131,7 +131,8 @@ def describe(obs: Observation) -> str:
     lines = [f"Kill switch: {'ENGAGED (' + (obs.kill_reason or 'no reason') + ')' if obs.kill_switch else 'released'}",
              f"Circuit breaker: {'tripped: ' + obs.breaker if obs.breaker else 'ok'}"]
     if obs.pnl_today is not None:
-        lines.append(f"P&L today: {obs.pnl_today:,.0f} KRW (limit {obs.max_daily_loss:,.0f})")
+        limit = f" (daily loss limit {obs.max_daily_loss:,.0f})" if obs.max_daily_loss is not None else ""
+        lines.append(f"P&L today: {obs.pnl_today:,.0f} KRW{limit}")
     if obs.reconciliation_ok is not None:
         lines.append(f"Reconciliation: {'ok' if obs.reconciliation_ok else 'FAILING ' + obs.reconciliation_detail}")
     lines.append(f"Unhedged pairs: {len(obs.leg_risk)}")

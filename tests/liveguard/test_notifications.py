@@ -272,3 +272,11 @@ def test_the_daily_summary_is_scheduled_at_midnight_kst():
     assert celery_app.conf.timezone in (None, "UTC")  # CELERY_TIMEZONE
     midnight_kst = datetime(2026, 12, 4, 0, 0, tzinfo=ZoneInfo("Asia/Seoul")).astimezone(UTC)
     assert entry["schedule"].hour == {midnight_kst.hour} and entry["schedule"].minute == {0}
+
+
+def test_status_text_says_what_is_wrong(state):
+    state.trip_breaker("loss 5 %", 300)
+    state.set_metrics(metrics("-1000"))
+    text = alerting.status_text(state)
+    assert "Kill switch: released" in text and "Circuit breaker: tripped: loss 5 %" in text
+    assert "P&L today: -1,000 KRW (daily loss limit 500,000)" in text
