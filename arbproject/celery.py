@@ -4,6 +4,7 @@ import logging
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import beat_init, worker_init, worker_ready
 from kombu import Queue
 
@@ -30,7 +31,11 @@ app.conf.task_routes = {
     "trading.tasks.resume_pairs": {"queue": PAIRS},
     "trading.tasks.flatten_positions": {"queue": PAIRS},
     "trading.tasks.reconcile_venues": {"queue": PAIRS},
+    # Alerts are watched and sent on their own queue and worker: a slow or failing channel never holds
+    # up a trading task, and a stuck trading worker is still reported.
     "liveguard.tasks.*": {"queue": NOTIFY},
+    "trading.alerting.watch_alerts": {"queue": NOTIFY},
+    "trading.alerting.daily_summary": {"queue": NOTIFY},
 }
 
 # Signals are evaluated on ticks (the dispatcher), not on this schedule.
@@ -46,6 +51,11 @@ app.conf.beat_schedule = {
     "resume-pairs": {"task": "trading.tasks.resume_pairs", "schedule": 5.0, "options": {"expires": 5}},
     "reconcile": {"task": "trading.tasks.reconcile_venues", "schedule": 60.0, "options": {"expires": 60}},
     "reference-fx": {"task": "trading.tasks.refresh_reference_fx", "schedule": 5.0, "options": {"expires": 5}},
+    # Alerts (trading/alerting.py): a snapshot every 2 s; the day's summary at 00:00 KST, which is
+    # 15:00 UTC (CELERY_TIMEZONE is UTC; Korea keeps no daylight saving time).
+    "watch-alerts": {"task": "trading.alerting.watch_alerts", "schedule": 2.0, "options": {"expires": 2}},
+    "daily-summary": {"task": "trading.alerting.daily_summary", "schedule": crontab(hour=15, minute=0),
+                      "options": {"expires": 3600}},
 }
 
 

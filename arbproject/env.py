@@ -83,3 +83,11 @@ def env_list(name: str, default: str = "") -> list[str]:
     if value is None:
         value = default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_int_list(name: str, default: str = "") -> list[int]:
+    """Return a comma-separated list of integers (ids) with blanks dropped."""
+    try:
+        return [int(item) for item in env_list(name, default)]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={_raw(name)!r} must be comma-separated integers.") from None

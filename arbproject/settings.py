@@ -6,7 +6,7 @@ from pathlib import Path
 
 import environ
 
-from .env import env_bool, env_decimal, env_float, env_int, env_list, env_str
+from .env import env_bool, env_decimal, env_float, env_int, env_int_list, env_list, env_str
 from .logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -315,6 +315,19 @@ if PROMETHEUS_MULTIPROC_DIR:
     write_values_to(PROMETHEUS_MULTIPROC_DIR)
 # Celery queues whose backlog /metrics reports (LLEN on the broker).
 METRICS_CELERY_QUEUES = env_list("METRICS_CELERY_QUEUES", "celery,evaluate,pairs,notify")
+
+# Notifications (liveguard/notify.py): apprise URLs from the environment, beside the channels edited
+# in the admin (tgram://, slack://, discord://, mailto://, json:// ...; secrets: never logged).
+NOTIFY_URLS = env_list("NOTIFY_URLS", "")
+# At most this many notifications per channel and minute; the excess is marked suppressed and
+# counted in the channel's next message. Each is tried this many times (with backoff) before failing.
+NOTIFY_RATE_PER_MINUTE = env_int("NOTIFY_RATE_PER_MINUTE", 20, minimum=1)
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 4, minimum=1)
+# The Telegram bot (manage.py run_telegram): staff may engage (never release) the kill switch from
+# these chats. The API URL is configurable so tests run against a local fake.
+TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN", "")
+TELEGRAM_API_URL = env_str("TELEGRAM_API_URL", "https://api.telegram.org")
+TELEGRAM_ALLOWED_CHAT_IDS = env_int_list("TELEGRAM_ALLOWED_CHAT_IDS", "")
 
 # One line per meaningful event at INFO (Celery's per-task lines are held back, arbproject/logs.py);
 # per-evaluation detail at DEBUG. LOG_FORMAT=json writes JSON lines with coin and pair_id on each.

@@ -138,6 +138,8 @@ def main() -> int:
     sup.start("feed-binance", [PY, "manage.py", "run_feeds", "--exchange", "binance"])
     sup.start("signals", [PY, "manage.py", "run_signals"])
     sup.start("worker", [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info", "-c", "2", "-n", "kimp@%h"])
+    sup.start("notify", [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info", "-Q", "notify", "-c", "2",
+                         "-n", "notify@%h"])
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")])
     sup.start("relay", [PY, "manage.py", "run_relay"])
     # uvicorn (uvloop + httptools) serves HTTP and the Channels WebSockets.

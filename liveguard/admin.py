@@ -1,7 +1,22 @@
+import apprise
+from django import forms
 from django.contrib import admin, messages
 
 from . import ports
-from .models import AuditLog, GuardEvent, GuardLimits, KillSwitch, TransferLimits, save_audited
+from .alerts import KINDS
+from .models import (
+    AlertEvent,
+    AuditLog,
+    GuardEvent,
+    GuardLimits,
+    Incident,
+    KillSwitch,
+    Notification,
+    NotificationChannel,
+    TransferLimits,
+    save_audited,
+)
+from .notify import mask_url
 from .services import save_limits, set_kill_switch
 
 
@@ -70,3 +85,72 @@ class GuardEventAdmin(admin.ModelAdmin):
 @admin.register(AuditLog)
 class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "user", "model", "field", "old_value", "new_value")
+
+
+class NotificationChannelForm(forms.ModelForm):
+    """The URL is write-only: never rendered back (it carries the channel's token); left blank, it is kept."""
+
+    url = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                          help_text="apprise URL (tgram://, slack://, discord://, mailto://, json://); blank keeps the current one")
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("name", "url", "enabled", "kinds")
+
+    def clean_url(self):
+        url = self.cleaned_data.get("url", "").strip()
+        if not url:
+            if self.instance.pk and self.instance.url:
+                return self.instance.url
+            raise forms.ValidationError("A URL is required.")
+        if not apprise.Apprise().add(url):
+            raise forms.ValidationError("Not a notification URL apprise understands.")
+        return url
+
+    def clean_kinds(self):
+        kinds = self.cleaned_data.get("kinds") or []
+        unknown = sorted(set(kinds) - set(KINDS)) if isinstance(kinds, list) else ["(not a list)"]
+        if unknown:
+            raise forms.ValidationError(f"Unknown kinds {unknown}; use a list of {list(KINDS)}.")
+        return kinds
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    form = NotificationChannelForm
+    list_display = ("name", "masked_url", "enabled", "kinds", "updated_at")
+
+    @admin.display(description="URL")
+    def masked_url(self, obj):
+        return mask_url(obj.url)
+
+    def save_model(self, request, obj, form, change):
+        """Audited like every control, with the URL masked (the audit log is read by more people)."""
+        before = NotificationChannel.objects.filter(pk=obj.pk).first() if obj.pk else None
+        obj.save()
+        old = "" if before is None else f"{mask_url(before.url)} enabled={before.enabled} kinds={before.kinds}"
+        new = f"{mask_url(obj.url)} enabled={obj.enabled} kinds={obj.kinds}"
+        if before is not None and before.url != obj.url:
+            new += " (URL changed)"
+        AuditLog.objects.create(model="NotificationChannel", field=obj.name, old_value=old, new_value=new,
+                                user=request.user if request.user.is_authenticated else None)
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """A failed or suppressed notification shows here: a failure to notify is itself visible."""
+
+    list_display = ("created_at", "event", "channel", "status", "attempts", "last_error", "sent_at")
+    list_filter = ("status", "channel")
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "kind", "action", "title")
+    list_filter = ("kind", "action")
+
+
+@admin.register(Incident)
+class IncidentAdmin(ReadOnlyAdmin):
+    list_display = ("opened_at", "key", "title", "resolved_at")
+    list_filter = ("kind",)

@@ -214,3 +214,83 @@ class SymbolPause(models.Model):
 
         now = now or datetime.now(UTC)
         return cls.objects.filter(models.Q(until__isnull=True) | models.Q(until__gt=now))
+
+
+# --- notifications (liveguard/alerts.py decides, liveguard/notify.py records and delivers) -----------
+class Incident(models.Model):
+    """An alert condition while it lasts: opened by the snapshot that first showed it, resolved by
+    the first that no longer did. At most one open incident per key, so each fires exactly once."""
+
+    key = models.CharField(max_length=200, db_index=True)
+    kind = models.CharField(max_length=20)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    opened_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [models.UniqueConstraint(fields=["key"], condition=models.Q(resolved_at__isnull=True),
+                                               name="liveguard_one_open_incident_per_key")]
+
+    def __str__(self):
+        return f"{self.key} ({'open' if self.resolved_at is None else 'resolved'})"
+
+
+class AlertEvent(models.Model):
+    """Something staff are told: an incident opened or resolved, or the daily summary. `event_id`
+    is the deduplication key: an event recorded twice is one row, delivered once per channel."""
+
+    event_id = models.CharField(max_length=240, unique=True)
+    kind = models.CharField(max_length=20, db_index=True)
+    action = models.CharField(max_length=10)  # opened | resolved | summary
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.title
+
+
+class NotificationChannel(models.Model):
+    """Where alerts go, as an apprise URL (tgram://, slack://, discord://, mailto://, json://).
+    The URL holds the channel's credentials: it is never shown in full."""
+
+    name = models.SlugField(max_length=60, unique=True)
+    url = models.TextField(help_text="apprise URL; a secret (it carries the token)")
+    enabled = models.BooleanField(default=True)
+    kinds = models.JSONField(default=list, blank=True, help_text="event kinds to send; empty: every kind")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Notification(models.Model):
+    """One event on one channel: its delivery, retries and outcome, so a failure to notify shows."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"  # every attempt failed
+        SUPPRESSED = "suppressed"  # over the channel's rate limit; counted in its next message
+
+    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.CharField(max_length=80, help_text="a NotificationChannel's name, or env:<n> for NOTIFY_URLS")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True, help_text="credentials redacted")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["event", "channel"], name="liveguard_one_notification_per_channel")]
+
+    def __str__(self):
+        return f"{self.event} -> {self.channel}: {self.status}"

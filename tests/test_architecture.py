@@ -20,8 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # routing, the Celery app) and its environment helpers are read by them.
 APPS = ("marketdata", "trading", "liveguard", "dashboard")
 MAX_LINES = 600
-# Temporary: both are being split on other branches; remove each entry when its split lands.
-TOO_LONG_FOR_NOW = {"trading/state.py", "trading/management/commands/chaos.py"}
 
 
 def contracts() -> list[dict]:
@@ -102,12 +100,6 @@ def test_no_module_is_longer_than_we_split_at():
     for path in first_party_modules():
         name = path.relative_to(ROOT).as_posix()
         lines = len(path.read_text().splitlines())
-        if lines > MAX_LINES and name not in TOO_LONG_FOR_NOW:
+        if lines > MAX_LINES:
             too_long[name] = lines
     assert too_long == {}
-
-
-def test_the_size_allowlist_names_only_modules_still_too_long():
-    """An entry whose module was split (or is gone) must leave the allowlist, so it cannot hide a regrowth."""
-    lengths = {path.relative_to(ROOT).as_posix(): len(path.read_text().splitlines()) for path in first_party_modules()}
-    assert {name for name in TOO_LONG_FOR_NOW if lengths.get(name, 0) > MAX_LINES} == TOO_LONG_FOR_NOW

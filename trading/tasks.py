@@ -8,7 +8,7 @@ from django.conf import settings
 
 from arbproject.logs import log_context
 
-from . import engine, evaluation, exits, metrics
+from . import alerting, engine, evaluation, exits, metrics  # noqa: F401  (alerting: its tasks register with the app)
 
 log = logging.getLogger(__name__)
 

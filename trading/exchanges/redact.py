@@ -3,7 +3,7 @@
 The adapters already keep signed URLs out of their own messages (`base._path`); this is the net
 under that: whatever text a library, a traceback or a future message carries, a Binance
 `signature=` / `timestamp=` query, an `Authorization` header's credentials, a JWT (Upbit's tokens)
-or an `X-MBX-APIKEY` value is masked before it is written. The filter sits on the logging handlers
+an `X-MBX-APIKEY` value or a Telegram bot token is masked before it is written. The filter sits on the logging handlers
 (settings.LOGGING), so it also covers Celery's and Django's own records.
 """
 
@@ -21,6 +21,7 @@ _PATTERNS = [
                 r"[\"']?\s*[:=]\s*[\"']?)(?:bearer\s+|token\s+)?[^\s,'\"}]+", re.I), r"\1" + MASK),
     (re.compile(r"\beyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]*\.?[0-9A-Za-z_-]*"), MASK),  # a JWT
     (re.compile(r"(Bearer\s+)[0-9A-Za-z._~+/=-]+", re.I), r"\1" + MASK),
+    (re.compile(r"\d{6,}:[0-9A-Za-z_-]{30,}"), MASK),  # a Telegram bot token (its API URLs carry it)
 ]
 
 
