@@ -137,9 +137,11 @@ def main() -> int:
     sup.start("feed-upbit", [PY, "manage.py", "run_feeds", "--exchange", "upbit"])
     sup.start("feed-binance", [PY, "manage.py", "run_feeds", "--exchange", "binance"])
     sup.start("signals", [PY, "manage.py", "run_signals"])
-    sup.start("worker", [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info", "-c", "2", "-n", "kimp@%h"])
-    sup.start("notify", [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info", "-Q", "notify", "-c", "2",
-                         "-n", "notify@%h"])
+    # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert.
+    celery = [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info"]
+    sup.start("worker-evaluate", [*celery, "-Q", "evaluate", "-P", "solo", "-n", "evaluate@%h"])
+    sup.start("worker-pairs", [*celery, "-Q", "pairs,celery", "-c", "2", "-n", "pairs@%h"])
+    sup.start("notify", [*celery, "-Q", "notify", "-c", "1", "-n", "notify@%h"])
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")])
     sup.start("relay", [PY, "manage.py", "run_relay"])
     # uvicorn (uvloop + httptools) serves HTTP and the Channels WebSockets.
