@@ -6,6 +6,7 @@ FeedMessageError for anything that would corrupt a book.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -64,7 +65,32 @@ def _loads(raw: bytes | str):
         raise FeedMessageError(f"not JSON: {exc}") from None
 
 
+# A plain decimal text inside every bound below: what both venues send for nearly every number.
+_PLAIN = re.compile(r"\d{1,15}(?:\.\d{1,18})?")
+_MAX_INT = 10**15
+
+
 def _number(value, what: str) -> Decimal:
+    """A non-negative finite number within MAX_MAGNITUDE and MAX_DECIMALS, as Decimal; else the typed error.
+
+    The common shapes are checked on the text or the native value first (a feed parses some sixty
+    of these per message); anything else takes the general path, which names what is wrong.
+    """
+    kind = type(value)
+    if kind is str:
+        if len(value) <= 34 and _PLAIN.fullmatch(value):
+            return Decimal(value)
+    elif kind is float:
+        if 0 <= value < 1e15:  # NaN and the infinities fail both
+            text = repr(value)
+            if "e" not in text and len(text) - text.find(".") - 1 <= MAX_DECIMALS:
+                return Decimal(text)
+    elif kind is int and 0 <= value < _MAX_INT:
+        return Decimal(value)
+    return _number_checked(value, what)
+
+
+def _number_checked(value, what: str) -> Decimal:
     # Binance sends strings; Upbit sends JSON numbers, which orjson gives as int or float.
     # str(float) is the shortest text that reads back as the same float, i.e. the JSON text
     # the exchange sent for any price with up to 15 significant digits.

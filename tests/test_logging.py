@@ -105,9 +105,9 @@ def test_a_worker_at_info_writes_no_per_task_lines_but_still_its_failures(redis_
         )
     try:
         wait_for(lambda: len(celery_app.control.ping(timeout=0.5)) >= 1, timeout=30, interval=0.2)
-        for symbol in ("BTC", "ETH", "XRP"):
-            celery_app.send_task("trading.tasks.evaluate_symbol", args=[symbol])
-        celery_app.send_task("trading.tasks.evaluate_symbol", args=[])  # a failure: the argument is missing
+        for _ in range(3):
+            celery_app.send_task("trading.tasks.evaluate_changed")
+        celery_app.send_task("trading.tasks.evaluate_changed", args=["BTC"])  # a failure: it takes no argument
         wait_for(lambda: "raised unexpected" in log_file.read_text(), timeout=30, interval=0.2)
         time.sleep(0.2)
     finally:
@@ -116,7 +116,7 @@ def test_a_worker_at_info_writes_no_per_task_lines_but_still_its_failures(redis_
     records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert not [r for r in records if "received" in r["message"] or "succeeded" in r["message"]], text
     [failure] = [r for r in records if "raised unexpected" in r["message"]]
-    assert failure["level"] == "ERROR" and "evaluate_symbol" in failure["message"]
+    assert failure["level"] == "ERROR" and "evaluate_changed" in failure["message"]
     assert any(r["logger"].startswith("celery") and r["level"] == "INFO" for r in records)  # INFO is on
 
 

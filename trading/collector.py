@@ -24,6 +24,7 @@ from liveguard.models import GuardLimits
 
 from .models import Pair
 from .state import StateManager, keys, utcnow
+from .state.codec import decode_book
 
 log = logging.getLogger(__name__)
 VENUES = ("upbit", "binance")
@@ -95,7 +96,7 @@ class StateCollector(Collector):
             for venue in VENUES:
                 raw = next(raws)
                 if raw is not None:
-                    book = self.state.decode_book(raw)
+                    book = decode_book(raw)
                     family.add_metric([venue, coin], age(book.received_at or book.timestamp))
         return [family]
 

@@ -357,3 +357,26 @@ def test_upbit_snapshot_sequences_never_corrupt_the_book(units_list):
         bids, asks = book.top(1)
         if bids and asks:
             assert bids[0][0] < asks[0][0]  # the parser refuses crossed books
+
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-(10**20), max_value=10**20),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str), st.text(alphabet="0123456789.eE-+naif", max_size=40),
+    st.booleans(), st.none(),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(NUMBERS)
+def test_the_fast_number_path_answers_exactly_as_the_checked_one(value):
+    """parsers._number checks the common shapes first; for every input it must agree with the full check."""
+    from marketdata.parsers import _number, _number_checked
+
+    def outcome(parse):
+        try:
+            number = parse(value, "x")
+        except FeedMessageError:
+            return "refused"
+        return (str(number), number.as_tuple())
+
+    assert outcome(_number) == outcome(_number_checked)
