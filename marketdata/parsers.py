@@ -253,6 +253,11 @@ _UPBIT_ALIASES = {
 }
 
 
+_UNIT_FIELDS = ("ask_size", "bid_size", "ask_price", "bid_price")
+_UNIT_DEFAULT = tuple((name, name) for name in _UNIT_FIELDS)
+_UNIT_SIMPLE = tuple((_UPBIT_ALIASES[name], name) for name in _UNIT_FIELDS)
+
+
 def _upbit_get(obj: dict, name: str, default=None):
     if name in obj:
         return obj[name]
@@ -290,16 +295,20 @@ def _upbit_item(msg) -> BookSnapshot | ControlMessage:
         raise FeedMessageError(f"orderbook {code} has no units")
     bids: list[Level] = []
     asks: list[Level] = []
+    # A SIMPLE frame's units use the short names: look those up first (sixty lookups a frame).
+    first = _UNIT_SIMPLE if "obu" in msg else _UNIT_DEFAULT
     for unit in units:
         if not isinstance(unit, dict):
             raise FeedMessageError(f"orderbook {code} unit is malformed")
-        ask_size = _number(_upbit_get(unit, "ask_size"), "ask_size")
-        bid_size = _number(_upbit_get(unit, "bid_size"), "bid_size")
+        ask_size, bid_size, ask_price, bid_price = (
+            value if (value := unit.get(key)) is not None else _upbit_get(unit, name) for key, name in first)
+        ask_size = _number(ask_size, "ask_size")
+        bid_size = _number(bid_size, "bid_size")
         # A shallow book pads with zero-size units; they are not levels.
         if ask_size:
-            asks.append((_price(_upbit_get(unit, "ask_price"), "ask_price"), ask_size))
+            asks.append((_price(ask_price, "ask_price"), ask_size))
         if bid_size:
-            bids.append((_price(_upbit_get(unit, "bid_price"), "bid_price"), bid_size))
+            bids.append((_price(bid_price, "bid_price"), bid_size))
     if any(bids[i][0] <= bids[i + 1][0] for i in range(len(bids) - 1)) or any(
         asks[i][0] >= asks[i + 1][0] for i in range(len(asks) - 1)
     ):

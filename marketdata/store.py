@@ -73,6 +73,24 @@ def text(raw: bytes | str | None) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def execute_scripted(client: redis.Redis, queue, *scripts) -> list:
+    """Run a pipeline that calls Lua scripts by EVALSHA, in one round trip. (redis-py's Script asks
+    SCRIPT EXISTS before every pipeline that uses it: a second round trip on the hot path.) A server
+    that lost the scripts (restarted, SCRIPT FLUSH) gets them loaded and the commands once more:
+    queue(pipe) must queue only commands that are safe to repeat."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        queue(pipe)
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            for script in scripts:
+                client.script_load(script.script)
+    raise AssertionError("unreachable")
+
+
 class MarketStore:
     """Typed reads and writes of the market data and of heartbeats."""
 
@@ -127,7 +145,10 @@ class MarketStore:
         prices, books = list(prices), list(books)
         if books and len(books) != len(prices):
             raise ValueError("write_market: books must pair one to one with prices")
-        pipe = self.redis.pipeline(transaction=False)
+        execute_scripted(self.redis, lambda pipe: self._queue_market(pipe, prices, books, fx, notify, heartbeat, stats),
+                         self._write_books)
+
+    def _queue_market(self, pipe, prices, books, fx, notify, heartbeat, stats) -> None:
         if prices:
             keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else ""]
             for i, price in enumerate(prices):
@@ -138,7 +159,7 @@ class MarketStore:
                          price.timestamp.isoformat(), received, encode_book(books[i]) if books else b""]
             if notify:
                 args.append(orjson.dumps(list(notify)))
-            self._write_books(keys=keys, args=args, client=pipe)
+            pipe.evalsha(self._write_books.sha, len(keys), *keys, *args)
         elif notify:
             pipe.publish(TICKS_CHANNEL, orjson.dumps(list(notify)))
         for rate in fx:
@@ -151,7 +172,6 @@ class MarketStore:
             key = feed_stats_key(stats.exchange)
             pipe.hset(key, mapping=encode_record(stats))
             pipe.expire(key, TTL_FEED_STATS)
-        pipe.execute()
 
     def write_price(self, price: PriceRecord, book: BookRecord | None = None) -> None:
         """Write one quote (and its book) outside the feed, e.g. a fixed-rate source or a test."""

@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from marketdata.records import BookRecord, levels_from_json
+from marketdata.store import execute_scripted
 
 from . import keys
 from .accounts import fresh_reconciliation
@@ -182,7 +183,10 @@ class EvaluationStore:
         """A batch's results in one round trip: each coin's premium (sampled into its history at most
         once per sample_every), the signals (announced after they are stored), and the batch's size
         and the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark)."""
-        pipe = self.redis.pipeline(transaction=False)
+        execute_scripted(self.redis, lambda pipe: self._queue_evaluations(pipe, premiums, signals, history_seconds,
+                                                                          oldest_change, sample_every), self._save_premiums)
+
+    def _queue_evaluations(self, pipe, premiums, signals, history_seconds, oldest_change, sample_every) -> None:
         now = utcnow().timestamp()
         if premiums:
             names = [f.name for f in dataclasses.fields(PremiumRecord)]
@@ -191,7 +195,7 @@ class EvaluationStore:
                 args += [record.symbol, f"{record.timestamp.timestamp():.6f}", str(record.premium_pct), str(record.upbit_mid)]
                 for name in names:
                     args += [name, encode_value(getattr(record, name))]
-            self._save_premiums(args=args, client=pipe)
+            pipe.evalsha(self._save_premiums.sha, 0, *args)
         for signal in signals:
             queue_indexed(pipe, keys.index_key("signals"), keys.signal_key(signal.symbol), signal.symbol, signal,
                           keys.TTL_SIGNAL, announce=keys.SIGNALS_CHANNEL)
@@ -199,7 +203,6 @@ class EvaluationStore:
             pipe.lpush(keys.BATCHES_KEY, f"{now:.6f}:{len(premiums)}:{(now - oldest_change) * 1000:.3f}")
             pipe.ltrim(keys.BATCHES_KEY, 0, keys.BATCH_SAMPLES - 1)
             pipe.expire(keys.BATCHES_KEY, keys.TTL_METRICS)
-        pipe.execute()
 
     def batch_samples(self) -> list[tuple[float, int, float]]:
         """(finished at, coins evaluated, age of the oldest change in ms) of the last batches, newest first."""
