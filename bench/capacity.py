@@ -7,7 +7,9 @@ model's steps plus `--churn`: one level's size changed per update, as most real 
 the first --hot coins have their premium forced to 1 %, so each of their ticks makes a signal and a
 pair. The system: one feed worker per exchange, the dispatcher, an evaluation worker (-Q evaluate,
 solo pool), a pair worker (-Q pairs,celery,notify, prefork), beat, the relay and the web server, on
-a private Redis and a scratch SQLite database.
+a private Redis and a scratch PostgreSQL database (the production database: the pair worker and the
+screens' rejections write concurrently; SQLite's single writer would be the bottleneck measured), or
+SQLite with --sqlite.
 
 Printed per run: offered and processed book updates/s (the feeds' message counters), evaluations/s
 (coins screened, from the batches' own record), tick->signal and tick->fill p50/p99 (from the feed's
@@ -42,8 +44,26 @@ CELERY = str(Path(h.PY).parent / "celery")
 UVICORN = str(Path(h.PY).parent / "uvicorn")
 
 
-def system_env(redis_url: str, db: Path, up: int, bn: int, extra: dict) -> dict:
-    return {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "WARNING",
+def scratch_database(server: str | None, scratch: Path):
+    """(DATABASE_URL, drop) for a database of this run's own: on the PostgreSQL server, else SQLite."""
+    if server is None:
+        return f"sqlite:///{scratch / 'bench.sqlite3'}", lambda: None
+    import psycopg
+    from psycopg import sql
+
+    name = f"kimp_bench_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(server, dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop():
+        with psycopg.connect(server, dbname="postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    return f"{server.rsplit('/', 1)[0]}/{name}", drop
+
+
+def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict) -> dict:
+    return {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
             "DJANGO_SETTINGS_MODULE": "arbproject.settings",
             "UPBIT_REST_URL": f"http://127.0.0.1:{up}", "UPBIT_WS_URL": f"ws://127.0.0.1:{up}/websocket/v1",
             "BINANCE_REST_URL": f"http://127.0.0.1:{bn}", "BINANCE_WS_URL": f"ws://127.0.0.1:{bn}",
@@ -56,12 +76,12 @@ def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
     procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict) -> dict:
+def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None) -> dict:
     redis_server, redis_url = h.start_redis()
     scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
-    db = scratch / "bench.sqlite3"
+    database_url, drop_database = scratch_database(server, scratch)
     up, bn, web = h.free_port(), h.free_port(), h.free_port()
-    env = system_env(redis_url, db, up, bn, extra_env)
+    env = system_env(redis_url, database_url, up, bn, extra_env)
     manage = [h.PY, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=h.ROOT, env=env, check=True)
     subprocess.run([*manage, "shell", "-c", (
@@ -144,6 +164,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict) -> d
         listener.join(2)
         h.stop(*reversed(list(procs.values())))
         h.stop(redis_server)
+        drop_database()
     window = [b for b in batches if t0 <= b[0] <= t1]
     span = t1 - t0
     return {
@@ -153,6 +174,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict) -> d
         "fills": len(fill_lat), "f50": h.percentile(fill_lat, 50), "f99": h.percentile(fill_lat, 99),
         "stale99": h.percentile([b[2] for b in window], 99),
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in procs}, "memory": memory, "dead": dead,
+        "batches_raw": window,
     }
 
 
@@ -184,10 +206,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--hot", type=int, default=5, help="coins whose premium is forced to 1 %% (a signal on every tick)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the system")
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres",
+                        help="the PostgreSQL server a scratch database is made on (dropped at the end)")
+    parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
     for rate in args.rate or [1000.0, 3000.0, 6000.0]:
-        report(run(args.coins, rate, args.seconds, args.hot, extra))
+        report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ class FeedWorker:
 
     exchange = ""
     max_batch = 2000  # messages drained before a flush, so a firehose cannot starve Redis
+    # ... and at most this long: a feed that is behind flushes what it has, so no book waits in this
+    # process behind a long burst (the evaluations see it a few ms after it arrived, not a burst later).
+    max_drain_s = 0.005
     heartbeat_every = 1.0
     recv_timeout = 1.0
 
@@ -151,7 +154,8 @@ class FeedWorker:
             self.last_message_at = time.monotonic()
             keep = self.handle_raw(raw)
             drained = 1
-            while keep and drained < self.max_batch and self._readable():
+            flush_by = time.monotonic() + self.max_drain_s
+            while keep and drained < self.max_batch and self._readable() and time.monotonic() < flush_by:
                 keep = self.handle_raw(self.ws.recv())
                 drained += 1
             if not keep:
