@@ -85,7 +85,8 @@ def stop(*procs) -> None:
 
 
 def wait_http(url: str, timeout: float = 10.0) -> None:
-    """Wait until something answers HTTP at url."""
+    """Wait until something answers HTTP at url (a venue of hundreds of coins answers slowly while it
+    builds its books: a slow answer is waited for too)."""
     import time
 
     import requests
@@ -93,8 +94,49 @@ def wait_http(url: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=5)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.1)
     raise RuntimeError(f"nothing answered at {url}")
+
+
+class TickLatency:
+    """Hears the signals and executions announced on Redis and keeps, while measuring, how long after
+    the feed received the newer book (their tick_received_at) each one was heard, in ms."""
+
+    def __init__(self, client):
+        import threading
+
+        self.client = client
+        self.signals: list[float] = []
+        self.fills: list[float] = []
+        self.measuring, self.done = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+
+    def start(self) -> TickLatency:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(2)
+
+    def _listen(self) -> None:
+        import time
+        from datetime import datetime
+
+        import orjson
+
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe("arbitrage:signals", "arbitrage:executions")
+        while not self.done.is_set():
+            msg = pubsub.get_message(timeout=0.2)
+            if msg is None or not self.measuring.is_set():
+                continue
+            now = time.time()
+            tick = orjson.loads(msg["data"]).get("tick_received_at")
+            if tick:
+                lat = (now - datetime.fromisoformat(tick).timestamp()) * 1000
+                (self.signals if msg["channel"] == b"arbitrage:signals" else self.fills).append(lat)
+        pubsub.close()

@@ -27,17 +27,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-import orjson
 import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _harness as h  # noqa: E402
+from trading.state import StateManager  # noqa: E402
 
 STEP_HZ = 0.2  # the model's full steps (every ladder rebuilt); the rest of the rate is churn
 CELERY = str(Path(h.PY).parent / "celery")
@@ -111,41 +109,21 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     start("web", [UVICORN, "arbproject.asgi:application", "--host", "127.0.0.1", "--port", str(web), "--lifespan", "off",
                   "--no-access-log", "--log-level", "warning"], env, procs)
     client = redis.Redis.from_url(redis_url)
-    signal_lat, fill_lat = [], []
-    measuring, done = threading.Event(), threading.Event()
+    latency = h.TickLatency(client).start()
 
-    def listen():
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe("arbitrage:signals", "arbitrage:executions")
-        while not done.is_set():
-            msg = pubsub.get_message(timeout=0.2)
-            if msg is None or not measuring.is_set():
-                continue
-            now = time.time()
-            tick = orjson.loads(msg["data"]).get("tick_received_at")
-            if tick:
-                lat = (now - datetime.fromisoformat(tick).timestamp()) * 1000
-                (signal_lat if msg["channel"] == b"arbitrage:signals" else fill_lat).append(lat)
-        pubsub.close()
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
+    state = StateManager(client)
 
     def feed_messages() -> int:
-        total = 0
-        for exchange in ("upbit", "binance"):
-            raw = client.hget(f"arbitrage:feedstats:{exchange}", "messages")
-            total += int(raw or 0)
-        return total
+        return sum(stats.messages for stats in map(state.get_feed_stats, ("upbit", "binance")) if stats)
 
     try:
         deadline = time.monotonic() + 90
-        while client.zcard("arbitrage:index:premiums") < coins * 0.9 and time.monotonic() < deadline:
+        while len(state.premium_symbols()) < coins * 0.9 and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(3)  # warm-up: funding deposits, first pairs, caches
         t0, m0 = time.time(), feed_messages()
         cpu0 = {name: h.tree_cpu_seconds(p.pid) for name, p in procs.items()}
-        measuring.set()
+        latency.measuring.set()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             # Each pair adds to its coin's exposure; clear it so the position limit does not end the run.
@@ -153,15 +131,14 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
             if keys:
                 client.delete(*keys)
             time.sleep(0.25)
-        measuring.clear()
+        latency.measuring.clear()
         t1, m1 = time.time(), feed_messages()
         cpu1 = {name: h.tree_cpu_seconds(p.pid) for name, p in procs.items()}
         memory = {name: h.tree_memory_mb(p.pid) for name, p in procs.items()}
-        batches = [orjson.loads(b"[" + raw.replace(b":", b",") + b"]") for raw in client.lrange("arbitrage:stats:batches", 0, -1)]
+        batches = state.batch_samples()  # (finished at, coins, age of the oldest change ms)
         dead = [name for name, p in procs.items() if p.poll() is not None]
     finally:
-        done.set()
-        listener.join(2)
+        latency.stop()
         h.stop(*reversed(list(procs.values())))
         h.stop(redis_server)
         drop_database()
@@ -170,8 +147,8 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     return {
         "coins": coins, "offered": rate, "processed": (m1 - m0) / span,
         "evals": sum(b[1] for b in window) / span, "batches": len(window) / span,
-        "signals": len(signal_lat), "s50": h.percentile(signal_lat, 50), "s99": h.percentile(signal_lat, 99),
-        "fills": len(fill_lat), "f50": h.percentile(fill_lat, 50), "f99": h.percentile(fill_lat, 99),
+        "signals": len(latency.signals), "s50": h.percentile(latency.signals, 50), "s99": h.percentile(latency.signals, 99),
+        "fills": len(latency.fills), "f50": h.percentile(latency.fills, 50), "f99": h.percentile(latency.fills, 99),
         "stale99": h.percentile([b[2] for b in window], 99),
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in procs}, "memory": memory, "dead": dead,
         "batches_raw": window,

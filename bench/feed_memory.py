@@ -12,30 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import free_port, spawn, start_redis, stop  # noqa: E402
-
-
-def wait_venue(url: str, timeout: float = 90.0) -> None:
-    """Wait for the venue: with hundreds of coins it answers slowly while it steps every book."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=5)
-            return
-        except requests.RequestException:
-            time.sleep(0.5)
-    raise RuntimeError(f"nothing answered at {url}")
-
-
-def rss_mb(pid: int) -> float:
-    """The process's resident set (VmRSS) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+from bench._harness import free_port, spawn, start_redis, stop, tree_memory_mb, wait_http  # noqa: E402
 
 
 def measure(coins: int, seconds: float) -> dict:
@@ -49,7 +27,7 @@ def measure(coins: int, seconds: float) -> dict:
                    "--coins", str(coins)], env)
     feed = None
     try:
-        wait_venue(f"http://127.0.0.1:{binance_port}/api/v3/ping")
+        wait_http(f"http://127.0.0.1:{binance_port}/api/v3/ping", timeout=90)
         feed = spawn(["run_feeds", "--exchange", "binance"], env)
         samples = []
         deadline = time.monotonic() + seconds
@@ -57,7 +35,7 @@ def measure(coins: int, seconds: float) -> dict:
             time.sleep(1)
             if feed.poll() is not None:
                 raise RuntimeError(f"the feed exited ({feed.returncode})")
-            samples.append(rss_mb(feed.pid))
+            samples.append(tree_memory_mb(feed.pid)[0])
         return {"coins": coins, "rss_mb_last": round(samples[-1], 1), "rss_mb_max": round(max(samples), 1)}
     finally:
         stop(*(p for p in (feed, venue) if p), redis_proc)

@@ -1,6 +1,6 @@
 """Tick -> signal and tick -> paper fill latency through Redis and Celery, and evaluations per second.
 
-    .venv/bin/python bench/signal_latency.py --coins 60 --step-hz 2 --step-hz 10 --seconds 10
+    .venv/bin/python bench/latency.signalsency.py --coins 60 --step-hz 2 --step-hz 10 --seconds 10
 
 Every process is real and separate: the venue (N coins; the first --hot of them with the premium
 forced to 1 %, so that each of their ticks makes a signal and a pair), one feed worker per exchange, the dispatcher, one Celery worker, a private
@@ -16,17 +16,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-import orjson
 import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import PY, ROOT, free_port, percentile, spawn, start_redis, stop, tree_cpu_seconds, wait_http  # noqa: E402
+from bench._harness import PY, ROOT, TickLatency, free_port, percentile, spawn, start_redis, stop, tree_cpu_seconds, wait_http  # noqa: E402
+from trading.state import StateManager  # noqa: E402
 
 
 def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int, hot: int) -> dict:
@@ -58,33 +56,14 @@ def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int,
     procs += [spawn(["run_feeds", "--exchange", "upbit"], env), spawn(["run_feeds", "--exchange", "binance"], env),
               spawn(["run_signals"], env), worker]
     client = redis.Redis.from_url(redis_url)
-    signal_lat, fill_lat = [], []
-    measuring, done = threading.Event(), threading.Event()
-
-    def listen():
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe("arbitrage:signals", "arbitrage:executions")
-        while not done.is_set():
-            msg = pubsub.get_message(timeout=0.2)
-            if msg is None or not measuring.is_set():
-                continue
-            now = time.time()
-            data = orjson.loads(msg["data"])
-            tick = data.get("tick_received_at")
-            if tick:
-                lat = (now - datetime.fromisoformat(tick).timestamp()) * 1000
-                (signal_lat if msg["channel"] == b"arbitrage:signals" else fill_lat).append(lat)
-        pubsub.close()
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
+    latency = TickLatency(client).start()
     try:
         deadline = time.monotonic() + 60
-        while client.zcard("arbitrage:index:premiums") < coins and time.monotonic() < deadline:
+        while len(StateManager(client).premium_symbols()) < coins and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(3)  # warm-up: funding deposits, first pairs, caches
         w0, t0, c0 = time.time(), time.monotonic(), tree_cpu_seconds(worker.pid)
-        measuring.set()
+        latency.measuring.set()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             # Each pair adds to its coin's exposure; clear it so the position limit does not end the run.
@@ -92,20 +71,18 @@ def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int,
             if keys:
                 client.delete(*keys)
             time.sleep(0.25)
-        measuring.clear()
+        latency.measuring.clear()
         w1, t1, c1 = time.time(), time.monotonic(), tree_cpu_seconds(worker.pid)
-        # Coins screened, from the batches' own record ("<finished at>:<coins>:<oldest change ms>").
-        batches = [raw.decode().split(":") for raw in client.lrange("arbitrage:stats:batches", 0, -1)]
-        evaluated = sum(int(n) for at, n, _ in batches if w0 <= float(at) <= w1)
+        # Coins screened, from the batches' own record.
+        evaluated = sum(n for at, n, _ in StateManager(client).batch_samples() if w0 <= at <= w1)
     finally:
-        done.set()
-        listener.join(2)
+        latency.stop()
         stop(*reversed(procs))
         stop(redis_server)
     return {
-        "evals": evaluated / (t1 - t0), "worker_cpu": (c1 - c0) / (t1 - t0), "signals": len(signal_lat),
-        "fills": len(fill_lat), "s50": percentile(signal_lat, 50), "s99": percentile(signal_lat, 99),
-        "f50": percentile(fill_lat, 50), "f99": percentile(fill_lat, 99),
+        "evals": evaluated / (t1 - t0), "worker_cpu": (c1 - c0) / (t1 - t0), "signals": len(latency.signals),
+        "fills": len(latency.fills), "s50": percentile(latency.signals, 50), "s99": percentile(latency.signals, 99),
+        "f50": percentile(latency.fills, 50), "f99": percentile(latency.fills, 99),
     }
 
 

@@ -13,10 +13,12 @@ from django.conf import settings
 
 from liveguard import guard as lg
 from liveguard.models import GuardLimits
+from liveguard.services import pause_symbol
 
 from . import ledger, positions, strategies, telemetry
-from .execution import PairRequest, held_lock
+from .execution import PAUSE_PREFIX, PairRequest, held_lock
 from .fields import money
+from .metrics import figures
 from .models import LedgerEntry, Pair, Position, Signal
 from .quant.service import position_cap
 from .signals import Caps, Fees, Opportunity, Premium, best_opportunity, evaluate_direction, premium
@@ -38,8 +40,6 @@ def lot_step(state: StateManager, symbol: str) -> Decimal:
 def fx_rate(state: StateManager):
     """The KRW/USDT record the loop trades on: the Upbit KRW-USDT book, or the fixed rate."""
     if settings.FX_SOURCE == "fixed":
-        from .state import FxRecord
-
         return FxRecord("fixed", settings.FX_FIXED_RATE, None, None, datetime.now(UTC))
     return state.get_fx(FX_KEY)
 
@@ -331,8 +331,6 @@ def loss_figures(state: StateManager, ctx, fx: Decimal, max_age_s: float = 5.0) 
     """(today's PnL, total PnL) on equity: from the metrics beat keeps current, else computed now."""
     if ctx.pnl is not None and (datetime.now(UTC) - ctx.pnl[2]).total_seconds() <= max_age_s:
         return ctx.pnl[0], ctx.pnl[1]
-    from .metrics import figures
-
     _, today, total = figures(state, fx)
     return today.pnl, total
 
@@ -355,10 +353,6 @@ def record_executor_failure(state, pair: Pair, exc: BaseException) -> bool:
         reason = f"pair {pair.id}: executor raised {type(exc).__name__} with orders that may exist"
         Pair.objects.filter(pk=pair.pk).update(lease_until=None, note=f"UNRESOLVED: {reason}"[:300])
         lg.record(lg.Block("leg_risk", reason), pair.symbol)
-        from liveguard.services import pause_symbol
-
-        from .execution import PAUSE_PREFIX
-
         pause_symbol(state, pair.symbol, reason=f"{PAUSE_PREFIX}{pair.id}: executor raised"[:200])
     except Exception:  # noqa: BLE001 — the original failure is what the caller must see
         log.exception("could not record the failure of pair %s", pair.id)

@@ -32,6 +32,12 @@ class EvaluationStore:
     _books: dict[str, tuple[bytes, BookRecord | None, BookRecord]]
     _steps: dict[str, tuple[float, Decimal | None]]  # coin -> (valid until, Binance lot step), per process
 
+    def __init__(self, client: redis.Redis):
+        super().__init__(client)
+        self._books = {}
+        self._steps = {}
+        self._save_premiums = client.register_script(self._SAVE_PREMIUMS)
+
 
     _TAKE_DIRTY = """
     local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
@@ -59,14 +65,19 @@ class EvaluationStore:
     def pending_changes(self) -> int:
         return int(self.redis.zcard(keys.DIRTY_KEY))
 
-    def evaluation_contexts(self, symbols: Sequence[str], fx_source: str) -> dict[str, EvaluationContext]:
+    def evaluation_context(self, symbol: str, fx_source: str) -> EvaluationContext:
+        """Everything one evaluation of one coin reads from Redis, in one round trip: its books in full
+        and its lot step read afresh (the pair path sizes orders with them)."""
+        return self.evaluation_contexts([symbol], fx_source, fresh=True)[symbol]
+
+    def evaluation_contexts(self, symbols: Sequence[str], fx_source: str, *, fresh: bool = False) -> dict[str, EvaluationContext]:
         """evaluation_context for many coins in one round trip of a few commands: what they share is
         read once; lot steps, which change about never, are cached for a minute. Each book comes with
         its best level only (all the premium needs), unless this process already decoded that version;
-        full_books(coin) decodes the rest for the coins worth walking."""
+        full_books(coin) decodes the rest for the coins worth walking. fresh: full books, steps re-read."""
         symbols = list(symbols)
         now = utcnow().timestamp()
-        steps_due = [s for s in symbols if self._steps.get(s, (0.0, None))[0] <= now]
+        steps_due = symbols if fresh else [s for s in symbols if self._steps.get(s, (0.0, None))[0] <= now]
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(keys.fx_key(fx_source))
         pipe.hgetall(keys.fx_key("reference"))
@@ -94,9 +105,10 @@ class EvaluationStore:
         contexts = {}
         for i, symbol in enumerate(symbols):
             vol, weight = risk[2 * i], risk[2 * i + 1]
+            book = self._full_of if fresh else self._top_of
             contexts[symbol] = EvaluationContext(
-                upbit=self._top_of(book_keys[2 * i], books[2 * i]),
-                binance=self._top_of(book_keys[2 * i + 1], books[2 * i + 1]),
+                upbit=book(book_keys[2 * i], books[2 * i]),
+                binance=book(book_keys[2 * i + 1], books[2 * i + 1]),
                 market_warning=bool(warnings[i]), paused=bool(paused[i]), lot_step=self._steps[symbol][1],
                 volatility=float(text(vol)) if vol else None, weight=float(text(weight)) if weight else None,
                 exposure_krw=int(exposures[i] or 0), **shared)
@@ -120,18 +132,24 @@ class EvaluationStore:
         self._books[key] = (raw, None, top)
         return top
 
+    def _full_of(self, key: str, raw: bytes | None) -> BookRecord | None:
+        """The book stored at key, in full (decoded once per version)."""
+        if raw is None:
+            self._books.pop(key, None)
+            return None
+        cached = self._books.get(key)
+        if cached is not None and cached[0] == raw and cached[1] is not None:
+            return cached[1]
+        book = decode_book(raw)
+        self._books[key] = (raw, book, book)
+        return book
+
     def full_books(self, symbol: str) -> tuple[BookRecord | None, BookRecord | None]:
         """(Upbit, Binance) books of a coin in full, as the last evaluation_contexts read them."""
         out = []
         for exchange in ("upbit", "binance"):
-            key = keys.book_key(exchange, symbol)
-            cached = self._books.get(key)
-            if cached is None:
-                out.append(None)
-                continue
-            if cached[1] is None:
-                cached = self._books[key] = (cached[0], decode_book(cached[0]), cached[2])
-            out.append(cached[1])
+            cached = self._books.get(keys.book_key(exchange, symbol))
+            out.append(None if cached is None else self._full_of(keys.book_key(exchange, symbol), cached[0]))
         return out[0], out[1]
 
     def _shared_context(self, fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before,
