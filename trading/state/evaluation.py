@@ -21,7 +21,7 @@ from marketdata.store import execute_scripted
 
 from . import keys
 from .accounts import fresh_reconciliation
-from .codec import decode_book, decode_record, decode_sample_value, encode_value, text
+from .codec import decode_book, decode_record, decode_sample_value, encode_sample, encode_value, text
 from .indexes import queue_indexed
 from .records import EvaluationContext, FxRecord, PremiumRecord, SignalRecord, utcnow
 
@@ -168,7 +168,8 @@ class EvaluationStore:
             fx_minute_ago=decode_sample_value(fx_before[0]) if fx_before else None,
         )
 
-    # ARGV: ttl, sample period (ms), history (s), then per coin: coin, epoch seconds, premium %, Upbit mid,
+    # ARGV: ttl, sample period (ms), history (s), then per coin: coin, epoch seconds, the premium's and the
+    # Upbit mid's history members (codec.encode_sample),
     # and the hash's field/value pairs (PREMIUM_FIELDS). The history keeps one sample per period.
     _SAVE_PREMIUMS = """
     local ttl, sample_ms, history_s = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -183,9 +184,8 @@ class EvaluationStore:
       local history = ARGV[5] .. 'premium:history:' .. coin
       if redis.call('SET', history .. ':sampled', '1', 'NX', 'PX', sample_ms) then
         local mids = ARGV[5] .. 'mids:' .. coin
-        local stamp = string.format('%.3f', tonumber(ts))
-        redis.call('ZADD', history, ts, stamp .. ':' .. ARGV[a + 2])
-        redis.call('ZADD', mids, ts, stamp .. ':' .. ARGV[a + 3])
+        redis.call('ZADD', history, ts, ARGV[a + 2])
+        redis.call('ZADD', mids, ts, ARGV[a + 3])
         for _, k in ipairs({history, mids}) do
           redis.call('ZREMRANGEBYSCORE', k, '-inf', tonumber(ts) - history_s)
           redis.call('EXPIRE', k, history_s)
@@ -210,7 +210,8 @@ class EvaluationStore:
             names = [f.name for f in dataclasses.fields(PremiumRecord)]
             args: list = [keys.TTL_PREMIUM, max(1, int(sample_every * 1000)), history_seconds, len(names), f"{keys.PREFIX}:"]
             for record in premiums:
-                args += [record.symbol, f"{record.timestamp.timestamp():.6f}", str(record.premium_pct), str(record.upbit_mid)]
+                ts = record.timestamp.timestamp()
+                args += [record.symbol, f"{ts:.6f}", encode_sample(ts, record.premium_pct), encode_sample(ts, record.upbit_mid)]
                 for name in names:
                     args += [name, encode_value(getattr(record, name))]
             pipe.evalsha(self._save_premiums.sha, 0, *args)

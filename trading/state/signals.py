@@ -7,7 +7,7 @@ from decimal import Decimal
 import redis
 
 from . import keys
-from .codec import decode_record, decode_samples, encode_record, encode_sample, text
+from .codec import decode_record, decode_samples, encode_sample, text
 from .indexes import list_indexed, save_indexed
 from .records import PremiumRecord, SignalRecord
 
@@ -29,16 +29,9 @@ class SignalStore:
 
     # premiums -------------------------------------------------------------------------------
     def save_premium(self, record: PremiumRecord, history_seconds: int, sample_every: float = 1.0) -> None:
-        """Store the latest premium, and sample it into a rolling history (at most once a period)."""
-        key = keys.premium_key(record.symbol)
-        now = record.timestamp.timestamp()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=encode_record(record))
-        pipe.expire(key, keys.TTL_PREMIUM)
-        pipe.zadd(keys.PREMIUMS_INDEX_KEY, {record.symbol: now})
-        if self.redis.set(keys.premium_sampled_key(record.symbol), "1", nx=True, px=max(1, int(sample_every * 1000))):
-            self.sample_premium(record.symbol, now, record.premium_pct, history_seconds, upbit_mid=record.upbit_mid, pipe=pipe)
-        pipe.execute()
+        """Store the latest premium, and sample it into a rolling history (at most once a period): one
+        evaluation's save_evaluations."""
+        self.save_evaluations([record], [], history_seconds, sample_every=sample_every)
 
     def sample_premium(self, symbol: str, ts: float, premium_pct: Decimal, history_seconds: int,
                        upbit_mid: Decimal | None = None, pipe=None) -> None:
