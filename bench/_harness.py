@@ -29,6 +29,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU of every process named postgres on this machine (the server and all its backends)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def children(pid: int) -> list[int]:
     """pid and its descendants (a Celery prefork worker's pool processes, say)."""
     out, todo = [], [pid]

@@ -122,7 +122,10 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
             time.sleep(0.5)
         time.sleep(3)  # warm-up: funding deposits, first pairs, caches
         t0, m0 = time.time(), feed_messages()
-        cpu0 = {name: h.tree_cpu_seconds(p.pid) for name, p in procs.items()}
+        # Redis and the PostgreSQL server's processes (every backend, whoever's) share the two cores too.
+        watched = {**{name: p.pid for name, p in procs.items()}, "redis": redis_server.proc.pid}
+        cpu0 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
+        pg0 = h.postgres_cpu_seconds()
         latency.measuring.set()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -133,10 +136,12 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
             time.sleep(0.25)
         latency.measuring.clear()
         t1, m1 = time.time(), feed_messages()
-        cpu1 = {name: h.tree_cpu_seconds(p.pid) for name, p in procs.items()}
-        memory = {name: h.tree_memory_mb(p.pid) for name, p in procs.items()}
+        cpu1 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
+        pg1 = h.postgres_cpu_seconds()
+        memory = {name: h.tree_memory_mb(pid) for name, pid in watched.items()}
         batches = state.batch_samples()  # (finished at, coins, age of the oldest change ms)
         dead = [name for name, p in procs.items() if p.poll() is not None]
+        outcomes = signal_outcomes(database_url, [m[:-4] for m in markets[:hot]])
     finally:
         latency.stop()
         h.stop(*reversed(list(procs.values())))
@@ -150,9 +155,26 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "signals": len(latency.signals), "s50": h.percentile(latency.signals, 50), "s99": h.percentile(latency.signals, 99),
         "fills": len(latency.fills), "f50": h.percentile(latency.fills, 50), "f99": h.percentile(latency.fills, 99),
         "stale99": h.percentile([b[2] for b in window], 99),
-        "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in procs}, "memory": memory, "dead": dead,
-        "batches_raw": window,
+        "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "dead": dead,
+        "postgres_cpu": (pg1 - pg0) / span,
+        "batches_raw": window, "outcomes": outcomes,
     }
+
+
+def signal_outcomes(database_url: str, hot: list[str]) -> str:
+    """What the ledger says became of the forced-premium coins' signals, and the checks that blocked
+    them most (the fills depend on it: a blocked pair is no fill)."""
+    if not database_url.startswith("postgres"):
+        return "n/a on SQLite"
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        outcomes = conn.execute("SELECT outcome, count(*) FROM trading_signal WHERE symbol = ANY(%s) GROUP BY 1 ORDER BY 2 DESC",
+                                (hot,)).fetchall()
+        checks = conn.execute("SELECT check_name, count(*) FROM liveguard_guardevent WHERE symbol = ANY(%s) GROUP BY 1 "
+                              "ORDER BY 2 DESC LIMIT 3", (hot,)).fetchall()
+    return (", ".join(f"{o} {n}" for o, n in outcomes) or "none") + "; blocked by " + (
+        ", ".join(f"{c} {n}" for c, n in checks) or "nothing")
 
 
 def report(r: dict) -> None:
@@ -160,14 +182,17 @@ def report(r: dict) -> None:
           f"evaluations={r['evals']:.0f}/s in {r['batches']:.0f} batches/s")
     print(f"  tick->signal p50 {r['s50']:.2f} ms p99 {r['s99']:.2f} ms ({r['signals']} signals); "
           f"tick->fill p50 {r['f50']:.2f} ms p99 {r['f99']:.2f} ms ({r['fills']} fills); staleness p99 {r['stale99']:.2f} ms")
+    print(f"  hot coins' signals in the ledger: {r['outcomes']}")
     print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8}")
-    system = [name for name in r["cpu"] if name != "venue"]
-    for name in ["venue", *system]:
+    system = [name for name in r["cpu"] if name not in ("venue", "redis")]
+    for name in ["venue", "redis", *system]:
         rss, pss = r["memory"][name]
         print(f"  {name:<16} {r['cpu'][name]:>6.0%} {rss:>8.0f} {pss:>8.0f}")
     rss = sum(r["memory"][n][0] for n in system)
     pss = sum(r["memory"][n][1] for n in system)
-    print(f"  {'system (no venue)':<16} {sum(r['cpu'][n] for n in system):>6.0%} {rss:>8.0f} {pss:>8.0f}")
+    print(f"  {'system (no venue, no redis)':<16} {sum(r['cpu'][n] for n in system):>6.0%} {rss:>8.0f} {pss:>8.0f}")
+    print(f"  {'postgres server':<16} {r['postgres_cpu']:>6.0%}   (all its processes)")
+    print(f"  {'whole box':<16} {sum(r['cpu'].values()) + r['postgres_cpu']:>6.0%}   of {os.cpu_count() * 100}%")
     if r["dead"]:
         print(f"  processes that died: {', '.join(r['dead'])}")
     keeps_up = r["processed"] >= 0.95 * r["offered"] and r["stale99"] < 100 and not r["dead"]

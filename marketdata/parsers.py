@@ -70,21 +70,44 @@ _PLAIN = re.compile(r"\d{1,15}(?:\.\d{1,18})?")
 _MAX_INT = 10**15
 
 
+# What the fast path below answered, by the value sent: a book's prices and sizes repeat from frame to
+# frame, so most numbers are a dict look-up. Strings and floats are kept apart (1 == 1.0 as keys),
+# and only positive floats are kept (-0.0 == 0.0 as keys, but not as text).
+_TEXTS: dict[str, Decimal] = {}
+_FLOATS: dict[float, Decimal] = {}
+_MEMO_MAX = 100_000
+
+
 def _number(value, what: str) -> Decimal:
     """A non-negative finite number within MAX_MAGNITUDE and MAX_DECIMALS, as Decimal; else the typed error.
 
     The common shapes are checked on the text or the native value first (a feed parses some sixty
-    of these per message); anything else takes the general path, which names what is wrong.
+    of these per message), and remembered; anything else takes the general path, which names what
+    is wrong.
     """
     kind = type(value)
     if kind is str:
+        out = _TEXTS.get(value)
+        if out is not None:
+            return out
         if len(value) <= 34 and _PLAIN.fullmatch(value):
-            return Decimal(value)
+            if len(_TEXTS) >= _MEMO_MAX:
+                _TEXTS.clear()
+            out = _TEXTS[value] = Decimal(value)
+            return out
     elif kind is float:
+        out = _FLOATS.get(value)
+        if out is not None:
+            return out
         if 0 <= value < 1e15:  # NaN and the infinities fail both
             text = repr(value)
             if "e" not in text and len(text) - text.find(".") - 1 <= MAX_DECIMALS:
-                return Decimal(text)
+                out = Decimal(text)
+                if value > 0:
+                    if len(_FLOATS) >= _MEMO_MAX:
+                        _FLOATS.clear()
+                    _FLOATS[value] = out
+                return out
     elif kind is int and 0 <= value < _MAX_INT:
         return Decimal(value)
     return _number_checked(value, what)

@@ -245,7 +245,8 @@ class Venue:
                 if not side:
                     continue
                 # One of the top five levels: where a real book changes most.
-                price = sorted(side, reverse=side is book.bids)[min(len(side) - 1, int(rng.random() * 5))]
+                best = heapq.nlargest(5, side) if side is book.bids else heapq.nsmallest(5, side)
+                price = best[min(len(best) - 1, int(rng.random() * 5))]
                 qty = (side[price] * Decimal(repr(round(rng.uniform(0.7, 1.3), 3)))).quantize(side[price]) or side[price]
                 change = [(price, qty)]
                 try:

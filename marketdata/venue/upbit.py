@@ -52,9 +52,18 @@ ERRORS = {
 }
 
 
+_NUMS: dict[Decimal, int | float] = {}  # a book's prices and sizes repeat from frame to frame
+_NUMS_MAX = 200_000
+
+
 def num(value: Decimal) -> int | float:
     """Upbit quotation payloads carry JSON numbers: integral values without a fraction."""
-    return int(value) if value == value.to_integral_value() else float(value)
+    out = _NUMS.get(value)
+    if out is None:
+        if len(_NUMS) >= _NUMS_MAX:
+            _NUMS.clear()
+        out = _NUMS[value] = int(value) if value == value.to_integral_value() else float(value)
+    return out
 
 
 def _encode(payload: dict | list, fmt: str, mapping=_SIMPLE) -> bytes:
@@ -73,24 +82,33 @@ def _abbreviate(obj, mapping):
     return obj
 
 
-def orderbook_payload(book: VenueBook, units: int, stream_type: str | None) -> dict:
+_ORDERBOOK_KEYS = ("type", "code", "timestamp", "total_ask_size", "total_bid_size", "orderbook_units", "level",
+                   "stream_type", "ask_price", "bid_price", "ask_size", "bid_size")
+_ORDERBOOK_SIMPLE_KEYS = tuple(_SIMPLE[k] for k in _ORDERBOOK_KEYS)
+_EMPTY_LEVEL = (Decimal(0), Decimal(0))
+
+
+def orderbook_payload(book: VenueBook, units: int, stream_type: str | None, *, simple: bool = False) -> dict:
+    """The orderbook message, its fields named as the format asks (SIMPLE: the short names). Built
+    with the names directly: this renders on every book change, for every subscribed format."""
+    ty, cd, tms, tas, tbs, obu, lv, st, ap, bp, as_, bs = _ORDERBOOK_SIMPLE_KEYS if simple else _ORDERBOOK_KEYS
     bids, asks = book.top(units)
     rows = []
     for i in range(max(len(bids), len(asks))):
-        ask = asks[i] if i < len(asks) else (Decimal(0), Decimal(0))
-        bid = bids[i] if i < len(bids) else (Decimal(0), Decimal(0))
-        rows.append({"ask_price": num(ask[0]), "bid_price": num(bid[0]), "ask_size": num(ask[1]), "bid_size": num(bid[1])})
+        ask = asks[i] if i < len(asks) else _EMPTY_LEVEL
+        bid = bids[i] if i < len(bids) else _EMPTY_LEVEL
+        rows.append({ap: num(ask[0]), bp: num(bid[0]), as_: num(ask[1]), bs: num(bid[1])})
     payload = {
-        "type": "orderbook",
-        "code": book.market,
-        "timestamp": book.timestamp_ms,
-        "total_ask_size": num(sum((q for _, q in asks), Decimal(0))),
-        "total_bid_size": num(sum((q for _, q in bids), Decimal(0))),
-        "orderbook_units": rows,
-        "level": 0,
+        ty: "orderbook",
+        cd: book.market,
+        tms: book.timestamp_ms,
+        tas: num(sum((q for _, q in asks), Decimal(0))),
+        tbs: num(sum((q for _, q in bids), Decimal(0))),
+        obu: rows,
+        lv: 0,
     }
     if stream_type:
-        payload["stream_type"] = stream_type
+        payload[st] = stream_type
     return payload
 
 
@@ -356,7 +374,8 @@ class UpbitDialect:
     # --- rendering -------------------------------------------------------------------------------
     def _render(self, kind: str, market: str, units: int, fmt: str, stream_type: str) -> bytes:
         if kind == "orderbook":
-            return _encode(orderbook_payload(self.venue.upbit_books[market], units, stream_type), fmt)
+            payload = orderbook_payload(self.venue.upbit_books[market], units, stream_type, simple=fmt.startswith("SIMPLE"))
+            return orjson.dumps([payload] if fmt.endswith("_LIST") else payload)
         if kind == "ticker":
             return _encode({**self._ticker(market), "stream_type": stream_type}, fmt)
         return _encode({**self._trade(market, record=False), "stream_type": stream_type}, fmt, _SIMPLE_TRADE)

@@ -380,3 +380,21 @@ def test_the_fast_number_path_answers_exactly_as_the_checked_one(value):
         return (str(number), number.as_tuple())
 
     assert outcome(_number) == outcome(_number_checked)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(NUMBERS, min_size=2, max_size=6))
+def test_a_remembered_number_is_the_number_sent(values):
+    """_number remembers what it parsed; asked again (in any order, -0.0 after 0.0, 1 after 1.0, "1.0"
+    after 1.0), it answers as the full check does for each value itself."""
+    from marketdata.parsers import _number, _number_checked
+
+    def outcome(parse, value):
+        try:
+            number = parse(value, "x")
+        except FeedMessageError:
+            return "refused"
+        return (str(number), number.as_tuple())
+
+    for value in [*values, 0.0, -0.0, 1.0, 1, "1.0", "1", *reversed(values)]:
+        assert outcome(_number, value) == outcome(_number_checked, value)
