@@ -1,7 +1,7 @@
 """The one module that talks to the Channels layer.
 
 The relay process hears stored signals and executions on Redis pub/sub and pushes them to the
-`signals` group as they happen; it pushes `arbitrage:metrics:live` to the `metrics` group every
+`signals` group: executions as they happen, each coin's newest signal at most twice a second; it pushes `arbitrage:metrics:live` to the `metrics` group every
 second. channels_redis drops messages for a client whose queue is full, so a slow browser loses
 updates instead of slowing the loop or the other clients.
 """
@@ -64,15 +64,48 @@ def announce_control(state: StateManager) -> None:
 
 
 class Relay:
-    def __init__(self, state: StateManager, metrics_every: float = 1.0):
+    """Executions are pushed as they happen; a coin's signals at most once per signal_every (the
+    newest one: a coin with a standing premium is announced on every tick, hundreds a second across
+    the market, more than a screen can show or a browser needs)."""
+
+    def __init__(self, state: StateManager, metrics_every: float = 1.0, signal_every: float = 0.5):
         self.state = state
         self.metrics_every = metrics_every
+        self.signal_every = signal_every
         self.layer = get_channel_layer()
         self.stopping = asyncio.Event()
         self.forwarded = 0
+        self._pushed_at: dict[str, float] = {}  # coin -> when its last signal was pushed
+        self._waiting: dict[str, dict] = {}  # coin -> its newest signal not yet pushed
 
     async def run(self) -> None:
-        await asyncio.gather(self._signals(), self._metrics())
+        await asyncio.gather(self._signals(), self._metrics(), self._held_signals())
+
+    async def _push(self, kind: str, data: dict) -> None:
+        await self.layer.group_send(SIGNALS_GROUP, {"type": "push", "payload": {"type": kind, "data": data}})
+        self.forwarded += 1
+
+    async def _signal(self, data: dict) -> None:
+        coin = data.get("symbol", "")
+        now = time.monotonic()
+        if now - self._pushed_at.get(coin, float("-inf")) >= self.signal_every:
+            self._pushed_at[coin] = now
+            self._waiting.pop(coin, None)
+            await self._push("signal", data)
+        else:
+            self._waiting[coin] = data
+
+    async def _held_signals(self) -> None:
+        """Push each held signal once its coin's interval has passed."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(self.signal_every / 5)
+            now = time.monotonic()
+            for coin in [c for c in self._waiting if now - self._pushed_at.get(c, float("-inf")) >= self.signal_every]:
+                self._pushed_at[coin] = now
+                try:
+                    await self._push("signal", self._waiting.pop(coin))
+                except Exception:  # the next signal is pushed all the same
+                    log.exception("relay: pushing a held signal failed")
 
     async def _signals(self) -> None:
         while not self.stopping.is_set():
@@ -84,11 +117,11 @@ class Relay:
                     message = await pubsub.get_message(timeout=0.5)
                     if message is None:
                         continue
-                    kind = "signal" if message["channel"] == SIGNALS_CHANNEL.encode() else "execution"
-                    await self.layer.group_send(SIGNALS_GROUP, {
-                        "type": "push", "payload": {"type": kind, "data": orjson.loads(message["data"])},
-                    })
-                    self.forwarded += 1
+                    data = orjson.loads(message["data"])
+                    if message["channel"] == SIGNALS_CHANNEL.encode():
+                        await self._signal(data)
+                    else:
+                        await self._push("execution", data)
             except (aioredis.RedisError, OSError) as exc:
                 log.error("relay: Redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(1)

@@ -6,6 +6,7 @@ FeedMessageError for anything that would corrupt a book.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -287,16 +288,34 @@ def _upbit_get(obj: dict, name: str, default=None):
     return obj.get(_UPBIT_ALIASES.get(name, name), default)
 
 
-def parse_upbit_message(raw: bytes | str) -> list[BookSnapshot | ControlMessage]:
-    """Parse one Upbit WebSocket frame (DEFAULT, SIMPLE or the *_LIST formats)."""
+def parse_upbit_message(raw: bytes | str, memo: dict | None = None) -> list[BookSnapshot | ControlMessage]:
+    """Parse one Upbit WebSocket frame (DEFAULT, SIMPLE or the *_LIST formats).
+
+    memo (a dict the caller keeps per connection): each market's last units and the levels parsed
+    from them. Upbit sends the whole book on every change, and most units are as they were: a unit
+    equal to the one at the same place last time gives the same levels without parsing it again.
+    """
     if raw in (b"PING", "PING"):
         return [ControlMessage("ignored")]
     msg = _loads(raw)
     items = msg if isinstance(msg, list) else [msg]
-    return [_upbit_item(item) for item in items]
+    return [_upbit_item(item, memo) for item in items]
 
 
-def _upbit_item(msg) -> BookSnapshot | ControlMessage:
+def _upbit_unit(unit, first, code: str) -> tuple[dict, Level | None, Level | None]:
+    """(the unit, its ask level, its bid level); a side with a zero size has no level."""
+    if not isinstance(unit, dict):
+        raise FeedMessageError(f"orderbook {code} unit is malformed")
+    ask_size, bid_size, ask_price, bid_price = (
+        value if (value := unit.get(key)) is not None else _upbit_get(unit, name) for key, name in first)
+    ask_size = _number(ask_size, "ask_size")
+    bid_size = _number(bid_size, "bid_size")
+    # A shallow book pads with zero-size units; they are not levels.
+    return (unit, (_price(ask_price, "ask_price"), ask_size) if ask_size else None,
+            (_price(bid_price, "bid_price"), bid_size) if bid_size else None)
+
+
+def _upbit_item(msg, memo: dict | None = None) -> BookSnapshot | ControlMessage:
     if not isinstance(msg, dict):
         raise FeedMessageError(f"unexpected {type(msg).__name__} item")
     if "error" in msg:
@@ -320,25 +339,27 @@ def _upbit_item(msg) -> BookSnapshot | ControlMessage:
     asks: list[Level] = []
     # A SIMPLE frame's units use the short names: look those up first (sixty lookups a frame).
     first = _UNIT_SIMPLE if "obu" in msg else _UNIT_DEFAULT
-    for unit in units:
-        if not isinstance(unit, dict):
-            raise FeedMessageError(f"orderbook {code} unit is malformed")
-        ask_size, bid_size, ask_price, bid_price = (
-            value if (value := unit.get(key)) is not None else _upbit_get(unit, name) for key, name in first)
-        ask_size = _number(ask_size, "ask_size")
-        bid_size = _number(bid_size, "bid_size")
-        # A shallow book pads with zero-size units; they are not levels.
-        if ask_size:
-            asks.append((_price(ask_price, "ask_price"), ask_size))
-        if bid_size:
-            bids.append((_price(bid_price, "bid_price"), bid_size))
-    if any(bids[i][0] <= bids[i + 1][0] for i in range(len(bids) - 1)) or any(
-        asks[i][0] >= asks[i + 1][0] for i in range(len(asks) - 1)
-    ):
+    previous = memo.get(code, ()) if memo is not None else ()
+    parsed = []
+    for i, unit in enumerate(units):
+        known = previous[i] if i < len(previous) else None
+        levels = known if known is not None and known[0] == unit else _upbit_unit(unit, first, code)
+        parsed.append(levels)
+        if levels[1] is not None:
+            asks.append(levels[1])
+        if levels[2] is not None:
+            bids.append(levels[2])
+    bid_prices = [price for price, _ in bids]
+    ask_prices = [price for price, _ in asks]
+    if not all(map(operator.gt, bid_prices, bid_prices[1:])) or not all(map(operator.lt, ask_prices, ask_prices[1:])):
         raise FeedMessageError(f"orderbook {code} levels are out of order")
     if bids and asks and bids[0][0] >= asks[0][0]:
         raise FeedMessageError(f"orderbook {code} is crossed: bid {bids[0][0]} >= ask {asks[0][0]}")
-    return BookSnapshot(market=code.split(".", 1)[0], bids=bids, asks=asks, timestamp=ms_to_datetime(_upbit_get(msg, "timestamp")))
+    snapshot = BookSnapshot(market=code.split(".", 1)[0], bids=bids, asks=asks,
+                            timestamp=ms_to_datetime(_upbit_get(msg, "timestamp")))
+    if memo is not None:
+        memo[code] = parsed
+    return snapshot
 
 
 def upbit_symbol(market: str) -> str:

@@ -162,3 +162,23 @@ def decode_book(raw: bytes) -> BookRecord:
         timestamp=datetime.fromisoformat(data["timestamp"]),
         received_at=datetime.fromisoformat(data["received_at"]) if data.get("received_at") else None,
     )
+
+
+# --- a book's best levels and times, for the screen (a few bytes, no JSON) ----------------------
+
+
+def encode_top(book: BookRecord) -> bytes:
+    """"bid|bid size|ask|ask size|timestamp|received_at" of the book's best levels (empty for a side
+    without levels; times in ISO 8601, received_at empty when unknown)."""
+    bid = book.bids[0] if book.bids else ("", "")
+    ask = book.asks[0] if book.asks else ("", "")
+    received = book.received_at.isoformat() if book.received_at else ""
+    return f"{bid[0]}|{bid[1]}|{ask[0]}|{ask[1]}|{book.timestamp.isoformat()}|{received}".encode()
+
+
+def decode_top(exchange: str, symbol: str, raw: bytes) -> BookRecord:
+    """The book of encode_top: one level a side at most."""
+    bid, bid_size, ask, ask_size, stamp, received = raw.decode().split("|")
+    return BookRecord(exchange, symbol, [(Decimal(bid), Decimal(bid_size))] if bid else [],
+                      [(Decimal(ask), Decimal(ask_size))] if ask else [], datetime.fromisoformat(stamp),
+                      datetime.fromisoformat(received) if received else None)

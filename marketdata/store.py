@@ -6,6 +6,7 @@ trading core reads them through the same class (trading.state.StateManager exten
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -22,6 +23,7 @@ from marketdata.records import (
     encode_book,
     encode_record,
     encode_sample,
+    encode_top,
     utcnow,
 )
 
@@ -36,6 +38,16 @@ TTL_RULES = 86400
 
 # Pub/sub channel on which feed workers announce which books changed in one flush.
 TICKS_CHANNEL = f"{PREFIX}:ticks"
+# The coins whose books changed and are not yet evaluated: a sorted set, coin -> epoch seconds of its
+# oldest unevaluated change (the feed's flush). The feed adds to it in the same script that writes the
+# books, and sets EVALUATING_KEY (one batch is queued; it lapses by itself after EVALUATING_MS if the
+# batch never runs); only when that flag is new does it publish on EVALUATE_CHANNEL, where the
+# dispatcher hears that a batch must be queued. The batch takes the set and clears the flag at once.
+DIRTY_KEY = f"{PREFIX}:dirty"
+EVALUATING_KEY = f"{PREFIX}:evaluating"
+EVALUATE_CHANNEL = f"{PREFIX}:evaluate"
+EVALUATING_MS = 2000
+TTL_DIRTY = 60
 # Every component that ever beat, scored by its last beat.
 HEARTBEATS_INDEX_KEY = f"{PREFIX}:index:heartbeats"
 
@@ -46,6 +58,18 @@ def price_key(exchange: str, symbol: str) -> str:
 
 def book_key(exchange: str, symbol: str) -> str:
     return f"{PREFIX}:book:{exchange}:{symbol}"
+
+
+def book_top_key(exchange: str, symbol: str) -> str:
+    """The book's best levels and times in a few bytes (marketdata.records.encode_top), for the screen."""
+    return f"{PREFIX}:book:top:{exchange}:{symbol}"
+
+
+def key_template(build, *head: str) -> tuple[str, str]:
+    """(before, after) the last argument of a key builder: how a Lua script builds the same key."""
+    marker = "\x00"
+    before, after = build(*head, marker).split(marker)
+    return before, after
 
 
 def fx_key(source: str) -> str:
@@ -94,19 +118,37 @@ def execute_scripted(client: redis.Redis, queue, *scripts) -> list:
 class MarketStore:
     """Typed reads and writes of the market data and of heartbeats."""
 
-    # One script call writes every changed book and announces them: a command per key would
-    # cost the feed more in client-side packing and parsing than everything else it does.
+    # One script call writes every changed book, marks their coins changed and announces them: a command
+    # per key would cost the feed more in client-side packing and parsing than everything else it does.
+    # KEYS: per book its price, book and top keys. ARGV: the TTLs, the ticks channel ('' for none), the
+    # changed coins (count, then coin and epoch seconds each), 9 values per book, the ticks payload.
     _WRITE_BOOKS = """
     local ttl_price, ttl_book = ARGV[1], ARGV[2]
-    local n = #KEYS / 2
+    local changed = tonumber(ARGV[4])
+    local a = 5
+    if changed > 0 then
+      local members = {}
+      for i = 0, changed - 1 do
+        members[#members + 1] = ARGV[a + 2 * i + 1]
+        members[#members + 1] = ARGV[a + 2 * i]
+      end
+      redis.call('ZADD', ARGV[5 + 2 * changed], 'NX', unpack(members))
+      redis.call('EXPIRE', ARGV[5 + 2 * changed], ARGV[9 + 2 * changed])
+      if redis.call('SET', ARGV[6 + 2 * changed], '1', 'NX', 'PX', ARGV[7 + 2 * changed]) then
+        redis.call('PUBLISH', ARGV[8 + 2 * changed], '1')
+      end
+      a = 10 + 2 * changed
+    end
+    local n = #KEYS / 3
     for i = 0, n - 1 do
-      local a = 4 + i * 8
-      local price_key = KEYS[2 * i + 1]
-      redis.call('HSET', price_key, 'exchange', ARGV[a], 'symbol', ARGV[a + 1], 'bid', ARGV[a + 2],
-                 'ask', ARGV[a + 3], 'mid', ARGV[a + 4], 'timestamp', ARGV[a + 5], 'received_at', ARGV[a + 6])
+      local b = a + i * 9
+      local price_key = KEYS[3 * i + 1]
+      redis.call('HSET', price_key, 'exchange', ARGV[b], 'symbol', ARGV[b + 1], 'bid', ARGV[b + 2],
+                 'ask', ARGV[b + 3], 'mid', ARGV[b + 4], 'timestamp', ARGV[b + 5], 'received_at', ARGV[b + 6])
       redis.call('EXPIRE', price_key, ttl_price)
-      if ARGV[a + 7] ~= '' then
-        redis.call('SET', KEYS[2 * i + 2], ARGV[a + 7], 'EX', ttl_book)
+      if ARGV[b + 7] ~= '' then
+        redis.call('SET', KEYS[3 * i + 2], ARGV[b + 7], 'EX', ttl_book)
+        redis.call('SET', KEYS[3 * i + 3], ARGV[b + 8], 'EX', ttl_book)
       end
     end
     if ARGV[3] ~= '' then
@@ -134,29 +176,39 @@ class MarketStore:
         fx: Iterable[FxRecord] = (),
         *,
         notify: Sequence[str] = (),
+        changed: Sequence[str] = (),
+        changed_at: float | None = None,
         heartbeat: str | None = None,
         stats: FeedStats | None = None,
     ) -> None:
         """Write prices (each with its book), rates, heartbeat and stats in one round trip.
 
         `books` must pair with `prices` one to one; `notify` is published after the writes, so a
-        subscriber that hears it can read the new values.
+        subscriber that hears it can read the new values. `changed` coins are marked for evaluation
+        (DIRTY_KEY), each keeping the time of its oldest unevaluated change (changed_at, else now).
         """
         prices, books = list(prices), list(books)
         if books and len(books) != len(prices):
             raise ValueError("write_market: books must pair one to one with prices")
-        execute_scripted(self.redis, lambda pipe: self._queue_market(pipe, prices, books, fx, notify, heartbeat, stats),
-                         self._write_books)
+        at = time.time() if changed_at is None else changed_at
+        execute_scripted(self.redis, lambda pipe: self._queue_market(pipe, prices, books, fx, notify, changed, at, heartbeat,
+                                                                     stats), self._write_books)
 
-    def _queue_market(self, pipe, prices, books, fx, notify, heartbeat, stats) -> None:
-        if prices:
-            keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else ""]
+    def _queue_market(self, pipe, prices, books, fx, notify, changed, changed_at, heartbeat, stats) -> None:
+        if prices or changed:
+            keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else "", len(changed)]
+            if changed:
+                stamp = f"{changed_at:.6f}"
+                for coin in changed:
+                    args += [coin, stamp]
+                args += [DIRTY_KEY, EVALUATING_KEY, EVALUATING_MS, EVALUATE_CHANNEL, TTL_DIRTY]
             for i, price in enumerate(prices):
-                keys.append(price_key(price.exchange, price.symbol))
-                keys.append(book_key(price.exchange, price.symbol))
+                keys += [price_key(price.exchange, price.symbol), book_key(price.exchange, price.symbol),
+                         book_top_key(price.exchange, price.symbol)]
                 received = price.received_at.isoformat() if price.received_at else ""
                 args += [price.exchange, price.symbol, str(price.bid), str(price.ask), str(price.mid),
-                         price.timestamp.isoformat(), received, encode_book(books[i]) if books else b""]
+                         price.timestamp.isoformat(), received]
+                args += [encode_book(books[i]), encode_top(books[i])] if books else [b"", b""]
             if notify:
                 args.append(orjson.dumps(list(notify)))
             pipe.evalsha(self._write_books.sha, len(keys), *keys, *args)

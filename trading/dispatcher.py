@@ -1,11 +1,13 @@
-"""Turn book changes into batched evaluations: one queued batch task at a time, no polling.
+"""Keep one batch evaluation queued while changed coins wait: no polling, no work per tick.
 
-The feeds publish which books changed on `arbitrage:ticks`. The dispatcher adds the coins named to
-`arbitrage:dirty` (each keeps the time of its oldest unevaluated change) and, in the same round
-trip, sets `arbitrage:evaluating`; only when that flag is new does it enqueue `evaluate_changed`.
-The task takes every changed coin and clears the flag at once, so a burst of ticks costs one task,
-each coin is evaluated on its newest book, and a tick that lands during a batch costs exactly one
-more. A flag whose task never ran lapses by itself; the changes wait for the next one.
+The feeds mark the coins whose books changed (`arbitrage:dirty`, each keeping the time of its oldest
+unevaluated change) in the script that writes the books, and in the same step set
+`arbitrage:evaluating`; only when that flag is new do they publish on `arbitrage:evaluate`. The
+dispatcher hears that and enqueues `evaluate_changed`. The task takes every changed coin and clears
+the flag at once, so a burst of ticks costs one task, each coin is evaluated on its newest book, and
+a tick that lands during a batch costs exactly one more. A flag whose task never ran lapses by itself
+(marketdata.store.EVALUATING_MS); the changes wait for the next one. On every (re)subscription the
+dispatcher queues one batch if changes wait, in case their announcement came while it was away.
 """
 
 from __future__ import annotations
@@ -14,48 +16,34 @@ import logging
 import threading
 import time
 
-import orjson
 import redis
 
-from .state import TICKS_CHANNEL, StateManager
+from .state import EVALUATE_CHANNEL, StateManager
 
 log = logging.getLogger(__name__)
 
-FX_SYMBOL = "USDT"
-
 
 class Dispatcher:
-    def __init__(self, state: StateManager, enqueue, claim_ms: int = 2000):
+    def __init__(self, state: StateManager, enqueue):
         self.state = state
         self.enqueue = enqueue  # enqueue(): queue one batch evaluation
-        self.claim_ms = claim_ms
         self.stop_event = threading.Event()
         self.enqueued = 0
         self._last_beat = 0.0
 
-    def handle(self, data: bytes) -> list[str]:
-        """Mark the coins named in one tick notification changed; enqueue a batch if none is queued.
-        Returns the coins marked."""
-        try:
-            names = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            log.warning("dispatcher: ignoring a malformed notification %r", data[:80])
-            return []
-        if not isinstance(names, list):
-            log.warning("dispatcher: ignoring a notification that is not a list %r", data[:80])
-            return []
-        symbols = sorted({n.split(":", 1)[1] for n in names if isinstance(n, str) and ":" in n} - {FX_SYMBOL})
-        if symbols and self.state.mark_dirty(symbols, time.time(), self.claim_ms):
-            self.enqueue()
-            self.enqueued += 1
-        return symbols
+    def handle(self, _data: bytes) -> None:
+        """A feed set the queued-batch flag: queue the batch."""
+        self.enqueue()
+        self.enqueued += 1
 
     def run(self) -> None:
         """Listen until stop(); reconnect to Redis with a pause when it goes away."""
         while not self.stop_event.is_set():
             pubsub = self.state.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(TICKS_CHANNEL)
+                pubsub.subscribe(EVALUATE_CHANNEL)
+                if self.state.pending_changes():
+                    self.handle(b"")
                 while not self.stop_event.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None:

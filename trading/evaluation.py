@@ -1,7 +1,7 @@
 """The batched screen: every coin that changed since the last batch, evaluated on the books in Redis.
 
-One task takes the whole set of changed coins (`StateManager.take_dirty`), reads their books and the
-guard's mirror in one round trip, and for each coin computes the premium and the best opportunity
+One task takes the whole set of changed coins with their best levels and the guard's mirror in one
+round trip (`StateManager.take_changed`), and for each coin computes the premium and the best opportunity
 under its position limit — pure arithmetic on books already in memory, no database. An opportunity
 is announced as a signal; if LiveGuard's checks that need only the mirror pass (kill switch,
 reconciliation, pause, breaker, quote and FX age, Upbit caution, expected slippage), the coin is
@@ -45,42 +45,59 @@ class BatchResult:
     oldest_change_ms: float | None  # age of the batch's oldest change when its results were stored
 
 
-def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], enqueue_pair: Callable[[str], object]) -> BatchResult:
-    """Screen the changed coins ((coin, epoch seconds of its oldest unevaluated change)) and enqueue
-    a pair for each opportunity that passes the mirror's checks."""
+def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object]) -> BatchResult:
+    """Take every coin that changed since the last batch and screen it (the `evaluate` task)."""
+    changed, contexts = state.take_changed(engine.FX_KEY)
+    return evaluate_batch(state, changed, contexts, enqueue_pair)
+
+
+def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], contexts: dict[str, EvaluationContext],
+                   enqueue_pair: Callable[[str], object]) -> BatchResult:
+    """Screen the changed coins ((coin, epoch seconds of its oldest unevaluated change)) on their
+    contexts (best levels only) and enqueue a pair for each opportunity that passes the mirror's checks.
+    The coins whose top of book could beat the minimum are walked on their full books, read for all
+    of them in one more round trip."""
     if not changed:
         return BatchResult(0, 0, 0, None)
-    symbols = [symbol for symbol, _ in changed]
     oldest = min(at for _, at in changed)
-    contexts = state.evaluation_contexts(symbols, engine.FX_KEY)
     now = datetime.now(UTC)
-    premiums, signals, ready, blocked = [], [], [], []
-    for symbol in symbols:
+    premiums, worth_walking = [], []
+    full: dict[str, tuple] = {}
+    for symbol, _at in changed:
         ctx = contexts[symbol]
-        seen = engine.look(state, symbol, ctx, books=lambda symbol=symbol: state.full_books(symbol))
+        seen = engine.look(state, symbol, ctx, books=lambda symbol=symbol: full[symbol])
         if seen is None:
             continue
         premiums.append(seen.premium_record(now))
         find = seen.finder(state, database=False)
-        opportunity = find(lambda _buy, _sell, cap=seen.max_notional: Caps(cap)) if find else None
+        if find is not None:
+            worth_walking.append((seen, ctx, find))
+    if worth_walking:
+        full.update(state.full_books([seen.symbol for seen, _, _ in worth_walking]))
+    signals, ready, blocked = [], [], []
+    for seen, ctx, find in worth_walking:
+        if None in full[seen.symbol]:
+            continue  # a book expired since its top was read
+        opportunity = find(lambda _buy, _sell, cap=seen.max_notional: Caps(cap))
         if opportunity is None:
             continue
         signals.append(seen.signal_record(opportunity, now))
         block = pre_trade_block(lg.Guard(state, seen.limits), ctx, opportunity, seen.fx, now)
         if block is None:
-            ready.append(symbol)
+            ready.append(seen.symbol)
         else:
             blocked.append((opportunity, block))
-    state.save_evaluations(premiums, signals, settings.PREMIUM_HISTORY_SECONDS, oldest_change=oldest)
+    claimed, first = state.save_evaluations(premiums, signals, settings.PREMIUM_HISTORY_SECONDS, oldest_change=oldest,
+                                            claims=ready, claim_ms=PAIR_CLAIM_MS,
+                                            blocks=[(o.symbol, b.check) for o, b in blocked])
+    for symbol in claimed:
+        enqueue_pair(symbol)
     telemetry.count_evaluations(len(premiums))
     for signal in signals:  # announced: the latency a subscriber sees
         telemetry.count_signal()
         if signal.tick_received_at:
             telemetry.observe_tick_to_signal(telemetry.since(signal.tick_received_at))
-    claimed = state.claim_pairs(ready, PAIR_CLAIM_MS) if ready else []
-    for symbol in claimed:
-        enqueue_pair(symbol)
-    _record_blocks(state, blocked, now)
+    _record_blocks(blocked, set(first), now)
     age = (time.time() - oldest) * 1000
     return BatchResult(len(premiums), len(signals), len(claimed), age)
 
@@ -104,12 +121,10 @@ def pre_trade_block(guard: lg.Guard, ctx: EvaluationContext, opportunity: Opport
     )
 
 
-def _record_blocks(state: StateManager, blocked: list[tuple[Opportunity, lg.Block]], now: datetime) -> None:
+def _record_blocks(blocked: list[tuple[Opportunity, lg.Block]], first: set[tuple[str, str]], now: datetime) -> None:
     """A block repeats on every tick: record it (a rejected signal and a guard event) once per few
-    seconds per coin and check, and log it at INFO when first seen."""
-    if not blocked:
-        return
-    first = set(state.first_rejections([(o.symbol, b.check) for o, b in blocked]))
+    seconds per coin and check (`first`: the blocks not recorded in that time), and log it at INFO
+    when first seen."""
     for opportunity, block in blocked:
         key = (opportunity.symbol, block.check)
         if key not in first:

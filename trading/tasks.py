@@ -29,8 +29,7 @@ def evaluate_changed() -> int:
     """Screen every coin that changed since the last batch (queue `evaluate`; the dispatcher keeps
     one of these queued while changes wait). Taking the changes clears the queued flag, so a change
     that lands during this batch queues exactly one more."""
-    state = engine.get_state()
-    return evaluation.evaluate_batch(state, state.take_dirty(), enqueue_pair).evaluated
+    return evaluation.evaluate_changed(engine.get_state(), enqueue_pair).evaluated
 
 
 def enqueue_pair(symbol: str) -> None:

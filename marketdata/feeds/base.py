@@ -203,7 +203,7 @@ class FeedWorker:
         if not self.dirty and not beat:
             return
         received = datetime.now(UTC)
-        prices, books, fx, notify = [], [], [], []
+        prices, books, fx, notify, changed = [], [], [], [], []
         for symbol in self.dirty:
             book = self.books.get(symbol)
             if book is None:
@@ -222,6 +222,8 @@ class FeedWorker:
             rate = self.fx_record(symbol, bid, ask, stamp)
             if rate is not None:
                 fx.append(rate)
+            else:
+                changed.append(symbol)  # a coin's book: evaluate it (a rate's change waits for the next)
         self.dirty.clear()
         stats = None
         # Beat only while data flows: a connected but silent feed must look dead.
@@ -229,7 +231,8 @@ class FeedWorker:
         if beat:
             self._last_beat = now
             stats = self.stats()
-        self.state.write_market(prices, books, fx, notify=notify, heartbeat=self.component if beat and alive else None, stats=stats)
+        self.state.write_market(prices, books, fx, notify=notify, changed=changed, changed_at=received.timestamp(),
+                                heartbeat=self.component if beat and alive else None, stats=stats)
         if prices:
             self._failures = 0
 

@@ -28,6 +28,7 @@ class UpbitFeed(FeedWorker):
         super().__init__(*args, **kwargs)
         self.format = fmt
         self._last_ping = 0.0
+        self._units: dict = {}  # the parser's memo of each market's last units (parse_upbit_message)
 
     def markets(self) -> list[str]:
         return [f"KRW-{s}" for s in self.symbols if s != "USDT"] + [FX_MARKET]
@@ -44,8 +45,12 @@ class UpbitFeed(FeedWorker):
         self.ws.send(orjson.dumps(request).decode())
         self._last_ping = time.monotonic()
 
+    def reset_books(self) -> None:
+        super().reset_books()
+        self._units.clear()
+
     def handle_message(self, raw) -> bool:
-        for event in parse_upbit_message(raw):
+        for event in parse_upbit_message(raw, self._units):
             if isinstance(event, BookSnapshot):
                 symbol = upbit_symbol(event.market)
                 book = self.books.get(symbol)

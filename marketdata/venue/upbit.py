@@ -86,6 +86,7 @@ _ORDERBOOK_KEYS = ("type", "code", "timestamp", "total_ask_size", "total_bid_siz
                    "stream_type", "ask_price", "bid_price", "ask_size", "bid_size")
 _ORDERBOOK_SIMPLE_KEYS = tuple(_SIMPLE[k] for k in _ORDERBOOK_KEYS)
 _EMPTY_LEVEL = (Decimal(0), Decimal(0))
+_ROWS: dict[tuple, dict] = {}  # (ask level, bid level, simple) -> its row
 
 
 def orderbook_payload(book: VenueBook, units: int, stream_type: str | None, *, simple: bool = False) -> dict:
@@ -97,7 +98,14 @@ def orderbook_payload(book: VenueBook, units: int, stream_type: str | None, *, s
     for i in range(max(len(bids), len(asks))):
         ask = asks[i] if i < len(asks) else _EMPTY_LEVEL
         bid = bids[i] if i < len(bids) else _EMPTY_LEVEL
-        rows.append({ap: num(ask[0]), bp: num(bid[0]), as_: num(ask[1]), bs: num(bid[1])})
+        # A change touches a level or two: the other rows are as they were (never mutated, so shared).
+        key = (ask, bid, simple)
+        row = _ROWS.get(key)
+        if row is None:
+            if len(_ROWS) >= _NUMS_MAX:
+                _ROWS.clear()
+            row = _ROWS[key] = {ap: num(ask[0]), bp: num(bid[0]), as_: num(ask[1]), bs: num(bid[1])}
+        rows.append(row)
     payload = {
         ty: "orderbook",
         cd: book.market,

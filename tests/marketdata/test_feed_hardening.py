@@ -398,3 +398,33 @@ def test_a_remembered_number_is_the_number_sent(values):
 
     for value in [*values, 0.0, -0.0, 1.0, 1, "1.0", "1", *reversed(values)]:
         assert outcome(_number, value) == outcome(_number_checked, value)
+
+
+UNIT_VALUES = st.one_of(st.floats(min_value=0, max_value=1e6), st.integers(min_value=0, max_value=10**6),
+                        st.sampled_from([0, 0.0, -0.0, 1, 1.0, float("nan")]))
+UNIT = st.fixed_dictionaries({"ap": UNIT_VALUES, "bp": UNIT_VALUES, "as": UNIT_VALUES, "bs": UNIT_VALUES})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(UNIT, max_size=4), min_size=1, max_size=5), st.randoms())
+def test_upbit_frames_parse_the_same_with_the_memo_of_units(frames, rng):
+    """The Upbit parser reuses a unit's levels when it equals the one at the same place in the
+    market's last frame; a run of frames (units kept, changed, reordered) parses as it does without."""
+    import orjson
+
+    from marketdata.parsers import parse_upbit_message
+
+    def outcome(raw, memo):
+        try:
+            return [(s.bids, s.asks) for s in parse_upbit_message(raw, memo)]
+        except FeedMessageError:
+            return "refused"
+
+    memo = {}
+    previous = []
+    for units in frames:
+        if previous and rng.random() < 0.5:  # most frames repeat most of the last one's units
+            units = previous[: len(units)] + units[len(previous):] if units else previous
+        raw = orjson.dumps({"ty": "orderbook", "cd": "KRW-BTC", "tms": 1, "obu": units}, option=orjson.OPT_SERIALIZE_NUMPY)
+        assert outcome(raw, memo) == outcome(raw, None)
+        previous = units

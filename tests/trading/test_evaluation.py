@@ -23,10 +23,10 @@ COINS = [f"C{i:03d}" for i in range(40)]
 
 
 def screen(state, coins):
-    """One batch as the task runs it: mark the coins changed, take them, evaluate."""
-    state.mark_dirty(coins, time.time())
+    """One batch as the task runs it: the coins marked changed (as a feed's flush does), taken, evaluated."""
+    state.write_market((), changed=coins, changed_at=time.time())
     queued = []
-    result = evaluation.evaluate_batch(state, state.take_dirty(), queued.append)
+    result = evaluation.evaluate_changed(state, queued.append)
     return result, queued
 
 
@@ -90,6 +90,28 @@ def test_the_pair_half_checks_the_ledger_and_every_limit_again(state, market):
 
 def test_a_coin_without_both_books_is_skipped(state, market):
     market("HOT", **JUMP)
-    state.redis.delete(keys.book_key("binance", "HOT"))
+    state.redis.delete(keys.book_key("binance", "HOT"), keys.book_top_key("binance", "HOT"))
     result, queued = screen(state, ["HOT", "NOPE"])
     assert (result.evaluated, queued) == (0, [])
+
+
+def test_a_full_book_gone_since_its_top_was_read_is_not_walked(state, market):
+    """The top and the full book are written together and expire together; if the full book is gone
+    when the batch reads it, the coin's premium stands but nothing is announced or queued."""
+    market("HOT", **JUMP)
+    state.redis.delete(keys.book_key("upbit", "HOT"))
+    result, queued = screen(state, ["HOT"])
+    assert (result.evaluated, result.signals, queued) == (1, 0, [])
+
+
+def test_the_screen_reads_the_tops_the_feed_wrote(state, market):
+    """The top of book the feed stores beside each book is the book's best levels and times."""
+    from marketdata.records import decode_top
+
+    market("HOT", **JUMP)
+    for exchange in ("upbit", "binance"):
+        book = state.get_book(exchange, "HOT")
+        top = decode_top(exchange, "HOT", state.redis.get(keys.book_top_key(exchange, "HOT")))
+        assert (top.bids, top.asks) == (book.bids[:1], book.asks[:1])
+        assert (top.timestamp, top.received_at) == (book.timestamp, book.received_at)
+        assert state.redis.ttl(keys.book_top_key(exchange, "HOT")) == state.redis.ttl(keys.book_key(exchange, "HOT"))

@@ -1,3 +1,4 @@
+import threading
 import time
 from decimal import Decimal as D
 
@@ -6,6 +7,7 @@ from django.contrib.auth.models import User
 
 from liveguard.models import AuditLog, GuardLimits, KillSwitch
 from liveguard.services import set_kill_switch, update_limits
+from tests.conftest import wait_for
 from trading import engine, exits, metrics
 from trading.dispatcher import Dispatcher
 from trading.models import Pair, Position
@@ -96,33 +98,66 @@ def test_kill_switch_survives_a_lost_redis_mirror(state):
     assert state.kill_switch() is True  # mirrored again from the database
 
 
-def test_dispatcher_coalesces_a_burst_into_one_queued_batch(state):
+def changed(state, coins, at=None):
+    """Mark coins changed as a feed's flush does (the flush's script)."""
+    state.write_market((), changed=coins, changed_at=time.time() if at is None else at)
+
+
+def taken(state):
+    """What the batch task does when it starts: every changed coin, the flag cleared."""
+    return state.take_changed("upbit")[0]
+
+
+def test_a_burst_of_flushes_announces_one_queued_batch_and_the_dispatcher_queues_it(state, redis_client):
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("arbitrage:evaluate")
+    pubsub.get_message(timeout=1)
+    for _ in range(50):
+        changed(state, ["BTC", "ETH"])
+    announced = [m for m in iter(lambda: pubsub.get_message(timeout=0.2), None)]
+    assert len(announced) == 1
+    assert [symbol for symbol, _ in taken(state)] == ["BTC", "ETH"]
+    changed(state, ["BTC"])  # lands after the batch took the set: one more announcement
+    assert pubsub.get_message(timeout=1) is not None
+    assert [symbol for symbol, _ in taken(state)] == ["BTC"]
+    assert taken(state) == []
+    pubsub.close()
     enqueued = []
     dispatcher = Dispatcher(state, lambda: enqueued.append("batch"))
-    for _ in range(50):
-        dispatcher.handle(b'["upbit:BTC","binance:BTC","upbit:USDT","binance:ETH"]')
-    assert enqueued == ["batch"]
-    first = state.take_dirty()  # what the task does when it starts: every changed coin, the flag cleared
-    assert [symbol for symbol, _ in first] == ["BTC", "ETH"]
-    dispatcher.handle(b'["binance:BTC"]')
-    assert enqueued == ["batch", "batch"]
-    assert [symbol for symbol, _ in state.take_dirty()] == ["BTC"]
-    assert state.take_dirty() == []
-    assert dispatcher.handle(b"not json") == [] and dispatcher.handle(b'{"a": 1}') == []
+    changed(state, ["XRP"])  # announced while no dispatcher listened: the next one queues it when it starts
+    thread = threading.Thread(target=dispatcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: enqueued == ["batch"], timeout=5)
+        assert [symbol for symbol, _ in taken(state)] == ["XRP"]
+        changed(state, ["ETH"])
+        wait_for(lambda: enqueued == ["batch", "batch"], timeout=5)
+    finally:
+        dispatcher.stop()
+        thread.join(5)
 
 
 def test_a_change_keeps_the_time_of_its_oldest_unevaluated_tick(state):
-    state.mark_dirty(["BTC"], 100.0)
-    state.mark_dirty(["BTC", "ETH"], 105.0)
-    assert state.take_dirty() == [("BTC", 100.0), ("ETH", 105.0)]
+    changed(state, ["BTC"], 100.0)
+    changed(state, ["BTC", "ETH"], 105.0)
+    assert taken(state) == [("BTC", 100.0), ("ETH", 105.0)]
 
 
-def test_a_lost_batch_task_is_replaced_once_its_flag_lapses(state):
-    assert state.mark_dirty(["BTC"], 1.0, claim_ms=50) is True
-    assert state.mark_dirty(["ETH"], 2.0, claim_ms=50) is False  # one batch is queued: it will take ETH too
+def test_a_lost_batch_task_is_replaced_once_its_flag_lapses(state, redis_client, monkeypatch):
+    import marketdata.store
+
+    monkeypatch.setattr(marketdata.store, "EVALUATING_MS", 50)
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("arbitrage:evaluate")
+    pubsub.get_message(timeout=1)
+    changed(state, ["BTC"])
+    changed(state, ["ETH"])  # one batch is queued: it will take ETH too
+    assert pubsub.get_message(timeout=1) is not None and pubsub.get_message(timeout=0.02) is None
     time.sleep(0.08)
-    assert state.mark_dirty(["XRP"], 3.0, claim_ms=50) is True  # the first never ran: queue another
-    assert [s for s, _ in state.take_dirty()] == ["BTC", "ETH", "XRP"]
+    changed(state, ["XRP"])  # the first never ran: announce another
+    assert pubsub.get_message(timeout=1) is not None
+    assert [s for s, _ in taken(state)] == ["BTC", "ETH", "XRP"]
+    pubsub.close()
 
 
 def test_rebalance_is_suggested_when_one_venue_runs_low(state):

@@ -1,14 +1,16 @@
 """Batched evaluation: the coins that changed, their contexts in one round trip, their results in another.
 
 arbitrage:dirty (sorted set, coin -> epoch seconds of its oldest change not yet evaluated) and
-arbitrage:evaluating (a flag: one batch task is queued) are written by the dispatcher; a batch task
-takes the set and clears the flag in one script, so a change that lands while a batch runs queues
-exactly one more task, and none is ever left without one.
+arbitrage:evaluating (a flag: one batch task is queued) are written by the feeds, in the script that
+writes their books (marketdata.store); a batch takes the set and clears the flag in the script that
+reads the coins' contexts, so a change that lands while a batch runs queues exactly one more task,
+and none is ever left without one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -16,8 +18,8 @@ from decimal import Decimal
 import orjson
 import redis
 
-from marketdata.records import BookRecord, levels_from_json
-from marketdata.store import execute_scripted
+from marketdata.records import BookRecord, decode_top
+from marketdata.store import execute_scripted, key_template
 
 from . import keys
 from .accounts import fresh_reconciliation
@@ -25,60 +27,125 @@ from .codec import decode_book, decode_record, decode_sample_value, encode_sampl
 from .indexes import queue_indexed
 from .records import EvaluationContext, FxRecord, PremiumRecord, SignalRecord, utcnow
 
+VENUES = ("upbit", "binance")
+
+
+@functools.cache
+def _premium_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(PremiumRecord))
+
 
 class EvaluationStore:
     redis: redis.Redis
-    # book key -> (stored bytes, the book decoded in full or None, its best levels), per process
-    _books: dict[str, tuple[bytes, BookRecord | None, BookRecord]]
-    _steps: dict[str, tuple[float, Decimal | None]]  # coin -> (valid until, Binance lot step), per process
+    # key -> (stored bytes, decoded), per process: a book or top that did not change is not decoded again
+    _decoded: dict[str, tuple[bytes, BookRecord]]
 
     def __init__(self, client: redis.Redis):
         super().__init__(client)
-        self._books = {}
-        self._steps = {}
+        self._decoded = {}
         self._save_premiums = client.register_script(self._SAVE_PREMIUMS)
+        self._take_changed = client.register_script(self._TAKE_CHANGED)
+        # How the script builds each coin's keys (keys.py stays their one owner).
+        self._take_changed_args = [
+            *key_template(keys.book_top_key, "upbit"), *key_template(keys.book_top_key, "binance"),
+            *key_template(keys.exposure_key), *key_template(keys.rules_key, "binance"), "vol:", "weight:",
+        ]
 
-
-    _TAKE_DIRTY = """
+    # The changed coins and, for each, what its evaluation reads: both tops, its caution and pause
+    # flags, its risk figures, its exposure and its Binance lot step; the set and the queued flag
+    # cleared in the same step. 10 values a coin.
+    _TAKE_CHANGED = """
     local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
     redis.call('DEL', KEYS[1], KEYS[2])
-    return changed
+    local out = {}
+    for i = 1, #changed, 2 do
+      local coin = changed[i]
+      local risk = redis.call('HMGET', KEYS[5], ARGV[9] .. coin, ARGV[10] .. coin)
+      out[#out + 1] = coin
+      out[#out + 1] = changed[i + 1]
+      out[#out + 1] = redis.call('GET', ARGV[1] .. coin .. ARGV[2])
+      out[#out + 1] = redis.call('GET', ARGV[3] .. coin .. ARGV[4])
+      out[#out + 1] = redis.call('SISMEMBER', KEYS[3], coin)
+      out[#out + 1] = redis.call('SISMEMBER', KEYS[4], coin)
+      out[#out + 1] = risk[1]
+      out[#out + 1] = risk[2]
+      out[#out + 1] = redis.call('GET', ARGV[5] .. coin .. ARGV[6])
+      out[#out + 1] = redis.call('HGET', ARGV[7] .. coin .. ARGV[8], 'step_size')
+    end
+    return out
     """
 
-    def mark_dirty(self, symbols: Sequence[str], at: float, claim_ms: int = 2000) -> bool:
-        """Note that symbols changed at `at` (an earlier unevaluated change keeps its time); True when
-        no batch task is queued, so the caller must enqueue one (the flag lapses after claim_ms)."""
-        if not symbols:
-            return False
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(keys.DIRTY_KEY, {symbol: at for symbol in symbols}, nx=True)
-        pipe.expire(keys.DIRTY_KEY, keys.TTL_DIRTY)
-        pipe.set(keys.EVALUATING_KEY, "1", nx=True, px=claim_ms)
-        return bool(pipe.execute()[-1])
+    def take_changed(self, fx_source: str) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
+        """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
+        context with each book's best levels only (all the premium needs; full_books reads the rest
+        for the coins worth walking), in one round trip; clears the set and the queued flag."""
+        now = utcnow().timestamp()
 
-    def take_dirty(self) -> list[tuple[str, float]]:
-        """Every changed coin with the time of its oldest unevaluated change, oldest first; clears
-        the set and the queued flag atomically."""
-        raw = self.redis.eval(self._TAKE_DIRTY, 2, keys.DIRTY_KEY, keys.EVALUATING_KEY)
-        return [(raw[i].decode() if isinstance(raw[i], bytes) else raw[i], float(raw[i + 1])) for i in range(0, len(raw), 2)]
+        def queue(pipe):
+            self._queue_shared(pipe, fx_source, now)
+            pipe.evalsha(self._take_changed.sha, 5, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
+                         keys.RISK_KEY, *self._take_changed_args)
 
-    def pending_changes(self) -> int:
-        return int(self.redis.zcard(keys.DIRTY_KEY))
+        raw = execute_scripted(self.redis, queue, self._take_changed)
+        shared = self._shared_context(*raw[:10])
+        rows = raw[10]
+        changed, contexts = [], {}
+        for i in range(0, len(rows), 10):
+            symbol, at, upbit, binance, warning, paused, vol, weight, exposure, step = rows[i:i + 10]
+            symbol = text(symbol)
+            changed.append((symbol, float(at)))
+            contexts[symbol] = self._context(
+                self._decode(keys.book_top_key("upbit", symbol), upbit, lambda raw, s=symbol: decode_top("upbit", s, raw)),
+                self._decode(keys.book_top_key("binance", symbol), binance, lambda raw, s=symbol: decode_top("binance", s, raw)),
+                warning, paused, vol, weight, exposure, step, shared)
+        return changed, contexts
 
     def evaluation_context(self, symbol: str, fx_source: str) -> EvaluationContext:
-        """Everything one evaluation of one coin reads from Redis, in one round trip: its books in full
-        and its lot step read afresh (the pair path sizes orders with them)."""
-        return self.evaluation_contexts([symbol], fx_source, fresh=True)[symbol]
-
-    def evaluation_contexts(self, symbols: Sequence[str], fx_source: str, *, fresh: bool = False) -> dict[str, EvaluationContext]:
-        """evaluation_context for many coins in one round trip of a few commands: what they share is
-        read once; lot steps, which change about never, are cached for a minute. Each book comes with
-        its best level only (all the premium needs), unless this process already decoded that version;
-        full_books(coin) decodes the rest for the coins worth walking. fresh: full books, steps re-read."""
-        symbols = list(symbols)
-        now = utcnow().timestamp()
-        steps_due = symbols if fresh else [s for s in symbols if self._steps.get(s, (0.0, None))[0] <= now]
+        """Everything one evaluation of one coin reads from Redis, in one round trip, its books in
+        full (the pair path sizes orders with them)."""
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_shared(pipe, fx_source, utcnow().timestamp())
+        pipe.mget([keys.book_key(exchange, symbol) for exchange in VENUES])
+        pipe.sismember(keys.WARNINGS_KEY, symbol)
+        pipe.sismember(keys.PAUSED_KEY, symbol)
+        pipe.hmget(keys.RISK_KEY, f"vol:{symbol}", f"weight:{symbol}")
+        pipe.get(keys.exposure_key(symbol))
+        pipe.hget(keys.rules_key("binance", symbol), "step_size")
+        raw = pipe.execute()
+        books, warning, paused, (vol, weight), exposure, step = raw[10:]
+        upbit, binance = (self._decode(keys.book_key(exchange, symbol), book, decode_book)
+                          for exchange, book in zip(VENUES, books, strict=True))
+        return self._context(upbit, binance, warning, paused, vol, weight, exposure, step, self._shared_context(*raw[:10]))
+
+    def full_books(self, symbols: Sequence[str]) -> dict[str, tuple[BookRecord | None, BookRecord | None]]:
+        """Coin -> its (Upbit, Binance) books in full, in one round trip (each version decoded once)."""
+        book_keys = [keys.book_key(exchange, symbol) for symbol in symbols for exchange in VENUES]
+        raw = self.redis.mget(book_keys) if book_keys else []
+        books = [self._decode(key, value, decode_book) for key, value in zip(book_keys, raw, strict=True)]
+        return {symbol: (books[2 * i], books[2 * i + 1]) for i, symbol in enumerate(symbols)}
+
+    def _decode(self, key: str, raw: bytes | None, decode) -> BookRecord | None:
+        if raw is None:
+            self._decoded.pop(key, None)
+            return None
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        record = decode(raw)
+        self._decoded[key] = (raw, record)
+        return record
+
+    @staticmethod
+    def _context(upbit, binance, warning, paused, vol, weight, exposure, step, shared: dict) -> EvaluationContext:
+        return EvaluationContext(
+            upbit=upbit, binance=binance, market_warning=bool(warning), paused=bool(paused),
+            lot_step=Decimal(text(step)) if step else None,
+            volatility=float(text(vol)) if vol else None, weight=float(text(weight)) if weight else None,
+            exposure_krw=int(exposure or 0), **shared)
+
+    @staticmethod
+    def _queue_shared(pipe, fx_source: str, now: float) -> None:
+        """What every coin's context shares (10 commands; _shared_context reads their replies)."""
         pipe.hgetall(keys.fx_key(fx_source))
         pipe.hgetall(keys.fx_key("reference"))
         pipe.get(keys.LIMITS_VERSION_KEY)
@@ -89,68 +156,9 @@ class EvaluationStore:
         pipe.hget(keys.RISK_KEY, "weighted")
         pipe.zrangebyscore(keys.fx_history_key(fx_source), now - 60, "+inf", start=0, num=1)
         pipe.get(keys.RECONCILIATION_KEY)
-        book_keys = [key for s in symbols for key in (keys.book_key("upbit", s), keys.book_key("binance", s))]
-        pipe.mget(book_keys)
-        pipe.smismember(keys.WARNINGS_KEY, symbols)
-        pipe.smismember(keys.PAUSED_KEY, symbols)
-        pipe.hmget(keys.RISK_KEY, [f for s in symbols for f in (f"vol:{s}", f"weight:{s}")])
-        pipe.mget([keys.exposure_key(s) for s in symbols])
-        for symbol in steps_due:
-            pipe.hget(keys.rules_key("binance", symbol), "step_size")
-        raw = pipe.execute()
-        shared = self._shared_context(*raw[:10])
-        books, warnings, paused, risk, exposures = raw[10:15]
-        for symbol, step in zip(steps_due, raw[15:], strict=True):
-            self._steps[symbol] = (now + self.STEP_CACHE_S, Decimal(text(step)) if step else None)
-        contexts = {}
-        for i, symbol in enumerate(symbols):
-            vol, weight = risk[2 * i], risk[2 * i + 1]
-            book = self._full_of if fresh else self._top_of
-            contexts[symbol] = EvaluationContext(
-                upbit=book(book_keys[2 * i], books[2 * i]),
-                binance=book(book_keys[2 * i + 1], books[2 * i + 1]),
-                market_warning=bool(warnings[i]), paused=bool(paused[i]), lot_step=self._steps[symbol][1],
-                volatility=float(text(vol)) if vol else None, weight=float(text(weight)) if weight else None,
-                exposure_krw=int(exposures[i] or 0), **shared)
-        return contexts
 
-    STEP_CACHE_S = 60.0
-
-    def _top_of(self, key: str, raw: bytes | None) -> BookRecord | None:
-        """The book stored at key: the decoded one if this version was decoded before, else its best
-        bid and ask only (the raw bytes are kept for full_books)."""
-        if raw is None:
-            self._books.pop(key, None)
-            return None
-        cached = self._books.get(key)
-        if cached is not None and cached[0] == raw:
-            return cached[1] or cached[2]
-        data = orjson.loads(raw)
-        top = BookRecord(data["exchange"], data["symbol"], levels_from_json(data["bids"][:1]),
-                         levels_from_json(data["asks"][:1]), datetime.fromisoformat(data["timestamp"]),
-                         datetime.fromisoformat(data["received_at"]) if data.get("received_at") else None)
-        self._books[key] = (raw, None, top)
-        return top
-
-    def _full_of(self, key: str, raw: bytes | None) -> BookRecord | None:
-        """The book stored at key, in full (decoded once per version)."""
-        if raw is None:
-            self._books.pop(key, None)
-            return None
-        cached = self._books.get(key)
-        if cached is not None and cached[0] == raw and cached[1] is not None:
-            return cached[1]
-        book = decode_book(raw)
-        self._books[key] = (raw, book, book)
-        return book
-
-    def full_books(self, symbol: str) -> tuple[BookRecord | None, BookRecord | None]:
-        """(Upbit, Binance) books of a coin in full, as the last evaluation_contexts read them."""
-        out = []
-        for exchange in ("upbit", "binance"):
-            cached = self._books.get(keys.book_key(exchange, symbol))
-            out.append(None if cached is None else self._full_of(keys.book_key(exchange, symbol), cached[0]))
-        return out[0], out[1]
+    def pending_changes(self) -> int:
+        return int(self.redis.zcard(keys.DIRTY_KEY))
 
     def _shared_context(self, fx, reference, version, kill, breaker, breaker_ttl, total, weighted, fx_before,
                         reconciliation) -> dict:
@@ -168,24 +176,25 @@ class EvaluationStore:
             fx_minute_ago=decode_sample_value(fx_before[0]) if fx_before else None,
         )
 
-    # ARGV: ttl, sample period (ms), history (s), then per coin: coin, epoch seconds, the premium's and the
-    # Upbit mid's history members (codec.encode_sample),
-    # and the hash's field/value pairs (PREMIUM_FIELDS). The history keeps one sample per period.
+    # ARGV: ttl, sample period (ms), history (s), the key prefix, then the batch as one JSON list of
+    # [coin, epoch seconds, the premium's and the Upbit mid's history members (codec.encode_sample),
+    # [the hash's field, value, ...] (PremiumRecord's fields)], every value a string. (One argument, encoded
+    # in C: packing seven fields a coin as arguments cost the batch more than its arithmetic.) The
+    # history keeps one sample per period.
     _SAVE_PREMIUMS = """
-    local ttl, sample_ms, history_s = ARGV[1], ARGV[2], tonumber(ARGV[3])
-    local width = 4 + 2 * tonumber(ARGV[4])
-    local index = ARGV[5] .. 'index:premiums'
-    for a = 6, #ARGV, width do
-      local coin, ts = ARGV[a], ARGV[a + 1]
-      local key = ARGV[5] .. 'premium:' .. coin
-      redis.call('HSET', key, unpack(ARGV, a + 4, a + width - 1))
+    local ttl, sample_ms, history_s, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+    local index = prefix .. 'index:premiums'
+    for _, row in ipairs(cjson.decode(ARGV[5])) do
+      local coin, ts = row[1], row[2]
+      local key = prefix .. 'premium:' .. coin
+      redis.call('HSET', key, unpack(row[5]))
       redis.call('EXPIRE', key, ttl)
       redis.call('ZADD', index, ts, coin)
-      local history = ARGV[5] .. 'premium:history:' .. coin
+      local history = prefix .. 'premium:history:' .. coin
       if redis.call('SET', history .. ':sampled', '1', 'NX', 'PX', sample_ms) then
-        local mids = ARGV[5] .. 'mids:' .. coin
-        redis.call('ZADD', history, ts, ARGV[a + 2])
-        redis.call('ZADD', mids, ts, ARGV[a + 3])
+        local mids = prefix .. 'mids:' .. coin
+        redis.call('ZADD', history, ts, row[3])
+        redis.call('ZADD', mids, ts, row[4])
         for _, k in ipairs({history, mids}) do
           redis.call('ZREMRANGEBYSCORE', k, '-inf', tonumber(ts) - history_s)
           redis.call('EXPIRE', k, history_s)
@@ -197,24 +206,37 @@ class EvaluationStore:
     """
 
     def save_evaluations(self, premiums: Sequence[PremiumRecord], signals: Sequence[SignalRecord], history_seconds: int,
-                         *, oldest_change: float | None = None, sample_every: float = 1.0) -> None:
+                         *, oldest_change: float | None = None, sample_every: float = 1.0, claims: Sequence[str] = (),
+                         claim_ms: int = 0, blocks: Sequence[tuple[str, str]] = (),
+                         block_every_ms: int = 3000) -> tuple[list[str], list[tuple[str, str]]]:
         """A batch's results in one round trip: each coin's premium (sampled into its history at most
-        once per sample_every), the signals (announced after they are stored), and the batch's size
-        and the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark)."""
-        execute_scripted(self.redis, lambda pipe: self._queue_evaluations(pipe, premiums, signals, history_seconds,
-                                                                          oldest_change, sample_every), self._save_premiums)
+        once per sample_every), the signals (announced after they are stored), the batch's size and
+        the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark), and in the
+        same step claim_pairs(claims) and first_rejections(blocks); returns what those two return."""
+        def queue(pipe):
+            self._queue_evaluations(pipe, premiums, signals, history_seconds, oldest_change, sample_every)
+            self._queue_claims(pipe, claims, claim_ms)
+            self._queue_rejections(pipe, blocks, block_every_ms)
+
+        replies = execute_scripted(self.redis, queue, self._save_premiums)
+        tail = replies[len(replies) - len(claims) - len(blocks):]
+        return ([symbol for symbol, ok in zip(claims, tail[:len(claims)], strict=True) if ok],
+                [block for block, ok in zip(blocks, tail[len(claims):], strict=True) if ok])
 
     def _queue_evaluations(self, pipe, premiums, signals, history_seconds, oldest_change, sample_every) -> None:
         now = utcnow().timestamp()
         if premiums:
-            names = [f.name for f in dataclasses.fields(PremiumRecord)]
-            args: list = [keys.TTL_PREMIUM, max(1, int(sample_every * 1000)), history_seconds, len(names), f"{keys.PREFIX}:"]
+            names = _premium_fields()
+            rows = []
             for record in premiums:
                 ts = record.timestamp.timestamp()
-                args += [record.symbol, f"{ts:.6f}", encode_sample(ts, record.premium_pct), encode_sample(ts, record.upbit_mid)]
+                fields = []
                 for name in names:
-                    args += [name, encode_value(getattr(record, name))]
-            pipe.evalsha(self._save_premiums.sha, 0, *args)
+                    fields += (name, encode_value(getattr(record, name)))
+                rows.append((record.symbol, f"{ts:.6f}", encode_sample(ts, record.premium_pct),
+                             encode_sample(ts, record.upbit_mid), fields))
+            pipe.evalsha(self._save_premiums.sha, 0, keys.TTL_PREMIUM, max(1, int(sample_every * 1000)), history_seconds,
+                         f"{keys.PREFIX}:", orjson.dumps(rows))
         for signal in signals:
             queue_indexed(pipe, keys.index_key("signals"), keys.signal_key(signal.symbol), signal.symbol, signal,
                           keys.TTL_SIGNAL, announce=keys.SIGNALS_CHANNEL)
@@ -235,9 +257,13 @@ class EvaluationStore:
         """Claim a queued pair per coin; the coins newly claimed must be enqueued (the pair task clears
         its claim when it starts: an opportunity seen while a pair runs queues exactly one more)."""
         pipe = self.redis.pipeline(transaction=False)
+        self._queue_claims(pipe, symbols, ttl_ms)
+        return [symbol for symbol, ok in zip(symbols, pipe.execute(), strict=True) if ok]
+
+    @staticmethod
+    def _queue_claims(pipe, symbols: Sequence[str], ttl_ms: int) -> None:
         for symbol in symbols:
             pipe.set(keys.pair_claim_key(symbol), "1", nx=True, px=ttl_ms)
-        return [symbol for symbol, ok in zip(symbols, pipe.execute(), strict=True) if ok]
 
     def clear_pair_claim(self, symbol: str) -> None:
         self.redis.delete(keys.pair_claim_key(symbol))
@@ -247,7 +273,10 @@ class EvaluationStore:
         if not blocks:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for symbol, check in blocks:
-            pipe.set(keys.rejected_key(symbol, check), "1", nx=True, px=every_ms)
+        self._queue_rejections(pipe, blocks, every_ms)
         return [key for key, ok in zip(blocks, pipe.execute(), strict=True) if ok]
 
+    @staticmethod
+    def _queue_rejections(pipe, blocks: Sequence[tuple[str, str]], every_ms: int) -> None:
+        for symbol, check in blocks:
+            pipe.set(keys.rejected_key(symbol, check), "1", nx=True, px=every_ms)

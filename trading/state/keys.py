@@ -7,16 +7,22 @@ A key is built here and nowhere else, so a rename or a new TTL is one edit.
 from decimal import Decimal
 
 from marketdata.store import (  # noqa: F401  (the market data's keys, re-exported for one place to look)
+    DIRTY_KEY,
+    EVALUATE_CHANNEL,
+    EVALUATING_KEY,
+    EVALUATING_MS,
     HEARTBEATS_INDEX_KEY,
     PREFIX,
     TICKS_CHANNEL,
     TTL_BOOK,
+    TTL_DIRTY,
     TTL_FEED_STATS,
     TTL_FX,
     TTL_HEARTBEAT,
     TTL_PRICE,
     TTL_RULES,
     book_key,
+    book_top_key,
     feed_stats_key,
     fx_history_key,
     fx_key,
@@ -116,10 +122,8 @@ RISK_REPORT_KEY = f"{PREFIX}:risk:report"
 
 
 # batched evaluation (trading/state/evaluation.py) -------------------------------------------------
-DIRTY_KEY = f"{PREFIX}:dirty"  # sorted set: coin -> epoch seconds of its oldest unevaluated change
-EVALUATING_KEY = f"{PREFIX}:evaluating"  # set while one batch task is queued; lapses by itself
+# The changed coins (DIRTY_KEY) and the queued-batch flag are the feeds' (marketdata.store).
 BATCHES_KEY = f"{PREFIX}:stats:batches"  # list of "<finished at>:<coins>:<age of the oldest change, ms>"
-TTL_DIRTY = 60
 BATCH_SAMPLES = 20_000
 
 
