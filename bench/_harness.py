@@ -19,8 +19,12 @@ def start_redis() -> tuple[PrivateRedis, str]:
     return server, server.url
 
 
+FEEDS = ["-m", "marketdata.feeds"]  # spawn(FEEDS + [...]): the lean feed process, not a manage.py command
+
+
 def spawn(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([PY, "manage.py", *args], cwd=ROOT, env=env,
+    argv = [PY, *args] if args[:1] == ["-m"] else [PY, "manage.py", *args]
+    return subprocess.Popen(argv, cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

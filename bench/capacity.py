@@ -70,12 +70,20 @@ def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict)
             **extra}
 
 
+NICE = {}
+
+
 def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
-    procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nice = NICE.get(name, 0)
+    procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   preexec_fn=(lambda: os.nice(nice)) if nice else None)
 
 
-def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None) -> dict:
+def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
+        evaluate_workers: int = 1) -> dict:
     redis_server, redis_url = h.start_redis()
+    if NICE.get("redis"):
+        os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE["redis"])
     scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
     database_url, drop_database = scratch_database(server, scratch)
     up, bn, web = h.free_port(), h.free_port(), h.free_port()
@@ -96,12 +104,13 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     for market in markets[:hot]:
         requests.post(f"http://127.0.0.1:{bn}/_venue/control", json={"action": "premium", "symbol": market[:-4], "premium": 0.01},
                       timeout=5)
-    start("feed_upbit", [*manage, "run_feeds", "--exchange", "upbit"], env, procs)
-    start("feed_binance", [*manage, "run_feeds", "--exchange", "binance"], env, procs)
+    start("feed_upbit", [h.PY, "-m", "marketdata.feeds", "--exchange", "upbit"], env, procs)
+    start("feed_binance", [h.PY, "-m", "marketdata.feeds", "--exchange", "binance"], env, procs)
     start("signals", [*manage, "run_signals"], env, procs)
     quiet = ["-l", "warning", "--without-mingle", "--without-gossip", "--without-heartbeat"]
-    start("worker_evaluate", [CELERY, "-A", "arbproject", "worker", "-Q", "evaluate", "-P", "solo", "-n", "eval@%h", *quiet],
-          env, procs)
+    for i in range(evaluate_workers):
+        start(f"worker_evaluate{i or ''}", [CELERY, "-A", "arbproject", "worker", "-Q", "evaluate", "-P", "solo",
+                                            "-n", f"eval{i}@%h", *quiet], env, procs)
     start("worker_pairs", [CELERY, "-A", "arbproject", "worker", "-Q", "pairs,celery,notify", "-P", "prefork", "-c", "1",
                            "-n", "pairs@%h", *quiet], env, procs)
     start("beat", [CELERY, "-A", "arbproject", "beat", "-l", "warning", "-s", str(scratch / "beat-schedule")], env, procs)
@@ -211,10 +220,16 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres",
                         help="the PostgreSQL server a scratch database is made on (dropped at the end)")
     parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
+    parser.add_argument("--evaluate-workers", type=int, default=1, help="worker processes on the evaluate queue")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
+    for item in os.environ.get("BENCH_NICE", "").split(","):
+        if item:
+            name, value = item.split("=")
+            NICE[name] = int(value)
     for rate in args.rate or [1000.0, 3000.0, 6000.0]:
-        report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres))
+        report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres,
+                   args.evaluate_workers))
 
 
 if __name__ == "__main__":

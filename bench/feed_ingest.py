@@ -4,7 +4,7 @@ latency (venue stamps and sends an event -> the value is readable in Redis), p50
     .venv/bin/python bench/feed_ingest.py --rate 5000 --rate 20000 --rate 30000 --seconds 10
 
 The venue streams diff-depth events over 10 markets in its firehose mode (own process); the feed
-worker runs as `manage.py run_feeds --exchange binance` (own process) against a private Redis.
+worker runs as `python -m marketdata.feeds --exchange binance` (own process) against a private Redis.
 Latency is read off the feed's own notification: on each `arbitrage:ticks` message the bench
 reads the announced price's exchange timestamp (µs, timeUnit=MICROSECOND) and compares with now.
 """
@@ -24,7 +24,7 @@ import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import cpu_seconds, free_port, percentile, spawn, start_redis, stop, wait_http  # noqa: E402
+from bench._harness import FEEDS, cpu_seconds, free_port, percentile, spawn, start_redis, stop, wait_http  # noqa: E402
 
 SYMBOLS = "BTC,ETH,XRP,SOL,DOGE,ADA,TRX,LINK,AVAX,DOT"
 
@@ -41,7 +41,7 @@ def measure(rate: float, seconds: float, warmup: float) -> dict:
     try:
         base = f"http://127.0.0.1:{binance_port}"
         wait_http(f"{base}/api/v3/ping")
-        feed = spawn(["run_feeds", "--exchange", "binance", "--symbols", SYMBOLS], env)
+        feed = spawn([*FEEDS, "--exchange", "binance", "--symbols", SYMBOLS], env)
         client = redis.Redis.from_url(redis_url)
         latencies: list[float] = []
         transit: list[float] = []  # venue stamped -> feed flushed (received_at is taken at flush)

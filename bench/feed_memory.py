@@ -1,4 +1,4 @@
-"""Feed worker memory: the resident set of `manage.py run_feeds --exchange binance` streaming a
+"""Feed worker memory: the resident set of `python -m marketdata.feeds --exchange binance` streaming a
 venue of many coins (the target is at most 80 MB: a feed imports only what its job needs).
 
     .venv/bin/python bench/feed_memory.py --coins 200 --seconds 20
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import free_port, spawn, start_redis, stop, tree_memory_mb, wait_http  # noqa: E402
+from bench._harness import FEEDS, free_port, spawn, start_redis, stop, tree_memory_mb, wait_http  # noqa: E402
 
 
 def measure(coins: int, seconds: float) -> dict:
@@ -28,7 +28,7 @@ def measure(coins: int, seconds: float) -> dict:
     feed = None
     try:
         wait_http(f"http://127.0.0.1:{binance_port}/api/v3/ping", timeout=90)
-        feed = spawn(["run_feeds", "--exchange", "binance"], env)
+        feed = spawn([*FEEDS, "--exchange", "binance"], env)
         samples = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:

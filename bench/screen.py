@@ -104,8 +104,12 @@ def run(args, redis_url: str) -> None:
                 coins += len(changed)
         print(f"{size:>6} {wall / coins * 1e6:>14.1f} {cpu / coins * 1e6:>13.1f} {wall / batches * 1e6:>15.0f} "
               f"{issued / batches:>15.1f}")
+    stats = state.redis.info("commandstats")
+    busiest = sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:6]
+    print("Redis, by time spent:", ", ".join(f"{name.removeprefix('cmdstat_')} {v['calls']} calls "
+                                             f"{v['usec_per_call']:.0f} us/call" for name, v in busiest))
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("LINES", "30")))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,19 @@ import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import PY, ROOT, TickLatency, free_port, percentile, spawn, start_redis, stop, tree_cpu_seconds, wait_http  # noqa: E402
+from bench._harness import (  # noqa: E402
+    FEEDS,
+    PY,
+    ROOT,
+    TickLatency,
+    free_port,
+    percentile,
+    spawn,
+    start_redis,
+    stop,
+    tree_cpu_seconds,
+    wait_http,
+)
 from trading.state import StateManager  # noqa: E402
 
 
@@ -53,7 +65,7 @@ def run(coins: int, step_hz: float, seconds: float, pool: str, concurrency: int,
     worker = subprocess.Popen([str(Path(PY).parent / "celery"), "-A", "arbproject", "worker", "-P", pool, "-c", str(concurrency),
                                "-l", "error", "--without-mingle", "--without-gossip", "--without-heartbeat"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs += [spawn(["run_feeds", "--exchange", "upbit"], env), spawn(["run_feeds", "--exchange", "binance"], env),
+    procs += [spawn([*FEEDS, "--exchange", "upbit"], env), spawn([*FEEDS, "--exchange", "binance"], env),
               spawn(["run_signals"], env), worker]
     client = redis.Redis.from_url(redis_url)
     latency = TickLatency(client).start()

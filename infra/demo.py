@@ -134,8 +134,8 @@ def main() -> int:
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     ensure_staff_login(env)
     sup.start("venue", [PY, "manage.py", "run_venue"])
-    sup.start("feed-upbit", [PY, "manage.py", "run_feeds", "--exchange", "upbit"])
-    sup.start("feed-binance", [PY, "manage.py", "run_feeds", "--exchange", "binance"])
+    sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"])
+    sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"])
     sup.start("signals", [PY, "manage.py", "run_signals"])
     # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert.
     celery = [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info"]

@@ -178,7 +178,7 @@ def test_two_worker_processes_with_their_own_names_share_the_evaluations(redis_u
                           BookRecord("binance", coin, [(D("70"), D(1))], [(D("70.01"), D(1))], now, now)]
             prices = [PriceRecord(b.exchange, b.symbol, b.bids[0][0], b.asks[0][0], b.bids[0][0], now, now) for b in books]
             state.write_market(prices, books, [FxRecord("upbit", D("1430"), None, None, now)],
-                               notify=[f"{b.exchange}:{b.symbol}" for b in books])
+                               notify=[f"{b.exchange}:{b.symbol}" for b in books], changed=coins[round_ % 3::3])
             time.sleep(0.01)
         wait_for(lambda: all((p := state.get_premium(c)) and p.upbit_mid == last_mid[c] for c in coins), timeout=20)
         stats = celery_app.control.inspect(timeout=2).stats() or {}

@@ -18,12 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from django.conf import settings
 
 from arbproject.logs import log_context
 from liveguard import guard as lg
 
 from . import engine, telemetry
+from .fields import money
 from .models import Signal
 from .signals import Caps, Opportunity
 from .state import EvaluationContext, StateManager
@@ -45,14 +47,16 @@ class BatchResult:
     oldest_change_ms: float | None  # age of the batch's oldest change when its results were stored
 
 
-def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object]) -> BatchResult:
-    """Take every coin that changed since the last batch and screen it (the `evaluate` task)."""
+def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
+                     record: Callable[[list[dict]], object] | None = None) -> BatchResult:
+    """Take every coin that changed since the last batch and screen it (the `evaluate` task). record
+    stores the blocks worth recording (record_blocks, here and now, unless the caller queues them)."""
     changed, contexts = state.take_changed(engine.FX_KEY)
-    return evaluate_batch(state, changed, contexts, enqueue_pair)
+    return evaluate_batch(state, changed, contexts, enqueue_pair, record)
 
 
 def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], contexts: dict[str, EvaluationContext],
-                   enqueue_pair: Callable[[str], object]) -> BatchResult:
+                   enqueue_pair: Callable[[str], object], record: Callable[[list[dict]], object] | None = None) -> BatchResult:
     """Screen the changed coins ((coin, epoch seconds of its oldest unevaluated change)) on their
     contexts (best levels only) and enqueue a pair for each opportunity that passes the mirror's checks.
     The coins whose top of book could beat the minimum are walked on their full books, read for all
@@ -97,7 +101,7 @@ def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], co
         telemetry.count_signal()
         if signal.tick_received_at:
             telemetry.observe_tick_to_signal(telemetry.since(signal.tick_received_at))
-    _record_blocks(blocked, set(first), now)
+    _record_blocks(blocked, set(first), now, record or record_blocks)
     age = (time.time() - oldest) * 1000
     return BatchResult(len(premiums), len(signals), len(claimed), age)
 
@@ -121,18 +125,43 @@ def pre_trade_block(guard: lg.Guard, ctx: EvaluationContext, opportunity: Opport
     )
 
 
-def _record_blocks(blocked: list[tuple[Opportunity, lg.Block]], first: set[tuple[str, str]], now: datetime) -> None:
+def _record_blocks(blocked: list[tuple[Opportunity, lg.Block]], first: set[tuple[str, str]], now: datetime,
+                   record: Callable[[list[dict]], object]) -> None:
     """A block repeats on every tick: record it (a rejected signal and a guard event) once per few
-    seconds per coin and check (`first`: the blocks not recorded in that time), and log it at INFO
-    when first seen."""
+    seconds per coin and check (`first`: the blocks not recorded in that time), through `record` (the
+    task queues them for a housekeeping worker: the screen never waits on the database), and log it at
+    INFO when first seen."""
+    rows = []
     for opportunity, block in blocked:
         key = (opportunity.symbol, block.check)
         if key not in first:
             continue
-        engine.record_signal(opportunity, Signal.Outcome.REJECTED, block.reason, now)
-        lg.record(block, opportunity.symbol)
+        rows.append(block_row(opportunity, block, now))
         seen_at = time.monotonic()
         level = logging.INFO if seen_at - _block_logged.get(key, float("-inf")) >= BLOCK_LOG_EVERY_S else logging.DEBUG
         with log_context(coin=opportunity.symbol):
             log.log(level, "guard blocks %s: %s (%s)", opportunity.symbol, block.check, block.reason)
         _block_logged[key] = seen_at
+    if rows:
+        record(rows)
+
+
+def block_row(o: Opportunity, block: lg.Block, now: datetime) -> dict:
+    """A block as JSON-safe values: the rejected signal's fields and the guard event's."""
+    return {
+        "signal": {"symbol": o.symbol, "buy_exchange": o.buy_exchange, "sell_exchange": o.sell_exchange,
+                   "buy_price": str(money(o.buy_price)), "sell_price": str(money(o.sell_price)), "quantity": str(o.quantity),
+                   "spread": str(money(o.spread)), "spread_pct": str(money(o.spread_pct)),
+                   "net_spread_pct": str(money(o.net_spread_pct)), "fx_rate": str(o.fx_rate),
+                   "reason": block.reason[:300], "detected_at": now.isoformat()},
+        "check": block.check, "reason": block.reason, "detail": orjson.loads(orjson.dumps(block.detail, default=str)),
+    }
+
+
+def record_blocks(rows: list[dict]) -> None:
+    """Store block_row()s: a rejected signal and a guard event each (the housekeeping task)."""
+    for row in rows:
+        fields = row["signal"]
+        Signal.objects.create(**{k: v for k, v in fields.items() if k != "detected_at"}, outcome=Signal.Outcome.REJECTED,
+                              detected_at=datetime.fromisoformat(fields["detected_at"]))
+        lg.record(lg.Block(row["check"], row["reason"], row["detail"]), fields["symbol"])

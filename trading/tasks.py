@@ -29,7 +29,14 @@ def evaluate_changed() -> int:
     """Screen every coin that changed since the last batch (queue `evaluate`; the dispatcher keeps
     one of these queued while changes wait). Taking the changes clears the queued flag, so a change
     that lands during this batch queues exactly one more."""
-    return evaluation.evaluate_changed(engine.get_state(), enqueue_pair).evaluated
+    return evaluation.evaluate_changed(engine.get_state(), enqueue_pair, lambda rows: record_blocks.apply_async((rows,))).evaluated
+
+
+@shared_task(ignore_result=True)
+def record_blocks(rows: list[dict]) -> None:
+    """Store the screen's blocks (a rejected signal and a guard event each) off the evaluation path
+    (queue `celery`: housekeeping)."""
+    evaluation.record_blocks(rows)
 
 
 def enqueue_pair(symbol: str) -> None:

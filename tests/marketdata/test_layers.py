@@ -33,3 +33,18 @@ def test_a_feed_worker_does_not_load_numpy_or_scipy():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "arbproject.settings"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_lean_feed_process_loads_neither_django_apps_nor_celery_nor_the_trading_core():
+    """`python -m marketdata.feeds` reads settings without Django's setup: a feed keeps books, nothing else."""
+    code = ("import os, sys; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'arbproject.settings'); "
+            "import marketdata.feeds.run; from django.conf import settings; settings.REDIS_URL; "
+            "from django.apps import apps; "
+            "print(apps.ready, sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'celery', 'kombu', 'trading', 'liveguard', 'dashboard', 'rest_framework', 'channels', 'numpy', 'scipy'}))")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "arbproject.settings"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False []"
+    usage = subprocess.run([sys.executable, "-m", "marketdata.feeds", "--help"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=60, check=True)
+    assert "--exchange" in usage.stdout

@@ -115,3 +115,22 @@ def test_the_screen_reads_the_tops_the_feed_wrote(state, market):
         assert (top.bids, top.asks) == (book.bids[:1], book.asks[:1])
         assert (top.timestamp, top.received_at) == (book.timestamp, book.received_at)
         assert state.redis.ttl(keys.book_top_key(exchange, "HOT")) == state.redis.ttl(keys.book_key(exchange, "HOT"))
+
+
+def test_the_task_queues_its_blocks_for_housekeeping_and_they_survive_the_broker(state, market):
+    """The evaluate task hands its blocks to a housekeeping task: the screen writes nothing to the
+    database; the rows pass through Celery's JSON and are stored as the synchronous path stores them."""
+    from kombu.utils.json import dumps, loads
+
+    market("HOT", **JUMP)
+    screen(state, ["HOT"])  # warms the per-process caches; queues a pair
+    set_kill_switch(state, True, reason="test")
+    queued_rows = []
+    state.write_market((), changed=["HOT"])
+    with CaptureQueriesContext(connection) as queries:
+        evaluation.evaluate_changed(state, lambda _s: None, queued_rows.append)
+    assert queries.captured_queries == [] and len(queued_rows) == 1
+    evaluation.record_blocks(loads(dumps(queued_rows[0])))
+    event = GuardEvent.objects.get(check_name="kill_switch", symbol="HOT")
+    signal = Signal.objects.get(symbol="HOT")
+    assert signal.outcome == "rejected" and signal.reason == event.reason and signal.buy_exchange == "binance"

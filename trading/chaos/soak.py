@@ -144,8 +144,8 @@ class Soak(SoakChecks):
             return self.children[name]
 
         joined = ",".join(self.symbols)
-        child("feed-upbit", [PY, "manage.py", "run_feeds", "--exchange", "upbit", "--symbols", joined])
-        child("feed-binance", [PY, "manage.py", "run_feeds", "--exchange", "binance", "--symbols", joined])
+        child("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit", "--symbols", joined])
+        child("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance", "--symbols", joined])
         child("signals", [PY, "manage.py", "run_signals"])
         for i in range(1, self.options["workers"] + 1):
             self.workers.append(child(f"w{i}", [

@@ -49,11 +49,14 @@ class EvaluationStore:
         self._take_changed_args = [
             *key_template(keys.book_top_key, "upbit"), *key_template(keys.book_top_key, "binance"),
             *key_template(keys.exposure_key), *key_template(keys.rules_key, "binance"), "vol:", "weight:",
+            *key_template(keys.book_key, "upbit"), *key_template(keys.book_key, "binance"),
         ]
+        self._raw_books: dict[str, bytes | None] = {}  # book key -> the full book the last take read
 
     # The changed coins and, for each, what its evaluation reads: both tops, its caution and pause
-    # flags, its risk figures, its exposure and its Binance lot step; the set and the queued flag
-    # cleared in the same step. 10 values a coin.
+    # flags, its risk figures, its exposure, its Binance lot step and both full books (decoded only
+    # for a coin worth walking: a second round trip for those would cost more than the bytes); the
+    # set and the queued flag cleared in the same step. 12 values a coin.
     _TAKE_CHANGED = """
     local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
     redis.call('DEL', KEYS[1], KEYS[2])
@@ -71,6 +74,8 @@ class EvaluationStore:
       out[#out + 1] = risk[2]
       out[#out + 1] = redis.call('GET', ARGV[5] .. coin .. ARGV[6])
       out[#out + 1] = redis.call('HGET', ARGV[7] .. coin .. ARGV[8], 'step_size')
+      out[#out + 1] = redis.call('GET', ARGV[11] .. coin .. ARGV[12])
+      out[#out + 1] = redis.call('GET', ARGV[13] .. coin .. ARGV[14])
     end
     return out
     """
@@ -90,9 +95,12 @@ class EvaluationStore:
         shared = self._shared_context(*raw[:10])
         rows = raw[10]
         changed, contexts = [], {}
-        for i in range(0, len(rows), 10):
-            symbol, at, upbit, binance, warning, paused, vol, weight, exposure, step = rows[i:i + 10]
+        self._raw_books = {}
+        for i in range(0, len(rows), 12):
+            symbol, at, upbit, binance, warning, paused, vol, weight, exposure, step, upbit_book, binance_book = rows[i:i + 12]
             symbol = text(symbol)
+            self._raw_books[keys.book_key("upbit", symbol)] = upbit_book
+            self._raw_books[keys.book_key("binance", symbol)] = binance_book
             changed.append((symbol, float(at)))
             contexts[symbol] = self._context(
                 self._decode(keys.book_top_key("upbit", symbol), upbit, lambda raw, s=symbol: decode_top("upbit", s, raw)),
@@ -118,10 +126,13 @@ class EvaluationStore:
         return self._context(upbit, binance, warning, paused, vol, weight, exposure, step, self._shared_context(*raw[:10]))
 
     def full_books(self, symbols: Sequence[str]) -> dict[str, tuple[BookRecord | None, BookRecord | None]]:
-        """Coin -> its (Upbit, Binance) books in full, in one round trip (each version decoded once)."""
+        """Coin -> its (Upbit, Binance) books in full, as the last take_changed read them (each version
+        decoded once); a coin that take did not read is read now, all of them in one round trip."""
         book_keys = [keys.book_key(exchange, symbol) for symbol in symbols for exchange in VENUES]
-        raw = self.redis.mget(book_keys) if book_keys else []
-        books = [self._decode(key, value, decode_book) for key, value in zip(book_keys, raw, strict=True)]
+        missing = [key for key in book_keys if key not in self._raw_books]
+        if missing:
+            self._raw_books.update(zip(missing, self.redis.mget(missing), strict=True))
+        books = [self._decode(key, self._raw_books[key], decode_book) for key in book_keys]
         return {symbol: (books[2 * i], books[2 * i + 1]) for i, symbol in enumerate(symbols)}
 
     def _decode(self, key: str, raw: bytes | None, decode) -> BookRecord | None:
