@@ -80,7 +80,7 @@ def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
 
 
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
-        evaluate_workers: int = 1) -> dict:
+        evaluate_workers: int = 1, min_spread: str = "0.3") -> dict:
     redis_server, redis_url = h.start_redis()
     if NICE.get("redis"):
         os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE["redis"])
@@ -92,8 +92,9 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=h.ROOT, env=env, check=True)
     subprocess.run([*manage, "shell", "-c", (
         "from decimal import Decimal as D; from liveguard.services import update_limits; "
-        "update_limits(min_spread_pct=D('0.05'), max_position_size=D('5000000'), max_trades_per_hour=10**9, "
+        f"update_limits(min_spread_pct=D('{min_spread}'), max_position_size=D('5000000'), max_trades_per_hour=10**9, "
         "max_trades_per_day=10**9, max_slippage_pct=D('50'), max_daily_loss=D('1e10'), max_total_loss=D('1e10'), "
+        "max_total_exposure=D('1e12'), "
         "block_market_warnings=False)")], cwd=h.ROOT, env=env, check=True)
     churn = max(0.0, rate - 2 * coins * STEP_HZ)
     procs: dict[str, subprocess.Popen] = {}
@@ -221,6 +222,8 @@ def main() -> None:
                         help="the PostgreSQL server a scratch database is made on (dropped at the end)")
     parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
     parser.add_argument("--evaluate-workers", type=int, default=1, help="worker processes on the evaluate queue")
+    parser.add_argument("--min-spread", default="0.3", help="min_spread_pct (%%): the default limit, beaten only by the hot "
+                                                              "coins; 0.05 makes a fifth of the market signal on every tick")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
     for item in os.environ.get("BENCH_NICE", "").split(","):
@@ -229,7 +232,7 @@ def main() -> None:
             NICE[name] = int(value)
     for rate in args.rate or [1000.0, 3000.0, 6000.0]:
         report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres,
-                   args.evaluate_workers))
+                   args.evaluate_workers, args.min_spread))
 
 
 if __name__ == "__main__":

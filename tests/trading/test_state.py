@@ -48,6 +48,25 @@ def test_signal_round_trips_with_ttl_300_and_is_listed(state, redis_client):
     assert state.list_signals() == [signal]
 
 
+def test_a_batch_stores_and_announces_its_signals_as_save_signal_does(state, redis_client):
+    """The screen stores a batch's signals in its one script; the hash, its TTL, the index and the
+    announcement are those of save_signal."""
+    signal = SignalRecord("ETH", "binance", "upbit", D("4850000"), D("4900000"), D("50000"), D("1.0309"), NOW,
+                          quantity=D("0.1"), net_spread_pct=D("0.88"), tick_received_at=NOW)
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("arbitrage:signals")
+    pubsub.get_message(timeout=1)
+    state.save_signal(signal)
+    single = (redis_client.hgetall("arbitrage:signal:ETH"), orjson.loads(pubsub.get_message(timeout=1)["data"]))
+    redis_client.delete("arbitrage:signal:ETH", "arbitrage:index:signals")
+    state.save_evaluations([], [signal], 60)
+    batched = (redis_client.hgetall("arbitrage:signal:ETH"), orjson.loads(pubsub.get_message(timeout=1)["data"]))
+    assert batched == single
+    assert redis_client.ttl("arbitrage:signal:ETH") == 300 and 0 < redis_client.ttl("arbitrage:index:signals") <= 300
+    assert state.list_signals() == [signal]
+    pubsub.close()
+
+
 def test_order_position_execution_and_metrics_round_trip(state, redis_client):
     order = OrderRecord("o-1", "upbit", "BTC", "buy", D("0.01"), D("131895000"), "filled", D("0.01"), D("1"), NOW, NOW)
     position = PositionRecord("BTC", D("0.01"), D("131895000"), D("131900000"), "long", D("50"), D("0.0038"), NOW)

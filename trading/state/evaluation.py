@@ -23,8 +23,8 @@ from marketdata.store import execute_scripted, key_template
 
 from . import keys
 from .accounts import fresh_reconciliation
-from .codec import decode_book, decode_record, decode_sample_value, encode_sample, encode_value, text
-from .indexes import queue_indexed
+from .codec import decode_book, decode_record, decode_sample_value, encode_record, encode_sample, encode_value, text
+from .indexes import INDEX_MAX_MEMBERS
 from .records import EvaluationContext, FxRecord, PremiumRecord, SignalRecord, utcnow
 
 VENUES = ("upbit", "binance")
@@ -189,9 +189,10 @@ class EvaluationStore:
 
     # ARGV: ttl, sample period (ms), history (s), the key prefix, then the batch as one JSON list of
     # [coin, epoch seconds, the premium's and the Upbit mid's history members (codec.encode_sample),
-    # [the hash's field, value, ...] (PremiumRecord's fields)], every value a string. (One argument, encoded
-    # in C: packing seven fields a coin as arguments cost the batch more than its arithmetic.) The
-    # history keeps one sample per period.
+    # [the hash's field, value, ...] (PremiumRecord's fields)], every value a string; then the signals
+    # (JSON list of [key, index member, [field, value, ...], announcement], or ''), their index, TTL,
+    # channel, the index's most members and now. (One argument each, encoded in C: packing the fields
+    # as arguments cost the batch more than its arithmetic.) The history keeps one sample per period.
     _SAVE_PREMIUMS = """
     local ttl, sample_ms, history_s, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
     local index = prefix .. 'index:premiums'
@@ -213,6 +214,20 @@ class EvaluationStore:
       end
     end
     redis.call('EXPIRE', index, ttl)
+    if ARGV[6] ~= '' then
+      local signals, signal_ttl, now = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[11])
+      for _, row in ipairs(cjson.decode(ARGV[6])) do
+        redis.call('HSET', row[1], unpack(row[3]))
+        redis.call('EXPIRE', row[1], signal_ttl)
+        redis.call('ZADD', signals, now, row[2])
+      end
+      redis.call('ZREMRANGEBYSCORE', signals, '-inf', now - signal_ttl)
+      redis.call('ZREMRANGEBYRANK', signals, 0, -tonumber(ARGV[10]) - 1)
+      redis.call('EXPIRE', signals, signal_ttl)
+      for _, row in ipairs(cjson.decode(ARGV[6])) do
+        redis.call('PUBLISH', ARGV[9], row[4])
+      end
+    end
     return 0
     """
 
@@ -235,8 +250,10 @@ class EvaluationStore:
                 [block for block, ok in zip(blocks, tail[len(claims):], strict=True) if ok])
 
     def _queue_evaluations(self, pipe, premiums, signals, history_seconds, oldest_change, sample_every) -> None:
+        """One script call stores the premiums and the signals (each hash, its index entry as
+        indexes.index_add keeps it, then its announcement: stored before announced)."""
         now = utcnow().timestamp()
-        if premiums:
+        if premiums or signals:
             names = _premium_fields()
             rows = []
             for record in premiums:
@@ -246,11 +263,14 @@ class EvaluationStore:
                     fields += (name, encode_value(getattr(record, name)))
                 rows.append((record.symbol, f"{ts:.6f}", encode_sample(ts, record.premium_pct),
                              encode_sample(ts, record.upbit_mid), fields))
+            announced = []
+            for signal in signals:
+                encoded = encode_record(signal)
+                announced.append((keys.signal_key(signal.symbol), signal.symbol, [v for kv in encoded.items() for v in kv],
+                                  orjson.dumps(encoded).decode()))
             pipe.evalsha(self._save_premiums.sha, 0, keys.TTL_PREMIUM, max(1, int(sample_every * 1000)), history_seconds,
-                         f"{keys.PREFIX}:", orjson.dumps(rows))
-        for signal in signals:
-            queue_indexed(pipe, keys.index_key("signals"), keys.signal_key(signal.symbol), signal.symbol, signal,
-                          keys.TTL_SIGNAL, announce=keys.SIGNALS_CHANNEL)
+                         f"{keys.PREFIX}:", orjson.dumps(rows), orjson.dumps(announced) if announced else "",
+                         keys.index_key("signals"), keys.TTL_SIGNAL, keys.SIGNALS_CHANNEL, INDEX_MAX_MEMBERS, f"{now:.6f}")
         if oldest_change is not None:
             pipe.lpush(keys.BATCHES_KEY, f"{now:.6f}:{len(premiums)}:{(now - oldest_change) * 1000:.3f}")
             pipe.ltrim(keys.BATCHES_KEY, 0, keys.BATCH_SAMPLES - 1)
