@@ -211,6 +211,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 20, minimum
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Off for the evaluate workers only (demo, compose): a batch's message is disposable (its flag lapses and
+# the next change queues another), so they skip the broker's unacked bookkeeping, a round trip a batch.
+# Every other worker keeps it: a lost pair, flatten or reconcile message would be redelivered.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": env_bool("CELERY_ACK_EMULATION", True)}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TIMEZONE = "UTC"

@@ -9,7 +9,7 @@ pair. The system: one feed worker per exchange, the dispatcher, an evaluation wo
 solo pool), a pair worker (-Q pairs,celery,notify, prefork), beat, the relay and the web server, on
 a private Redis and a scratch PostgreSQL database (the production database: the pair worker and the
 screens' rejections write concurrently; SQLite's single writer would be the bottleneck measured), or
-SQLite with --sqlite.
+SQLite with --sqlite. The processes run at the priorities make demo gives them (--priorities).
 
 Printed per run: offered and processed book updates/s (the feeds' message counters), evaluations/s
 (coins screened, from the batches' own record), tick->signal and tick->fill p50/p99 (from the feed's
@@ -70,7 +70,11 @@ def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict)
             **extra}
 
 
-NICE = {}
+# As make demo and compose run them (docs/architecture.md, CPU priority): the trading path at normal
+# priority; housekeeping, the dashboard and the simulated venue (the exchanges' machines) at nice 10.
+# --priorities off runs every process at the same one.
+HOUSEKEEPING_NICE = 10
+NICE = {name: HOUSEKEEPING_NICE for name in ("venue", "beat", "relay", "web")}
 
 
 def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
@@ -82,8 +86,6 @@ def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
         evaluate_workers: int = 1, min_spread: str = "0.3") -> dict:
     redis_server, redis_url = h.start_redis()
-    if NICE.get("redis"):
-        os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE["redis"])
     scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
     database_url, drop_database = scratch_database(server, scratch)
     up, bn, web = h.free_port(), h.free_port(), h.free_port()
@@ -109,9 +111,9 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     start("feed_binance", [h.PY, "-m", "marketdata.feeds", "--exchange", "binance"], env, procs)
     start("signals", [*manage, "run_signals"], env, procs)
     quiet = ["-l", "warning", "--without-mingle", "--without-gossip", "--without-heartbeat"]
-    for i in range(evaluate_workers):
+    for i in range(evaluate_workers):  # a batch's message is disposable (docs/configuration.md)
         start(f"worker_evaluate{i or ''}", [CELERY, "-A", "arbproject", "worker", "-Q", "evaluate", "-P", "solo",
-                                            "-n", f"eval{i}@%h", *quiet], env, procs)
+                                            "-n", f"eval{i}@%h", *quiet], {**env, "CELERY_ACK_EMULATION": "false"}, procs)
     start("worker_pairs", [CELERY, "-A", "arbproject", "worker", "-Q", "pairs,celery,notify", "-P", "prefork", "-c", "1",
                            "-n", "pairs@%h", *quiet], env, procs)
     start("beat", [CELERY, "-A", "arbproject", "beat", "-l", "warning", "-s", str(scratch / "beat-schedule")], env, procs)
@@ -146,10 +148,12 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
             time.sleep(0.25)
         latency.measuring.clear()
         t1, m1 = time.time(), feed_messages()
+        redis_time = client.info("commandstats")
         cpu1 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
         pg1 = h.postgres_cpu_seconds()
         memory = {name: h.tree_memory_mb(pid) for name, pid in watched.items()}
         batches = state.batch_samples()  # (finished at, coins, age of the oldest change ms)
+        busiest = sorted(redis_time.items(), key=lambda kv: -kv[1]["usec"])[:5]
         dead = [name for name, p in procs.items() if p.poll() is not None]
         outcomes = signal_outcomes(database_url, [m[:-4] for m in markets[:hot]])
     finally:
@@ -168,6 +172,8 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "dead": dead,
         "postgres_cpu": (pg1 - pg0) / span,
         "batches_raw": window, "outcomes": outcomes,
+        "redis_busiest": ", ".join(f"{name.removeprefix('cmdstat_')} {v['usec_per_call']:.0f} us x {v['calls']}"
+                                   for name, v in busiest),
     }
 
 
@@ -193,6 +199,7 @@ def report(r: dict) -> None:
     print(f"  tick->signal p50 {r['s50']:.2f} ms p99 {r['s99']:.2f} ms ({r['signals']} signals); "
           f"tick->fill p50 {r['f50']:.2f} ms p99 {r['f99']:.2f} ms ({r['fills']} fills); staleness p99 {r['stale99']:.2f} ms")
     print(f"  hot coins' signals in the ledger: {r['outcomes']}")
+    print(f"  Redis's busiest commands (whole run): {r['redis_busiest']}")
     print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8}")
     system = [name for name in r["cpu"] if name not in ("venue", "redis")]
     for name in ["venue", "redis", *system]:
@@ -222,14 +229,14 @@ def main() -> None:
                         help="the PostgreSQL server a scratch database is made on (dropped at the end)")
     parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
     parser.add_argument("--evaluate-workers", type=int, default=1, help="worker processes on the evaluate queue")
+    parser.add_argument("--priorities", choices=["on", "off"], default="on",
+                        help="run housekeeping, the dashboard and the venue at nice 10, as make demo does (default on)")
     parser.add_argument("--min-spread", default="0.3", help="min_spread_pct (%%): the default limit, beaten only by the hot "
                                                               "coins; 0.05 makes a fifth of the market signal on every tick")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
-    for item in os.environ.get("BENCH_NICE", "").split(","):
-        if item:
-            name, value = item.split("=")
-            NICE[name] = int(value)
+    if args.priorities == "off":
+        NICE.clear()
     for rate in args.rate or [1000.0, 3000.0, 6000.0]:
         report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres,
                    args.evaluate_workers, args.min_spread))

@@ -34,15 +34,20 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+HOUSEKEEPING_NICE = 10
+
+
 class Supervisor:
     def __init__(self, env: dict):
         self.env = env
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], *, nice: int = 0, env: dict | None = None) -> None:
+        """nice: a lower CPU priority (docs/architecture.md: housekeeping yields to the trading path)."""
         print(f"demo: starting {name}: {' '.join(argv)}", flush=True)
-        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, start_new_session=True,
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self.procs.append((name, proc))
 
     def stop(self, *_args) -> None:
@@ -133,20 +138,25 @@ def main() -> int:
 
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     ensure_staff_login(env)
-    sup.start("venue", [PY, "manage.py", "run_venue"])
+    # The trading path (feeds, dispatcher, evaluate, pairs, Redis) runs at normal priority; what can
+    # wait a few milliseconds (housekeeping, notifications, the dashboard, and the simulated exchange,
+    # which stands for machines of its own) runs at HOUSEKEEPING_NICE.
+    sup.start("venue", [PY, "manage.py", "run_venue"], nice=HOUSEKEEPING_NICE)
     sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"])
     sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"])
     sup.start("signals", [PY, "manage.py", "run_signals"])
     # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert.
     celery = [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info"]
-    sup.start("worker-evaluate", [*celery, "-Q", "evaluate", "-P", "solo", "-n", "evaluate@%h"])
+    sup.start("worker-evaluate", [*celery, "-Q", "evaluate", "-P", "solo", "-n", "evaluate@%h"],
+              env={"CELERY_ACK_EMULATION": "false"})  # a batch's message is disposable (docs/configuration.md)
     sup.start("worker-pairs", [*celery, "-Q", "pairs,celery", "-c", "2", "-n", "pairs@%h"])
-    sup.start("notify", [*celery, "-Q", "notify", "-c", "1", "-n", "notify@%h"])
-    sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")])
-    sup.start("relay", [PY, "manage.py", "run_relay"])
+    sup.start("notify", [*celery, "-Q", "notify", "-c", "1", "-n", "notify@%h"], nice=HOUSEKEEPING_NICE)
+    sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")],
+              nice=HOUSEKEEPING_NICE)
+    sup.start("relay", [PY, "manage.py", "run_relay"], nice=HOUSEKEEPING_NICE)
     # uvicorn (uvloop + httptools) serves HTTP and the Channels WebSockets.
     sup.start("web", [str(BIN / "uvicorn"), "arbproject.asgi:application", "--host", "127.0.0.1", "--port", "8001",
-                      "--lifespan", "off", "--no-access-log"])
+                      "--lifespan", "off", "--no-access-log"], nice=HOUSEKEEPING_NICE)
     print("demo: http://localhost:8001  (Ctrl-C stops everything)", flush=True)
     return sup.watch()
 
