@@ -110,6 +110,9 @@ def _use_private_redis(redis_url, monkeypatch):
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
+    from trading import evaluation
+
+    evaluation.forget()  # what the screen remembers of the premiums it stored
 
 
 @pytest.fixture(scope="session", autouse=True)

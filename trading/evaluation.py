@@ -37,21 +37,35 @@ PAIR_CLAIM_MS = 10_000
 # A block is logged at INFO the first time it is seen for a coin, and again after this long.
 BLOCK_LOG_EVERY_S = 60.0
 _block_logged: dict[tuple[str, str], float] = {}
+# An unchanged premium is stored again after this long; coin -> (its values but the time, when stored), per process.
+PREMIUM_REFRESH_S = 1.0
+_stored: dict[str, tuple[tuple, float]] = {}
+# The coins worth walking in the last few seconds have their full books read with their tops (one round
+# trip); another coin's are read when it turns out worth walking. coin -> when it last was, per process.
+WALKED_RECENTLY_S = 5.0
+_walked: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    evaluated: int  # coins with both books and a rate
+    evaluated: int  # coins with both books and a rate (screened; an unchanged premium is not stored again at once)
     signals: int
     pairs: int  # coins handed to the pairs queue
     oldest_change_ms: float | None  # age of the batch's oldest change when its results were stored
+
+
+def forget() -> None:
+    """Drop what this process remembers of the premiums it stored (tests start from an empty Redis)."""
+    _stored.clear()
+    _walked.clear()
 
 
 def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
                      record: Callable[[list[dict]], object] | None = None) -> BatchResult:
     """Take every coin that changed since the last batch and screen it (the `evaluate` task). record
     stores the blocks worth recording (record_blocks, here and now, unless the caller queues them)."""
-    changed, contexts = state.take_changed(engine.FX_KEY)
+    clock = time.monotonic()
+    changed, contexts = state.take_changed(engine.FX_KEY, [s for s, at in _walked.items() if clock - at < WALKED_RECENTLY_S])
     return evaluate_batch(state, changed, contexts, enqueue_pair, record)
 
 
@@ -66,18 +80,31 @@ def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], co
     oldest = min(at for _, at in changed)
     now = datetime.now(UTC)
     premiums, worth_walking = [], []
+    screened = 0
     full: dict[str, tuple] = {}
+    clock = time.monotonic()
     for symbol, _at in changed:
         ctx = contexts[symbol]
         seen = engine.look(state, symbol, ctx, books=lambda symbol=symbol: full[symbol])
         if seen is None:
             continue
-        premiums.append(seen.premium_record(now))
+        screened += 1
+        premium = seen.premium_record(now)
+        # Most changes move a size, not a best price: the premium is as it was. It is stored again
+        # only once it is PREMIUM_REFRESH_S old (its timestamp says how fresh it is, its history is sampled).
+        result = (premium.premium_pct, premium.upbit_mid, premium.binance_mid, premium.fx_rate,
+                  premium.net_upbit_to_binance, premium.net_binance_to_upbit)
+        last = _stored.get(symbol)
+        if last is None or last[0] != result or clock - last[1] >= PREMIUM_REFRESH_S:
+            premiums.append(premium)
+            _stored[symbol] = (result, clock)
         find = seen.finder(state, database=False)
         if find is not None:
             worth_walking.append((seen, ctx, find))
     if worth_walking:
         full.update(state.full_books([seen.symbol for seen, _, _ in worth_walking]))
+        for seen, _, _ in worth_walking:
+            _walked[seen.symbol] = clock
     signals, ready, blocked = [], [], []
     for seen, ctx, find in worth_walking:
         if None in full[seen.symbol]:
@@ -92,18 +119,18 @@ def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], co
         else:
             blocked.append((opportunity, block))
     claimed, first = state.save_evaluations(premiums, signals, settings.PREMIUM_HISTORY_SECONDS, oldest_change=oldest,
-                                            claims=ready, claim_ms=PAIR_CLAIM_MS,
+                                            screened=screened, claims=ready, claim_ms=PAIR_CLAIM_MS,
                                             blocks=[(o.symbol, b.check) for o, b in blocked])
     for symbol in claimed:
         enqueue_pair(symbol)
-    telemetry.count_evaluations(len(premiums))
+    telemetry.count_evaluations(screened)
     for signal in signals:  # announced: the latency a subscriber sees
         telemetry.count_signal()
         if signal.tick_received_at:
             telemetry.observe_tick_to_signal(telemetry.since(signal.tick_received_at))
     _record_blocks(blocked, set(first), now, record or record_blocks)
     age = (time.time() - oldest) * 1000
-    return BatchResult(len(premiums), len(signals), len(claimed), age)
+    return BatchResult(screened, len(signals), len(claimed), age)
 
 
 def pre_trade_block(guard: lg.Guard, ctx: EvaluationContext, opportunity: Opportunity, fx, now: datetime) -> lg.Block | None:

@@ -134,3 +134,35 @@ def test_the_task_queues_its_blocks_for_housekeeping_and_they_survive_the_broker
     event = GuardEvent.objects.get(check_name="kill_switch", symbol="HOT")
     signal = Signal.objects.get(symbol="HOT")
     assert signal.outcome == "rejected" and signal.reason == event.reason and signal.buy_exchange == "binance"
+
+
+def test_an_unchanged_premium_is_stored_again_only_once_it_is_a_second_old(state, market, monkeypatch):
+    """A change that moves no best price leaves the premium as it was: screened, not rewritten at
+    once; a changed premium is stored at once; an unchanged one again after PREMIUM_REFRESH_S."""
+    monkeypatch.setattr(evaluation, "PREMIUM_REFRESH_S", 0.3)
+    market("BTC")
+    result, _ = screen(state, ["BTC"])
+    first = state.get_premium("BTC")
+    market("BTC", upbit_bids=(("139000000", "5"),))  # a size moved, no price
+    result, _ = screen(state, ["BTC"])
+    assert result.evaluated == 1 and state.get_premium("BTC").timestamp == first.timestamp
+    market("BTC", upbit_bids=(("139050000", "1"),))  # the best bid moved
+    screen(state, ["BTC"])
+    moved = state.get_premium("BTC")
+    assert moved.timestamp > first.timestamp and moved.upbit_mid != first.upbit_mid
+    time.sleep(0.35)
+    market("BTC", upbit_bids=(("139050000", "2"),))
+    screen(state, ["BTC"])
+    assert state.get_premium("BTC").timestamp > moved.timestamp
+
+
+def test_a_coin_worth_walking_has_its_full_books_read_with_its_top_next_time(state, market, monkeypatch):
+    market("HOT", **JUMP)
+    reads = []
+    mget = state.redis.mget
+    monkeypatch.setattr(state.redis, "mget", lambda keys_: reads.append(list(keys_)) or mget(keys_))
+    assert screen(state, ["HOT"])[0].signals == 1
+    assert reads == [[keys.book_key("upbit", "HOT"), keys.book_key("binance", "HOT")]]  # first time: one more read
+    state.clear_pair_claim("HOT")
+    assert screen(state, ["HOT"])[0].signals == 1
+    assert len(reads) == 1  # since: with its top, in the one read

@@ -54,12 +54,17 @@ class EvaluationStore:
         self._raw_books: dict[str, bytes | None] = {}  # book key -> the full book the last take read
 
     # The changed coins and, for each, what its evaluation reads: both tops, its caution and pause
-    # flags, its risk figures, its exposure, its Binance lot step and both full books (decoded only
-    # for a coin worth walking: a second round trip for those would cost more than the bytes); the
-    # set and the queued flag cleared in the same step. 12 values a coin.
+    # flags, its risk figures, its exposure, its Binance lot step and, for the coins named after the
+    # key templates (those worth walking lately), both full books ('' for the others: full_books reads
+    # them if they turn out worth walking); the set and the queued flag cleared in the same step.
+    # 12 values a coin.
     _TAKE_CHANGED = """
     local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
     redis.call('DEL', KEYS[1], KEYS[2])
+    local full = {}
+    for i = 15, #ARGV do
+      full[ARGV[i]] = true
+    end
     local out = {}
     for i = 1, #changed, 2 do
       local coin = changed[i]
@@ -74,22 +79,29 @@ class EvaluationStore:
       out[#out + 1] = risk[2]
       out[#out + 1] = redis.call('GET', ARGV[5] .. coin .. ARGV[6])
       out[#out + 1] = redis.call('HGET', ARGV[7] .. coin .. ARGV[8], 'step_size')
-      out[#out + 1] = redis.call('GET', ARGV[11] .. coin .. ARGV[12])
-      out[#out + 1] = redis.call('GET', ARGV[13] .. coin .. ARGV[14])
+      if full[coin] then
+        out[#out + 1] = redis.call('GET', ARGV[11] .. coin .. ARGV[12])
+        out[#out + 1] = redis.call('GET', ARGV[13] .. coin .. ARGV[14])
+      else
+        out[#out + 1] = ''
+        out[#out + 1] = ''
+      end
     end
     return out
     """
 
-    def take_changed(self, fx_source: str) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
+    def take_changed(self, fx_source: str, full_for: Sequence[str] = ()) -> tuple[list[tuple[str, float]],
+                                                                              dict[str, EvaluationContext]]:
         """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
-        context with each book's best levels only (all the premium needs; full_books reads the rest
-        for the coins worth walking), in one round trip; clears the set and the queued flag."""
+        context with each book's best levels only (all the premium needs), in one round trip; clears
+        the set and the queued flag. The full books of the changed coins in full_for come in the same
+        read; full_books gives them (and reads any other's)."""
         now = utcnow().timestamp()
 
         def queue(pipe):
             self._queue_shared(pipe, fx_source, now)
             pipe.evalsha(self._take_changed.sha, 5, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
-                         keys.RISK_KEY, *self._take_changed_args)
+                         keys.RISK_KEY, *self._take_changed_args, *full_for)
 
         raw = execute_scripted(self.redis, queue, self._take_changed)
         shared = self._shared_context(*raw[:10])
@@ -99,8 +111,9 @@ class EvaluationStore:
         for i in range(0, len(rows), 12):
             symbol, at, upbit, binance, warning, paused, vol, weight, exposure, step, upbit_book, binance_book = rows[i:i + 12]
             symbol = text(symbol)
-            self._raw_books[keys.book_key("upbit", symbol)] = upbit_book
-            self._raw_books[keys.book_key("binance", symbol)] = binance_book
+            if upbit_book != b"" and binance_book != b"":  # read (None: no such book)
+                self._raw_books[keys.book_key("upbit", symbol)] = upbit_book
+                self._raw_books[keys.book_key("binance", symbol)] = binance_book
             changed.append((symbol, float(at)))
             contexts[symbol] = self._context(
                 self._decode(keys.book_top_key("upbit", symbol), upbit, lambda raw, s=symbol: decode_top("upbit", s, raw)),
@@ -232,15 +245,18 @@ class EvaluationStore:
     """
 
     def save_evaluations(self, premiums: Sequence[PremiumRecord], signals: Sequence[SignalRecord], history_seconds: int,
-                         *, oldest_change: float | None = None, sample_every: float = 1.0, claims: Sequence[str] = (),
+                         *, oldest_change: float | None = None, sample_every: float = 1.0, screened: int | None = None,
+                         claims: Sequence[str] = (),
                          claim_ms: int = 0, blocks: Sequence[tuple[str, str]] = (),
                          block_every_ms: int = 3000) -> tuple[list[str], list[tuple[str, str]]]:
         """A batch's results in one round trip: each coin's premium (sampled into its history at most
         once per sample_every), the signals (announced after they are stored), the batch's size and
-        the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark), and in the
+        the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark; `screened`
+        coins, by default the premiums), and in the
         same step claim_pairs(claims) and first_rejections(blocks); returns what those two return."""
         def queue(pipe):
-            self._queue_evaluations(pipe, premiums, signals, history_seconds, oldest_change, sample_every)
+            self._queue_evaluations(pipe, premiums, signals, history_seconds, oldest_change, sample_every,
+                                    len(premiums) if screened is None else screened)
             self._queue_claims(pipe, claims, claim_ms)
             self._queue_rejections(pipe, blocks, block_every_ms)
 
@@ -249,7 +265,7 @@ class EvaluationStore:
         return ([symbol for symbol, ok in zip(claims, tail[:len(claims)], strict=True) if ok],
                 [block for block, ok in zip(blocks, tail[len(claims):], strict=True) if ok])
 
-    def _queue_evaluations(self, pipe, premiums, signals, history_seconds, oldest_change, sample_every) -> None:
+    def _queue_evaluations(self, pipe, premiums, signals, history_seconds, oldest_change, sample_every, screened) -> None:
         """One script call stores the premiums and the signals (each hash, its index entry as
         indexes.index_add keeps it, then its announcement: stored before announced)."""
         now = utcnow().timestamp()
@@ -272,7 +288,7 @@ class EvaluationStore:
                          f"{keys.PREFIX}:", orjson.dumps(rows), orjson.dumps(announced) if announced else "",
                          keys.index_key("signals"), keys.TTL_SIGNAL, keys.SIGNALS_CHANNEL, INDEX_MAX_MEMBERS, f"{now:.6f}")
         if oldest_change is not None:
-            pipe.lpush(keys.BATCHES_KEY, f"{now:.6f}:{len(premiums)}:{(now - oldest_change) * 1000:.3f}")
+            pipe.lpush(keys.BATCHES_KEY, f"{now:.6f}:{screened}:{(now - oldest_change) * 1000:.3f}")
             pipe.ltrim(keys.BATCHES_KEY, 0, keys.BATCH_SAMPLES - 1)
             pipe.expire(keys.BATCHES_KEY, keys.TTL_METRICS)
 
