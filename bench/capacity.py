@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -122,6 +123,19 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
                   "--no-access-log", "--log-level", "warning"], env, procs)
     client = redis.Redis.from_url(redis_url)
     latency = h.TickLatency(client).start()
+    pings: list[float] = []  # Redis PING round trips while measuring (ms): what any client waits for a reply
+    pinging = threading.Event()
+
+    def ping() -> None:
+        pinger = redis.Redis.from_url(redis_url)
+        while not latency.done.is_set():
+            if pinging.is_set():
+                started = time.perf_counter()
+                pinger.ping()
+                pings.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.01)
+
+    threading.Thread(target=ping, daemon=True).start()
 
     state = StateManager(client)
 
@@ -139,6 +153,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         cpu0 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
         pg0 = h.postgres_cpu_seconds()
         latency.measuring.set()
+        pinging.set()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             # Each pair adds to its coin's exposure; clear it so the position limit does not end the run.
@@ -147,6 +162,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
                 client.delete(*keys)
             time.sleep(0.25)
         latency.measuring.clear()
+        pinging.clear()
         t1, m1 = time.time(), feed_messages()
         redis_time = client.info("commandstats")
         cpu1 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
@@ -172,6 +188,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "dead": dead,
         "postgres_cpu": (pg1 - pg0) / span,
         "batches_raw": window, "outcomes": outcomes,
+        "ping50": h.percentile(pings, 50), "ping99": h.percentile(pings, 99),
         "redis_busiest": ", ".join(f"{name.removeprefix('cmdstat_')} {v['usec_per_call']:.0f} us x {v['calls']}"
                                    for name, v in busiest),
     }
@@ -199,7 +216,8 @@ def report(r: dict) -> None:
     print(f"  tick->signal p50 {r['s50']:.2f} ms p99 {r['s99']:.2f} ms ({r['signals']} signals); "
           f"tick->fill p50 {r['f50']:.2f} ms p99 {r['f99']:.2f} ms ({r['fills']} fills); staleness p99 {r['stale99']:.2f} ms")
     print(f"  hot coins' signals in the ledger: {r['outcomes']}")
-    print(f"  Redis's busiest commands (whole run): {r['redis_busiest']}")
+    print(f"  Redis PING round trip p50 {r['ping50']:.2f} ms p99 {r['ping99']:.2f} ms; busiest commands (whole run): "
+          f"{r['redis_busiest']}")
     print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8}")
     system = [name for name in r["cpu"] if name not in ("venue", "redis")]
     for name in ["venue", "redis", *system]:

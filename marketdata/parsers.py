@@ -288,18 +288,19 @@ def _upbit_get(obj: dict, name: str, default=None):
     return obj.get(_UPBIT_ALIASES.get(name, name), default)
 
 
-def parse_upbit_message(raw: bytes | str, memo: dict | None = None) -> list[BookSnapshot | ControlMessage]:
+def parse_upbit_message(raw: bytes | str, memo: dict | None = None, depth: int | None = None) -> list[BookSnapshot | ControlMessage]:
     """Parse one Upbit WebSocket frame (DEFAULT, SIMPLE or the *_LIST formats).
 
     memo (a dict the caller keeps per connection): each market's last units and the levels parsed
     from them. Upbit sends the whole book on every change, and most units are as they were: a unit
     equal to the one at the same place last time gives the same levels without parsing it again.
+    depth: read only the best `depth` units (a feed that keeps 20 levels need not read 30).
     """
     if raw in (b"PING", "PING"):
         return [ControlMessage("ignored")]
     msg = _loads(raw)
     items = msg if isinstance(msg, list) else [msg]
-    return [_upbit_item(item, memo) for item in items]
+    return [_upbit_item(item, memo, depth) for item in items]
 
 
 def _upbit_unit(unit, first, code: str) -> tuple[dict, Level | None, Level | None]:
@@ -315,7 +316,7 @@ def _upbit_unit(unit, first, code: str) -> tuple[dict, Level | None, Level | Non
             (_price(bid_price, "bid_price"), bid_size) if bid_size else None)
 
 
-def _upbit_item(msg, memo: dict | None = None) -> BookSnapshot | ControlMessage:
+def _upbit_item(msg, memo: dict | None = None, depth: int | None = None) -> BookSnapshot | ControlMessage:
     if not isinstance(msg, dict):
         raise FeedMessageError(f"unexpected {type(msg).__name__} item")
     if "error" in msg:
@@ -335,6 +336,8 @@ def _upbit_item(msg, memo: dict | None = None) -> BookSnapshot | ControlMessage:
     units = _upbit_get(msg, "orderbook_units")
     if not isinstance(units, list):
         raise FeedMessageError(f"orderbook {code} has no units")
+    if depth is not None:
+        units = units[:depth]
     bids: list[Level] = []
     asks: list[Level] = []
     # A SIMPLE frame's units use the short names: look those up first (sixty lookups a frame).

@@ -50,7 +50,7 @@ class UpbitFeed(FeedWorker):
         self._units.clear()
 
     def handle_message(self, raw) -> bool:
-        for event in parse_upbit_message(raw, self._units):
+        for event in parse_upbit_message(raw, self._units, self.depth):
             if isinstance(event, BookSnapshot):
                 symbol = upbit_symbol(event.market)
                 book = self.books.get(symbol)

@@ -112,3 +112,9 @@ def test_parses_recorded_binance_rest_depth():
     snapshot = parse_binance_depth_snapshot("BTCUSDT", load("binance_rest_depth_btcusdt_recorded"))
     assert snapshot.last_update_id > 0 and snapshot.bids and snapshot.asks
     assert snapshot.bids[0][0] < snapshot.asks[0][0]
+
+
+def test_an_upbit_frame_read_to_a_depth_gives_its_best_levels():
+    [whole] = parse_upbit_message(raw("upbit_ws_orderbook_default_krweth"))
+    [best] = parse_upbit_message(raw("upbit_ws_orderbook_default_krweth"), depth=3)
+    assert (best.bids, best.asks) == (whole.bids[:3], whole.asks[:3]) and len(whole.bids) > 3
