@@ -69,6 +69,21 @@ def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
     return evaluate_batch(state, changed, contexts, enqueue_pair, record)
 
 
+def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], object],
+                            record: Callable[[list[dict]], object] | None = None, budget_s: float = 0.5) -> int:
+    """Screen batch after batch while changes keep coming, for up to budget_s, and return the coins
+    screened. Under load the next batch's changes are waiting when one ends: taking them at once
+    skips the dispatcher and the broker between batches (the task queued meanwhile finds the set
+    empty, or later changes). Ends at the first empty take, so an idle market costs one read."""
+    deadline = time.monotonic() + budget_s
+    screened = 0
+    while True:
+        result = evaluate_changed(state, enqueue_pair, record)
+        screened += result.evaluated
+        if result.oldest_change_ms is None or time.monotonic() >= deadline:
+            return screened
+
+
 def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], contexts: dict[str, EvaluationContext],
                    enqueue_pair: Callable[[str], object], record: Callable[[list[dict]], object] | None = None) -> BatchResult:
     """Screen the changed coins ((coin, epoch seconds of its oldest unevaluated change)) on their

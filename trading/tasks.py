@@ -26,10 +26,10 @@ PAIR_QUEUE_EXPIRES_S = 10
 
 @shared_task(ignore_result=True, soft_time_limit=5, time_limit=10)
 def evaluate_changed() -> int:
-    """Screen every coin that changed since the last batch (queue `evaluate`; the dispatcher keeps
-    one of these queued while changes wait). Taking the changes clears the queued flag, so a change
-    that lands during this batch queues exactly one more."""
-    return evaluation.evaluate_changed(engine.get_state(), enqueue_pair, lambda rows: record_blocks.apply_async((rows,))).evaluated
+    """Screen every coin that changed since the last batch, and the next batches while changes keep
+    coming (queue `evaluate`; the dispatcher keeps one of these queued while changes wait). Taking
+    the changes clears the queued flag, so a change that lands during a batch queues exactly one more."""
+    return evaluation.evaluate_while_changing(engine.get_state(), enqueue_pair, lambda rows: record_blocks.apply_async((rows,)))
 
 
 @shared_task(ignore_result=True)

@@ -166,3 +166,24 @@ def test_a_coin_worth_walking_has_its_full_books_read_with_its_top_next_time(sta
     state.clear_pair_claim("HOT")
     assert screen(state, ["HOT"])[0].signals == 1
     assert len(reads) == 1  # since: with its top, in the one read
+
+
+def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, market):
+    """evaluate_while_changing takes the next batch at once while changes wait, and stops at the
+    first empty take (or its budget)."""
+    for coin in COINS[:3]:
+        market(coin)
+    taken = []
+    original = state.take_changed
+
+    def take(*args, **kwargs):
+        changed, contexts = original(*args, **kwargs)
+        taken.append([s for s, _ in changed])
+        if len(taken) < 3:  # a change lands during each of the first two batches
+            state.write_market((), changed=[COINS[len(taken)]])
+        return changed, contexts
+
+    state.take_changed = take
+    state.write_market((), changed=[COINS[0]])
+    assert evaluation.evaluate_while_changing(state, lambda _s: None) == 3
+    assert taken == [[COINS[0]], [COINS[1]], [COINS[2]], []]
