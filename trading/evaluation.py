@@ -43,6 +43,9 @@ _stored: dict[str, tuple[tuple, float]] = {}
 # The coins worth walking in the last few seconds have their full books read with their tops (one round
 # trip); another coin's are read when it turns out worth walking. coin -> when it last was, per process.
 WALKED_RECENTLY_S = 5.0
+# A batch whose oldest change waited longer than this is behind: the next one is taken without
+# holding the queued flag, so that another evaluate worker can take a batch beside it.
+BEHIND_MS = 20.0
 _walked: dict[str, float] = {}
 
 
@@ -61,26 +64,37 @@ def forget() -> None:
 
 
 def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
-                     record: Callable[[list[dict]], object] | None = None) -> BatchResult:
-    """Take every coin that changed since the last batch and screen it (the `evaluate` task). record
-    stores the blocks worth recording (record_blocks, here and now, unless the caller queues them)."""
+                     record: Callable[[list[dict]], object] | None = None, *, hold_ms: int | None = None) -> BatchResult:
+    """Take every coin that changed since the last batch and screen it. record stores the blocks worth
+    recording (record_blocks, here and now, unless the caller queues them); hold_ms: see take_changed."""
     clock = time.monotonic()
-    changed, contexts = state.take_changed(engine.FX_KEY, [s for s, at in _walked.items() if clock - at < WALKED_RECENTLY_S])
+    changed, contexts = state.take_changed(engine.FX_KEY, [s for s, at in _walked.items() if clock - at < WALKED_RECENTLY_S],
+                                           hold_ms=hold_ms)
     return evaluate_batch(state, changed, contexts, enqueue_pair, record)
 
 
 def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], object],
-                            record: Callable[[list[dict]], object] | None = None, budget_s: float = 0.5) -> int:
-    """Screen batch after batch while changes keep coming, for up to budget_s, and return the coins
-    screened. Under load the next batch's changes are waiting when one ends: taking them at once
-    skips the dispatcher and the broker between batches (the task queued meanwhile finds the set
-    empty, or later changes). Ends at the first empty take, so an idle market costs one read."""
+                            record: Callable[[list[dict]], object] | None = None, *, requeue: Callable[[], object],
+                            budget_s: float = 0.5, hold_ms: int = 2000) -> int:
+    """The `evaluate` task: screen batch after batch while changes keep coming and return the coins
+    screened. The queued flag is held between batches (take_changed's hold_ms), so the next batch is
+    taken as soon as one ends, with no dispatcher, broker or task in between; the first take that
+    finds nothing clears the flag and ends the task. A batch whose oldest change waited more than
+    BEHIND_MS is taken without holding: the next change queues a task that another evaluate worker
+    can run beside this one. After budget_s the task hands over to a new one (requeue(), the flag
+    still held), so the worker serves its queue in turn; a worker that dies mid-loop leaves a flag
+    that lapses after hold_ms, when the next change queues a task."""
     deadline = time.monotonic() + budget_s
     screened = 0
+    behind = False
     while True:
-        result = evaluate_changed(state, enqueue_pair, record)
+        result = evaluate_changed(state, enqueue_pair, record, hold_ms=None if behind else hold_ms)
         screened += result.evaluated
-        if result.oldest_change_ms is None or time.monotonic() >= deadline:
+        if result.oldest_change_ms is None:
+            return screened
+        behind = result.oldest_change_ms > BEHIND_MS
+        if time.monotonic() >= deadline:
+            requeue()
             return screened
 
 

@@ -29,7 +29,8 @@ def evaluate_changed() -> int:
     """Screen every coin that changed since the last batch, and the next batches while changes keep
     coming (queue `evaluate`; the dispatcher keeps one of these queued while changes wait). Taking
     the changes clears the queued flag, so a change that lands during a batch queues exactly one more."""
-    return evaluation.evaluate_while_changing(engine.get_state(), enqueue_pair, lambda rows: record_blocks.apply_async((rows,)))
+    return evaluation.evaluate_while_changing(engine.get_state(), enqueue_pair, lambda rows: record_blocks.apply_async((rows,)),
+                                              requeue=lambda: evaluate_changed.apply_async(expires=10))
 
 
 @shared_task(ignore_result=True)

@@ -168,11 +168,14 @@ def test_a_coin_worth_walking_has_its_full_books_read_with_its_top_next_time(sta
     assert len(reads) == 1  # since: with its top, in the one read
 
 
-def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, market):
-    """evaluate_while_changing takes the next batch at once while changes wait, and stops at the
-    first empty take (or its budget)."""
+def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, market, redis_client):
+    """evaluate_while_changing takes the next batch at once while changes wait, holding the queued
+    flag (the feeds queue no task meanwhile), and ends at the first empty take, which clears it."""
     for coin in COINS[:3]:
         market(coin)
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.EVALUATE_CHANNEL)
+    pubsub.get_message(timeout=1)
     taken = []
     original = state.take_changed
 
@@ -185,5 +188,47 @@ def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, mar
 
     state.take_changed = take
     state.write_market((), changed=[COINS[0]])
-    assert evaluation.evaluate_while_changing(state, lambda _s: None) == 3
-    assert taken == [[COINS[0]], [COINS[1]], [COINS[2]], []]
+    assert pubsub.get_message(timeout=1) is not None  # the flag is new: a task is queued
+    requeued = []
+    assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: requeued.append(1)) == 3
+    assert taken == [[COINS[0]], [COINS[1]], [COINS[2]], []] and requeued == []
+    assert pubsub.get_message(timeout=0.2) is None  # held: the changes during the batches queued nothing
+    assert not redis_client.exists(keys.EVALUATING_KEY)  # the empty take cleared it
+    state.write_market((), changed=[COINS[0]])
+    assert pubsub.get_message(timeout=1) is not None  # so the next change queues a task
+    pubsub.close()
+
+
+def test_a_task_at_the_end_of_its_budget_hands_over_with_the_flag_held(state, market, redis_client):
+    market("BTC")
+    original = state.take_changed
+
+    def take(*args, **kwargs):
+        state.write_market((), changed=["BTC"])  # changes never stop
+        return original(*args, **kwargs)
+
+    state.take_changed = take
+    state.write_market((), changed=["BTC"])
+    requeued = []
+    assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: requeued.append(1), budget_s=0.05) >= 1
+    assert requeued == [1] and redis_client.exists(keys.EVALUATING_KEY)
+
+
+def test_a_batch_that_is_behind_lets_another_worker_take_the_next(state, market, redis_client, monkeypatch):
+    """Behind (its oldest change waited more than BEHIND_MS), the next take does not hold the flag:
+    a change then queues a task another evaluate worker can run beside this one."""
+    monkeypatch.setattr(evaluation, "BEHIND_MS", -1.0)  # every batch is behind
+    market("BTC")
+    holds = []
+    original = state.take_changed
+
+    def take(*args, **kwargs):
+        holds.append(kwargs.get("hold_ms"))
+        if len(holds) == 1:
+            state.write_market((), changed=["BTC"])
+        return original(*args, **kwargs)
+
+    state.take_changed = take
+    state.write_market((), changed=["BTC"])
+    evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None)
+    assert holds == [2000, None]  # the second take, after a batch that was behind, holds nothing

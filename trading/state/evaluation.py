@@ -60,9 +60,16 @@ class EvaluationStore:
     # 12 values a coin.
     _TAKE_CHANGED = """
     local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-    redis.call('DEL', KEYS[1], KEYS[2])
+    if ARGV[15] == '' then
+      redis.call('DEL', KEYS[1], KEYS[2])
+    elseif #changed == 0 then
+      redis.call('DEL', KEYS[2])  -- nothing waits: the batches end, the next change queues a task
+    else
+      redis.call('DEL', KEYS[1])
+      redis.call('SET', KEYS[2], '1', 'PX', ARGV[15])  -- still evaluating: the feeds need not queue a task
+    end
     local full = {}
-    for i = 15, #ARGV do
+    for i = 16, #ARGV do
       full[ARGV[i]] = true
     end
     local out = {}
@@ -90,18 +97,22 @@ class EvaluationStore:
     return out
     """
 
-    def take_changed(self, fx_source: str, full_for: Sequence[str] = ()) -> tuple[list[tuple[str, float]],
-                                                                              dict[str, EvaluationContext]]:
+    def take_changed(self, fx_source: str, full_for: Sequence[str] = (), *, hold_ms: int | None = None,
+                     ) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
         """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
         context with each book's best levels only (all the premium needs), in one round trip; clears
         the set and the queued flag. The full books of the changed coins in full_for come in the same
-        read; full_books gives them (and reads any other's)."""
+        read; full_books gives them (and reads any other's).
+
+        hold_ms: the caller will take again as soon as this batch is done, so the queued flag is kept
+        (for hold_ms more) and the feeds queue no task meanwhile; it is cleared only by a take that
+        finds nothing, in the same step, so a change never waits without a task to take it."""
         now = utcnow().timestamp()
 
         def queue(pipe):
             self._queue_shared(pipe, fx_source, now)
             pipe.evalsha(self._take_changed.sha, 5, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
-                         keys.RISK_KEY, *self._take_changed_args, *full_for)
+                         keys.RISK_KEY, *self._take_changed_args, "" if hold_ms is None else hold_ms, *full_for)
 
         raw = execute_scripted(self.redis, queue, self._take_changed)
         shared = self._shared_context(*raw[:10])
