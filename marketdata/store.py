@@ -100,19 +100,26 @@ def text(raw: bytes | str | None) -> str | None:
 def execute_scripted(client: redis.Redis, queue, *scripts) -> list:
     """Run a pipeline that calls Lua scripts by EVALSHA, in one round trip. (redis-py's Script asks
     SCRIPT EXISTS before every pipeline that uses it: a second round trip on the hot path.) A server
-    that lost the scripts (restarted, SCRIPT FLUSH) gets them loaded and the commands once more:
-    queue(pipe) must queue only commands that are safe to repeat."""
-    for attempt in (1, 2):
-        pipe = client.pipeline(transaction=False)
-        queue(pipe)
-        try:
-            return pipe.execute()
-        except redis.exceptions.NoScriptError:
-            if attempt == 2:
-                raise
-            for script in scripts:
-                client.script_load(script.script)
-    raise AssertionError("unreachable")
+    that lost the scripts (restarted, SCRIPT FLUSH) gets them loaded and the commands it refused sent
+    once more, alone: every other command of the pipeline ran once, so none runs twice."""
+    pipe = client.pipeline(transaction=False)
+    queue(pipe)
+    stack = list(pipe.command_stack)
+    replies = pipe.execute(raise_on_error=False)
+    refused = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    if refused:
+        for script in scripts:
+            client.script_load(script.script)
+        again = client.pipeline(transaction=False)
+        for i in refused:
+            args, options = stack[i]
+            again.execute_command(*args, **options)
+        for i, reply in zip(refused, again.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+    return replies
 
 
 class MarketStore:

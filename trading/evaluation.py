@@ -29,6 +29,7 @@ from .fields import money
 from .models import Signal
 from .signals import Caps, Opportunity
 from .state import EvaluationContext, StateManager
+from .state.evaluation import BatchResults
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,11 @@ def forget() -> None:
 
 
 def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
-                     record: Callable[[list[dict]], object] | None = None, *, hold_ms: int | None = None) -> BatchResult:
-    """Take every coin that changed since the last batch and screen it. record stores the blocks worth
-    recording (record_blocks, here and now, unless the caller queues them); hold_ms: see take_changed."""
-    clock = time.monotonic()
-    changed, contexts = state.take_changed(engine.FX_KEY, [s for s, at in _walked.items() if clock - at < WALKED_RECENTLY_S],
-                                           hold_ms=hold_ms)
+                     record: Callable[[list[dict]], object] | None = None) -> BatchResult:
+    """Take every coin that changed since the last batch, screen it and store the results (two round
+    trips; the task fuses each batch's store with the next one's take: evaluate_while_changing).
+    record stores the blocks worth recording (record_blocks, here and now, unless the caller queues them)."""
+    changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately())
     return evaluate_batch(state, changed, contexts, enqueue_pair, record)
 
 
@@ -77,35 +77,82 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
                             record: Callable[[list[dict]], object] | None = None, *, requeue: Callable[[], object],
                             budget_s: float = 0.5, hold_ms: int = 2000) -> int:
     """The `evaluate` task: screen batch after batch while changes keep coming and return the coins
-    screened. The queued flag is held between batches (take_changed's hold_ms), so the next batch is
-    taken as soon as one ends, with no dispatcher, broker or task in between; the first take that
-    finds nothing clears the flag and ends the task. A batch whose oldest change waited more than
-    BEHIND_MS is taken without holding: the next change queues a task that another evaluate worker
-    can run beside this one. After budget_s the task hands over to a new one (requeue(), the flag
-    still held), so the worker serves its queue in turn; a worker that dies mid-loop leaves a flag
-    that lapses after hold_ms, when the next change queues a task."""
+    screened. Each batch's results are stored (and its signals announced) in the round trip that takes
+    the next batch's changes. The queued flag is held between batches (take_changed's hold_ms), so the
+    next batch is taken as soon as one ends, with no dispatcher, broker or task in between; the first
+    take that finds nothing clears the flag and ends the task. A batch whose oldest change waited more
+    than BEHIND_MS is taken without holding: the next change queues a task that another evaluate
+    worker can run beside this one. After budget_s the task stores what it has and hands over to a new
+    one (requeue(), the flag still held), so the worker serves its queue in turn; a worker that dies
+    mid-loop leaves a flag that lapses after hold_ms, when the next change queues a task."""
     deadline = time.monotonic() + budget_s
-    screened = 0
-    behind = False
+    total, pending = 0, None
     while True:
-        result = evaluate_changed(state, enqueue_pair, record, hold_ms=None if behind else hold_ms)
-        screened += result.evaluated
-        if result.oldest_change_ms is None:
-            return screened
-        behind = result.oldest_change_ms > BEHIND_MS
+        results = pending.results() if pending else None
+        behind = pending is not None and (time.time() - pending.oldest) * 1000 > BEHIND_MS
+        changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately(), hold_ms=None if behind else hold_ms,
+                                               results=results)
+        if pending:
+            total += pending.finish(results, enqueue_pair, record).evaluated
+        pending = screen(state, changed, contexts)
+        if pending is None:
+            return total
         if time.monotonic() >= deadline:
+            done = pending.finish(state.save_results(pending.results()), enqueue_pair, record)
             requeue()
-            return screened
+            return total + done.evaluated
 
 
 def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], contexts: dict[str, EvaluationContext],
                    enqueue_pair: Callable[[str], object], record: Callable[[list[dict]], object] | None = None) -> BatchResult:
-    """Screen the changed coins ((coin, epoch seconds of its oldest unevaluated change)) on their
-    contexts (best levels only) and enqueue a pair for each opportunity that passes the mirror's checks.
-    The coins whose top of book could beat the minimum are walked on their full books, read for all
-    of them in one more round trip."""
-    if not changed:
+    """Screen the changed coins and store the results in one more round trip (screen, then finish)."""
+    screened = screen(state, changed, contexts)
+    if screened is None:
         return BatchResult(0, 0, 0, None)
+    return screened.finish(state.save_results(screened.results()), enqueue_pair, record)
+
+
+def _walked_lately() -> list[str]:
+    clock = time.monotonic()
+    return [symbol for symbol, at in _walked.items() if clock - at < WALKED_RECENTLY_S]
+
+
+@dataclass
+class Screened:
+    """A batch screened, its results not yet stored."""
+
+    oldest: float  # epoch seconds of its oldest change
+    screened: int
+    premiums: list
+    signals: list
+    ready: list[str]  # coins whose opportunity passed the mirror's checks
+    blocked: list[tuple[Opportunity, lg.Block]]
+    now: datetime
+
+    def results(self) -> BatchResults:
+        return BatchResults(self.premiums, self.signals, settings.PREMIUM_HISTORY_SECONDS, self.oldest, self.screened,
+                            claims=self.ready, claim_ms=PAIR_CLAIM_MS, blocks=[(o.symbol, b.check) for o, b in self.blocked])
+
+    def finish(self, stored: BatchResults, enqueue_pair: Callable[[str], object],
+               record: Callable[[list[dict]], object] | None) -> BatchResult:
+        """After the results are stored: queue the pairs claimed, count, record the first blocks."""
+        for symbol in stored.claimed:
+            enqueue_pair(symbol)
+        telemetry.count_evaluations(self.screened)
+        for signal in self.signals:  # announced: the latency a subscriber sees
+            telemetry.count_signal()
+            if signal.tick_received_at:
+                telemetry.observe_tick_to_signal(telemetry.since(signal.tick_received_at))
+        _record_blocks(self.blocked, set(stored.first), self.now, record or record_blocks)
+        return BatchResult(self.screened, len(self.signals), len(stored.claimed), (time.time() - self.oldest) * 1000)
+
+
+def screen(state: StateManager, changed: Sequence[tuple[str, float]], contexts: dict[str, EvaluationContext]) -> Screened | None:
+    """Screen the changed coins ((coin, epoch seconds of its oldest unevaluated change)) on their
+    contexts (best levels only): premiums, and for a coin whose top of book could beat the minimum, its
+    walk on the full books, its signal and the mirror's checks. None when nothing changed."""
+    if not changed:
+        return None
     oldest = min(at for _, at in changed)
     now = datetime.now(UTC)
     premiums, worth_walking = [], []
@@ -147,19 +194,7 @@ def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], co
             ready.append(seen.symbol)
         else:
             blocked.append((opportunity, block))
-    claimed, first = state.save_evaluations(premiums, signals, settings.PREMIUM_HISTORY_SECONDS, oldest_change=oldest,
-                                            screened=screened, claims=ready, claim_ms=PAIR_CLAIM_MS,
-                                            blocks=[(o.symbol, b.check) for o, b in blocked])
-    for symbol in claimed:
-        enqueue_pair(symbol)
-    telemetry.count_evaluations(screened)
-    for signal in signals:  # announced: the latency a subscriber sees
-        telemetry.count_signal()
-        if signal.tick_received_at:
-            telemetry.observe_tick_to_signal(telemetry.since(signal.tick_received_at))
-    _record_blocks(blocked, set(first), now, record or record_blocks)
-    age = (time.time() - oldest) * 1000
-    return BatchResult(screened, len(signals), len(claimed), age)
+    return Screened(oldest, screened, premiums, signals, ready, blocked, now)
 
 
 def pre_trade_block(guard: lg.Guard, ctx: EvaluationContext, opportunity: Opportunity, fx, now: datetime) -> lg.Block | None:

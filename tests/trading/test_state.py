@@ -134,6 +134,25 @@ def test_scripted_write_survives_a_script_cache_flush(state, redis_client):
     assert state.get_price("upbit", "XRP") == price
 
 
+def test_a_lost_script_cache_reruns_only_the_refused_commands(state, redis_client):
+    """A batch stores its results and takes the next changes in one pipeline. After SCRIPT FLUSH the
+    refused script calls are sent again alone: a claim made once is answered once (the pair is
+    queued), a signal is announced once, and the changes are taken."""
+    from trading.state.evaluation import BatchResults
+
+    signal = SignalRecord("ETH", "binance", "upbit", D("4850000"), D("4900000"), D("50000"), D("1.0309"), NOW)
+    state.write_market((), changed=["ETH"])
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("arbitrage:signals")
+    pubsub.get_message(timeout=1)
+    redis_client.script_flush()
+    results = BatchResults([], [signal], 60, claims=["ETH"], claim_ms=10_000)
+    changed, _ = state.take_changed("upbit", results=results)
+    assert [s for s, _ in changed] == ["ETH"] and results.claimed == ["ETH"]
+    assert pubsub.get_message(timeout=1) is not None and pubsub.get_message(timeout=0.2) is None
+    pubsub.close()
+
+
 def test_record_indexes_are_pruned_and_bounded(state, redis_client, monkeypatch):
     """`arbitrage:index:orders` (and every record index) used to grow without bound (issue 11)."""
     from trading import state as state_module

@@ -30,6 +30,30 @@ from .records import EvaluationContext, FxRecord, PremiumRecord, SignalRecord, u
 VENUES = ("upbit", "binance")
 
 
+@dataclasses.dataclass
+class BatchResults:
+    """What a batch stores: premiums, signals, its sample; the pairs it claims (claim_pairs) and the
+    blocks it would record (first_rejections). claimed and first are the answers, once stored."""
+
+    premiums: Sequence[PremiumRecord]
+    signals: Sequence[SignalRecord]
+    history_seconds: int
+    oldest_change: float | None = None
+    screened: int | None = None  # coins screened (the batch sample's count); by default the premiums
+    sample_every: float = 1.0
+    claims: Sequence[str] = ()
+    claim_ms: int = 0
+    blocks: Sequence[tuple[str, str]] = ()
+    block_every_ms: int = 3000
+    claimed: list[str] = dataclasses.field(default_factory=list)
+    first: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def answered(self, replies: list) -> None:
+        tail = replies[len(replies) - len(self.claims) - len(self.blocks):]
+        self.claimed = [symbol for symbol, ok in zip(self.claims, tail[:len(self.claims)], strict=True) if ok]
+        self.first = [block for block, ok in zip(self.blocks, tail[len(self.claims):], strict=True) if ok]
+
+
 @functools.cache
 def _premium_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(PremiumRecord))
@@ -98,7 +122,7 @@ class EvaluationStore:
     """
 
     def take_changed(self, fx_source: str, full_for: Sequence[str] = (), *, hold_ms: int | None = None,
-                     ) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
+                     results: BatchResults | None = None) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
         """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
         context with each book's best levels only (all the premium needs), in one round trip; clears
         the set and the queued flag. The full books of the changed coins in full_for come in the same
@@ -106,15 +130,25 @@ class EvaluationStore:
 
         hold_ms: the caller will take again as soon as this batch is done, so the queued flag is kept
         (for hold_ms more) and the feeds queue no task meanwhile; it is cleared only by a take that
-        finds nothing, in the same step, so a change never waits without a task to take it."""
+        finds nothing, in the same step, so a change never waits without a task to take it.
+
+        results: the last batch's, stored (and announced) first in the same round trip, as
+        save_results does; what it answers is then in results.claimed and results.first."""
         now = utcnow().timestamp()
+        stored = 0
 
         def queue(pipe):
+            nonlocal stored
+            if results is not None:
+                stored = self._queue_results(pipe, results)
             self._queue_shared(pipe, fx_source, now)
             pipe.evalsha(self._take_changed.sha, 5, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
                          keys.RISK_KEY, *self._take_changed_args, "" if hold_ms is None else hold_ms, *full_for)
 
-        raw = execute_scripted(self.redis, queue, self._take_changed)
+        raw = execute_scripted(self.redis, queue, self._take_changed, self._save_premiums)
+        if results is not None:
+            results.answered(raw[:stored])
+            raw = raw[stored:]
         shared = self._shared_context(*raw[:10])
         rows = raw[10]
         changed, contexts = [], {}
@@ -256,25 +290,33 @@ class EvaluationStore:
     """
 
     def save_evaluations(self, premiums: Sequence[PremiumRecord], signals: Sequence[SignalRecord], history_seconds: int,
-                         *, oldest_change: float | None = None, sample_every: float = 1.0, screened: int | None = None,
-                         claims: Sequence[str] = (),
-                         claim_ms: int = 0, blocks: Sequence[tuple[str, str]] = (),
-                         block_every_ms: int = 3000) -> tuple[list[str], list[tuple[str, str]]]:
+                         *, oldest_change: float | None = None, sample_every: float = 1.0) -> None:
+        """Premiums and signals in one round trip (save_results without a batch's claims and blocks)."""
+        self.save_results(BatchResults(premiums, signals, history_seconds, oldest_change, sample_every=sample_every))
+
+    def save_results(self, results: BatchResults) -> BatchResults:
         """A batch's results in one round trip: each coin's premium (sampled into its history at most
         once per sample_every), the signals (announced after they are stored), the batch's size and
-        the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark; `screened`
-        coins, by default the premiums), and in the
-        same step claim_pairs(claims) and first_rejections(blocks); returns what those two return."""
-        def queue(pipe):
-            self._queue_evaluations(pipe, premiums, signals, history_seconds, oldest_change, sample_every,
-                                    len(premiums) if screened is None else screened)
-            self._queue_claims(pipe, claims, claim_ms)
-            self._queue_rejections(pipe, blocks, block_every_ms)
+        the age of its oldest change (arbitrage:stats:batches, for the capacity benchmark), and in the
+        same step claim_pairs(results.claims) and first_rejections(results.blocks), whose answers it
+        sets in results.claimed and results.first."""
+        stored = 0
 
-        replies = execute_scripted(self.redis, queue, self._save_premiums)
-        tail = replies[len(replies) - len(claims) - len(blocks):]
-        return ([symbol for symbol, ok in zip(claims, tail[:len(claims)], strict=True) if ok],
-                [block for block, ok in zip(blocks, tail[len(claims):], strict=True) if ok])
+        def queue(pipe):
+            nonlocal stored
+            stored = self._queue_results(pipe, results)
+
+        results.answered(execute_scripted(self.redis, queue, self._save_premiums)[:stored])
+        return results
+
+    def _queue_results(self, pipe, r: BatchResults) -> int:
+        """Queue a batch's results; the number of replies they make (BatchResults.answered reads them)."""
+        before = len(pipe)
+        self._queue_evaluations(pipe, r.premiums, r.signals, r.history_seconds, r.oldest_change, r.sample_every,
+                                len(r.premiums) if r.screened is None else r.screened)
+        self._queue_claims(pipe, r.claims, r.claim_ms)
+        self._queue_rejections(pipe, r.blocks, r.block_every_ms)
+        return len(pipe) - before
 
     def _queue_evaluations(self, pipe, premiums, signals, history_seconds, oldest_change, sample_every, screened) -> None:
         """One script call stores the premiums and the signals (each hash, its index entry as
