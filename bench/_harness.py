@@ -87,6 +87,20 @@ def tree_memory_mb(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
+def model_market(model, symbols, now, depth: int = 20):
+    """(prices, books, the KRW/USDT rate) of the venue's market model as the feeds would store them."""
+    from trading.state import BookRecord, FxRecord, PriceRecord
+
+    prices, books = [], []
+    for symbol in symbols:
+        c = model.coins[symbol]
+        for exchange, bids, asks in (("upbit", c.upbit_bids, c.upbit_asks), ("binance", c.binance_bids, c.binance_asks)):
+            books.append(BookRecord(exchange, symbol, bids[:depth], asks[:depth], now, now))
+            prices.append(PriceRecord(exchange, symbol, bids[0][0], asks[0][0], (bids[0][0] + asks[0][0]) / 2, now, now))
+    bid, ask = model.usdt_bids[0][0], model.usdt_asks[0][0]
+    return prices, books, FxRecord("upbit", (bid + ask) / 2, bid, ask, now)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

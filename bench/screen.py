@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import start_redis, stop  # noqa: E402
+from bench._harness import model_market, start_redis, stop  # noqa: E402
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def run(args, redis_url: str) -> None:
 
     from marketdata.venue.market import MarketModel, make_coins
     from trading.evaluation import evaluate_changed
-    from trading.state import BookRecord, FxRecord, PriceRecord, StateManager
+    from trading.state import StateManager
 
     state = StateManager.from_url(redis_url)
     model = MarketModel(make_coins(args.coins), seed=3)
@@ -62,15 +62,8 @@ def run(args, redis_url: str) -> None:
 
     def write_books() -> None:
         model.step(1.0)
-        now = datetime.now(UTC)
-        prices, books = [], []
-        for symbol in symbols:
-            c = model.coins[symbol]
-            for exchange, bids, asks in (("upbit", c.upbit_bids, c.upbit_asks), ("binance", c.binance_bids, c.binance_asks)):
-                books.append(BookRecord(exchange, symbol, bids[:20], asks[:20], now, now))
-                prices.append(PriceRecord(exchange, symbol, bids[0][0], asks[0][0], (bids[0][0] + asks[0][0]) / 2, now, now))
-        bid, ask = model.usdt_bids[0][0], model.usdt_asks[0][0]
-        state.write_market(prices, books, [FxRecord("upbit", (bid + ask) / 2, bid, ask, now)])
+        prices, books, fx = model_market(model, symbols, datetime.now(UTC))
+        state.write_market(prices, books, [fx])
 
     def commands() -> int:
         return int(state.redis.info("stats")["total_commands_processed"])

@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._harness import start_redis, stop  # noqa: E402
+from bench._harness import model_market, start_redis, stop  # noqa: E402
 
 
 def run(strategy: str, seed: int, coins: int, span: int, redis_url: str) -> dict:
@@ -40,7 +40,7 @@ def run(strategy: str, seed: int, coins: int, span: int, redis_url: str) -> dict
     from marketdata.venue.market import MarketModel, make_coins
     from trading import accounting, engine, exits, ledger, strategies
     from trading.models import CoinStrategy, Pair
-    from trading.state import BookRecord, FxRecord, PriceRecord, StateManager
+    from trading.state import StateManager
 
     call_command("flush", interactive=False, verbosity=0)
     state = StateManager.from_url(redis_url)
@@ -83,17 +83,13 @@ def run(strategy: str, seed: int, coins: int, span: int, redis_url: str) -> dict
     for second in range(span):
         model.step(1.0)
         clock["now"] += 1.0
-        now = datetime.now(UTC)
-        prices, books = [], []
+        prices, books, fx = model_market(model, symbols, datetime.now(UTC))
         for symbol in symbols:
-            c = model.coins[symbol]
-            for exchange, bids, asks in (("upbit", c.upbit_bids, c.upbit_asks), ("binance", c.binance_bids, c.binance_asks)):
-                books.append(BookRecord(exchange, symbol, bids[:20], asks[:20], now, now))
-                prices.append(PriceRecord(exchange, symbol, bids[0][0], asks[0][0], (bids[0][0] + asks[0][0]) / 2, now, now))
-            state.set_rules("binance", symbol, {"step_size": str(c.coin.filters.step_size),
-                                                "tick_size": str(c.coin.filters.tick_size), "min_notional": "5"})
-        usdt_bid, usdt_ask = model.usdt_bids[0][0], model.usdt_asks[0][0]
-        state.write_market(prices, books, [FxRecord("upbit", (usdt_bid + usdt_ask) / 2, usdt_bid, usdt_ask, now)])
+            filters = model.coins[symbol].coin.filters
+            state.set_rules("binance", symbol, {"step_size": str(filters.step_size), "tick_size": str(filters.tick_size),
+                                                "min_notional": "5"})
+        usdt_bid, usdt_ask = fx.bid, fx.ask
+        state.write_market(prices, books, [fx])
         if second == 0:  # fund every coin before anything trades, so both strategies hold the same start
             for symbol in symbols:
                 c = model.coins[symbol]
