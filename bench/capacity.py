@@ -36,6 +36,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _harness as h  # noqa: E402
+from infra.demo import HOUSEKEEPING_NICE  # noqa: E402  (make demo's, one value)
 from trading.state import StateManager  # noqa: E402
 
 STEP_HZ = 0.2  # the model's full steps (every ladder rebuilt); the rest of the rate is churn
@@ -74,7 +75,6 @@ def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict)
 # As make demo and compose run them (docs/architecture.md, CPU priority): the trading path at normal
 # priority; housekeeping, the dashboard and the simulated venue (the exchanges' machines) at nice 10.
 # --priorities off runs every process at the same one.
-HOUSEKEEPING_NICE = 10
 NICE = {name: HOUSEKEEPING_NICE for name in ("venue", "beat", "relay", "web")}
 
 

@@ -362,9 +362,12 @@ def record_executor_failure(state, pair: Pair, exc: BaseException) -> bool:
 sync_exposure = positions.sync_exposure
 
 
+def signal_fields(o: Opportunity) -> dict:
+    """An opportunity as the Signal row stores it."""
+    return dict(symbol=o.symbol, buy_exchange=o.buy_exchange, sell_exchange=o.sell_exchange, buy_price=money(o.buy_price),
+                sell_price=money(o.sell_price), quantity=o.quantity, spread=money(o.spread), spread_pct=money(o.spread_pct),
+                net_spread_pct=money(o.net_spread_pct), fx_rate=o.fx_rate)
+
+
 def record_signal(o: Opportunity, outcome: str, reason: str, now: datetime) -> Signal:
-    return Signal.objects.create(
-        symbol=o.symbol, buy_exchange=o.buy_exchange, sell_exchange=o.sell_exchange, buy_price=money(o.buy_price),
-        sell_price=money(o.sell_price), quantity=o.quantity, spread=money(o.spread), spread_pct=money(o.spread_pct),
-        net_spread_pct=money(o.net_spread_pct), fx_rate=o.fx_rate, outcome=outcome, reason=reason[:300], detected_at=now,
-    )
+    return Signal.objects.create(**signal_fields(o), outcome=outcome, reason=reason[:300], detected_at=now)

@@ -25,7 +25,6 @@ from arbproject.logs import log_context
 from liveguard import guard as lg
 
 from . import engine, telemetry
-from .fields import money
 from .models import Signal
 from .signals import Caps, Opportunity
 from .state import EvaluationContext, StateManager
@@ -239,12 +238,9 @@ def _record_blocks(blocked: list[tuple[Opportunity, lg.Block]], first: set[tuple
 
 def block_row(o: Opportunity, block: lg.Block, now: datetime) -> dict:
     """A block as JSON-safe values: the rejected signal's fields and the guard event's."""
+    fields = {name: value if isinstance(value, str) else str(value) for name, value in engine.signal_fields(o).items()}
     return {
-        "signal": {"symbol": o.symbol, "buy_exchange": o.buy_exchange, "sell_exchange": o.sell_exchange,
-                   "buy_price": str(money(o.buy_price)), "sell_price": str(money(o.sell_price)), "quantity": str(o.quantity),
-                   "spread": str(money(o.spread)), "spread_pct": str(money(o.spread_pct)),
-                   "net_spread_pct": str(money(o.net_spread_pct)), "fx_rate": str(o.fx_rate),
-                   "reason": block.reason[:300], "detected_at": now.isoformat()},
+        "signal": {**fields, "reason": block.reason[:300], "detected_at": now.isoformat()},
         "check": block.check, "reason": block.reason, "detail": orjson.loads(orjson.dumps(block.detail, default=str)),
     }
 
