@@ -87,6 +87,8 @@ def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
         evaluate_workers: int = 1, min_spread: str = "0.3") -> dict:
     redis_server, redis_url = h.start_redis()
+    if NICE.get("redis"):
+        os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE["redis"])
     scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
     database_url, drop_database = scratch_database(server, scratch)
     up, bn, web = h.free_port(), h.free_port(), h.free_port()
@@ -249,12 +251,15 @@ def main() -> None:
     parser.add_argument("--evaluate-workers", type=int, default=1, help="worker processes on the evaluate queue")
     parser.add_argument("--priorities", choices=["on", "off"], default="on",
                         help="run housekeeping, the dashboard and the venue at nice 10, as make demo does (default on)")
+    parser.add_argument("--nice", action="append", default=[], metavar="PROCESS=N",
+                        help="this niceness for one process (venue, redis, feed_upbit, worker_pairs, ...; repeatable)")
     parser.add_argument("--min-spread", default="0.3", help="min_spread_pct (%%): the default limit, beaten only by the hot "
                                                               "coins; 0.05 makes a fifth of the market signal on every tick")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
     if args.priorities == "off":
         NICE.clear()
+    NICE.update({name: int(n) for name, n in (item.split("=", 1) for item in args.nice)})
     for rate in args.rate or [1000.0, 3000.0, 6000.0]:
         report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres,
                    args.evaluate_workers, args.min_spread))

@@ -43,9 +43,13 @@ TICKS_CHANNEL = f"{PREFIX}:ticks"
 # books, and sets EVALUATING_KEY (one batch is queued; it lapses by itself after EVALUATING_MS if the
 # batch never runs); only when that flag is new does it publish on EVALUATE_CHANNEL, where the
 # dispatcher hears that a batch must be queued. The batch takes the set and clears the flag at once.
+# While the flag is held (a batch task runs, or is queued), the change instead leaves one token in
+# WAKE_KEY, a list: a running task that found nothing to take waits on it (BLPOP) for the next change,
+# so while the market moves, one change reaches a running task with no dispatcher, broker or new task.
 DIRTY_KEY = f"{PREFIX}:dirty"
 EVALUATING_KEY = f"{PREFIX}:evaluating"
 EVALUATE_CHANNEL = f"{PREFIX}:evaluate"
+WAKE_KEY = f"{PREFIX}:evaluate:wake"
 EVALUATING_MS = 2000
 TTL_DIRTY = 60
 # Every component that ever beat, scored by its last beat.
@@ -143,8 +147,11 @@ class MarketStore:
       redis.call('EXPIRE', ARGV[5 + 2 * changed], ARGV[9 + 2 * changed])
       if redis.call('SET', ARGV[6 + 2 * changed], '1', 'NX', 'PX', ARGV[7 + 2 * changed]) then
         redis.call('PUBLISH', ARGV[8 + 2 * changed], '1')
+      elseif redis.call('LLEN', ARGV[10 + 2 * changed]) == 0 then
+        redis.call('RPUSH', ARGV[10 + 2 * changed], '1')
+        redis.call('PEXPIRE', ARGV[10 + 2 * changed], ARGV[7 + 2 * changed])
       end
-      a = 10 + 2 * changed
+      a = 11 + 2 * changed
     end
     local n = #KEYS / 3
     for i = 0, n - 1 do
@@ -208,7 +215,7 @@ class MarketStore:
                 stamp = f"{changed_at:.6f}"
                 for coin in changed:
                     args += [coin, stamp]
-                args += [DIRTY_KEY, EVALUATING_KEY, EVALUATING_MS, EVALUATE_CHANNEL, TTL_DIRTY]
+                args += [DIRTY_KEY, EVALUATING_KEY, EVALUATING_MS, EVALUATE_CHANNEL, TTL_DIRTY, WAKE_KEY]
             for i, price in enumerate(prices):
                 keys += [price_key(price.exchange, price.symbol), book_key(price.exchange, price.symbol),
                          book_top_key(price.exchange, price.symbol)]

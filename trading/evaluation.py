@@ -78,8 +78,10 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
     """The `evaluate` task: screen batch after batch while changes keep coming and return the coins
     screened. Each batch's results are stored (and its signals announced) in the round trip that takes
     the next batch's changes. The queued flag is held between batches (take_changed's hold_ms), so the
-    next batch is taken as soon as one ends, with no dispatcher, broker or task in between; the first
-    take that finds nothing clears the flag and ends the task. A batch whose oldest change waited more
+    next batch is taken as soon as one ends, with no dispatcher, broker or task in between. A take
+    that finds nothing keeps the flag and waits on the wake list (wait_for_change), where the next
+    change's feed leaves a token, until budget_s is spent; a take that finds nothing then clears the
+    flag and ends the task. A batch whose oldest change waited more
     than BEHIND_MS is taken without holding: the next change queues a task that another evaluate
     worker can run beside this one. After budget_s the task stores what it has and hands over to a new
     one (requeue(), the flag still held), so the worker serves its queue in turn; a worker that dies
@@ -89,13 +91,19 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
     while True:
         results = pending.results() if pending else None
         behind = pending is not None and (time.time() - pending.oldest) * 1000 > BEHIND_MS
+        linger = not behind and time.monotonic() < deadline
         changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately(), hold_ms=None if behind else hold_ms,
-                                               results=results)
+                                               linger=linger, results=results)
         if pending:
             total += pending.finish(results, enqueue_pair, record).evaluated
         pending = screen(state, changed, contexts)
         if pending is None:
-            return total
+            if not linger:
+                return total  # that take cleared the flag: the next change queues a task
+            # Nothing yet, the flag still held: wait for the next change's token, then take again (at
+            # the deadline without lingering: a take that finds nothing then clears the flag and ends).
+            state.wait_for_change(deadline - time.monotonic())
+            continue
         if time.monotonic() >= deadline:
             done = pending.finish(state.save_results(pending.results()), enqueue_pair, record)
             requeue()

@@ -1,6 +1,7 @@
 """The batched screen (trading/evaluation.py): many coins per task, no database before an opportunity
 has passed the mirror's checks, one queued pair per coin, and the pair half on its own."""
 
+import threading
 import time
 
 import pytest
@@ -170,7 +171,8 @@ def test_a_coin_worth_walking_has_its_full_books_read_with_its_top_next_time(sta
 
 def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, market, redis_client):
     """evaluate_while_changing takes the next batch at once while changes wait, holding the queued
-    flag (the feeds queue no task meanwhile), and ends at the first empty take, which clears it."""
+    flag (the feeds queue no task meanwhile); when nothing more comes it ends at the end of its
+    budget, with a take that finds nothing and clears the flag."""
     for coin in COINS[:3]:
         market(coin)
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
@@ -190,13 +192,62 @@ def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, mar
     state.write_market((), changed=[COINS[0]])
     assert pubsub.get_message(timeout=1) is not None  # the flag is new: a task is queued
     requeued = []
-    assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: requeued.append(1)) == 3
-    assert taken == [[COINS[0]], [COINS[1]], [COINS[2]], []] and requeued == []
+    assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: requeued.append(1), budget_s=0.2) == 3
+    # the first empty take waited for a change (none came), the last one cleared the flag
+    assert taken == [[COINS[0]], [COINS[1]], [COINS[2]], [], []] and requeued == []
     assert pubsub.get_message(timeout=0.2) is None  # held: the changes during the batches queued nothing
     assert not redis_client.exists(keys.EVALUATING_KEY)  # the empty take cleared it
     state.write_market((), changed=[COINS[0]])
     assert pubsub.get_message(timeout=1) is not None  # so the next change queues a task
     pubsub.close()
+
+
+def test_a_task_that_finds_nothing_waits_for_the_next_change_with_the_flag_held(state, market, redis_client):
+    """An empty take keeps the flag; the next change then leaves one token on the wake list instead of
+    queueing a task, and the same task, waiting on that list, takes it."""
+    for coin in ("BTC", "ETH"):
+        market(coin)
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.EVALUATE_CHANNEL)
+    pubsub.get_message(timeout=1)
+    taken = []
+    original = state.take_changed
+
+    def later():
+        time.sleep(0.05)
+        state.write_market((), changed=["ETH"])
+
+    def take(*args, **kwargs):
+        changed, contexts = original(*args, **kwargs)
+        taken.append([s for s, _ in changed])
+        if len(taken) == 2:  # the first empty take: the task now waits on the wake list
+            assert redis_client.exists(keys.EVALUATING_KEY)
+            threading.Thread(target=later).start()
+        return changed, contexts
+
+    state.take_changed = take
+    state.write_market((), changed=["BTC"])
+    assert pubsub.get_message(timeout=1) is not None  # the flag is new: a task is queued
+    assert not redis_client.exists(keys.WAKE_KEY)  # and no token: nobody holds the flag yet
+    assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.5) == 2
+    assert taken[:3] == [["BTC"], [], ["ETH"]] and taken[-2:] == [[], []]
+    assert pubsub.get_message(timeout=0.2) is None  # the change reached the waiting task: no task queued
+    assert not redis_client.exists(keys.EVALUATING_KEY) and not redis_client.exists(keys.WAKE_KEY)
+    pubsub.close()
+
+
+def test_changes_while_the_flag_is_held_leave_one_token_until_a_take(state, market, redis_client):
+    market("BTC")
+    state.write_market((), changed=["BTC"])  # the flag is new: published, no token
+    assert not redis_client.exists(keys.WAKE_KEY)
+    state.write_market((), changed=["BTC"])
+    state.write_market((), changed=["ETH"])
+    assert redis_client.llen(keys.WAKE_KEY) == 1  # one token however many changes
+    assert 0 < redis_client.pttl(keys.WAKE_KEY) <= keys.EVALUATING_MS  # hot state lapses
+    assert state.wait_for_change(0.5) and not state.wait_for_change(0.01)
+    state.write_market((), changed=["BTC"])
+    state.take_changed("upbit", hold_ms=2000)
+    assert not redis_client.exists(keys.WAKE_KEY)  # what it announced is taken
 
 
 def test_a_task_at_the_end_of_its_budget_hands_over_with_the_flag_held(state, market, redis_client):

@@ -84,16 +84,18 @@ class EvaluationStore:
     # 12 values a coin.
     _TAKE_CHANGED = """
     local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    redis.call('DEL', KEYS[6])  -- the changes its tokens announced are taken now
     if ARGV[15] == '' then
       redis.call('DEL', KEYS[1], KEYS[2])
-    elseif #changed == 0 then
+    elseif #changed == 0 and ARGV[16] ~= '1' then
       redis.call('DEL', KEYS[2])  -- nothing waits: the batches end, the next change queues a task
     else
       redis.call('DEL', KEYS[1])
-      redis.call('SET', KEYS[2], '1', 'PX', ARGV[15])  -- still evaluating: the feeds need not queue a task
+      -- still evaluating (or waiting on the wake list for the next change): the feeds need not queue a task
+      redis.call('SET', KEYS[2], '1', 'PX', ARGV[15])
     end
     local full = {}
-    for i = 16, #ARGV do
+    for i = 17, #ARGV do
       full[ARGV[i]] = true
     end
     local out = {}
@@ -122,7 +124,8 @@ class EvaluationStore:
     """
 
     def take_changed(self, fx_source: str, full_for: Sequence[str] = (), *, hold_ms: int | None = None,
-                     results: BatchResults | None = None) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
+                     linger: bool = False, results: BatchResults | None = None,
+                     ) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
         """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
         context with each book's best levels only (all the premium needs), in one round trip; clears
         the set and the queued flag. The full books of the changed coins in full_for come in the same
@@ -131,6 +134,9 @@ class EvaluationStore:
         hold_ms: the caller will take again as soon as this batch is done, so the queued flag is kept
         (for hold_ms more) and the feeds queue no task meanwhile; it is cleared only by a take that
         finds nothing, in the same step, so a change never waits without a task to take it.
+        linger (with hold_ms): a take that finds nothing keeps the flag too, because the caller will
+        wait_for_change and take again; the feeds then leave a token on the wake list instead of
+        queueing a task. Every take empties the wake list: what its tokens announced is taken.
 
         results: the last batch's, stored (and announced) first in the same round trip, as
         save_results does; what it answers is then in results.claimed and results.first."""
@@ -142,8 +148,9 @@ class EvaluationStore:
             if results is not None:
                 stored = self._queue_results(pipe, results)
             self._queue_shared(pipe, fx_source, now)
-            pipe.evalsha(self._take_changed.sha, 5, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
-                         keys.RISK_KEY, *self._take_changed_args, "" if hold_ms is None else hold_ms, *full_for)
+            pipe.evalsha(self._take_changed.sha, 6, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
+                         keys.RISK_KEY, keys.WAKE_KEY, *self._take_changed_args, "" if hold_ms is None else hold_ms,
+                         "1" if linger and hold_ms is not None else "0", *full_for)
 
         raw = execute_scripted(self.redis, queue, self._take_changed, self._save_premiums)
         if results is not None:
@@ -225,6 +232,14 @@ class EvaluationStore:
         pipe.hget(keys.RISK_KEY, "weighted")
         pipe.zrangebyscore(keys.fx_history_key(fx_source), now - 60, "+inf", start=0, num=1)
         pipe.get(keys.RECONCILIATION_KEY)
+
+    def wait_for_change(self, timeout_s: float) -> bool:
+        """Block until a feed leaves a token on the wake list (a change since the last take), at most
+        timeout_s; True if one came. Only a caller holding the queued flag (take_changed's linger) is
+        sent tokens."""
+        if timeout_s <= 0:
+            return False
+        return self.redis.blpop([keys.WAKE_KEY], timeout=max(timeout_s, 0.001)) is not None
 
     def pending_changes(self) -> int:
         return int(self.redis.zcard(keys.DIRTY_KEY))

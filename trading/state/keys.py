@@ -21,6 +21,7 @@ from marketdata.store import (  # noqa: F401  (the market data's keys, re-export
     TTL_HEARTBEAT,
     TTL_PRICE,
     TTL_RULES,
+    WAKE_KEY,
     book_key,
     book_top_key,
     feed_stats_key,
