@@ -6,10 +6,10 @@ Per run: the venue lists N coins and sends RATE book updates a second across bot
 model's steps plus `--churn`: one level's size changed per update, as most real depth updates do);
 the first --hot coins have their premium forced to 1 %, so each of their ticks makes a signal and a
 pair. The system: one feed worker per exchange, the dispatcher, an evaluation worker (-Q evaluate,
-solo pool), a pair worker (-Q pairs,celery,notify, prefork), beat, the relay and the web server, on
+solo pool), a pair worker (-Q pairs), a housekeeping worker (-Q celery,notify), beat, the relay and the web server, on
 a private Redis and a scratch PostgreSQL database (the production database: the pair worker and the
 screens' rejections write concurrently; SQLite's single writer would be the bottleneck measured), or
-SQLite with --sqlite. The processes run at the priorities make demo gives them (--priorities).
+SQLite with --sqlite. The processes run at the priorities make demo gives them (--priorities, --nice).
 
 Printed per run: offered and processed book updates/s (the feeds' message counters), evaluations/s
 (coins screened, from the batches' own record), tick->signal and tick->fill p50/p99 (from the feed's
@@ -36,7 +36,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _harness as h  # noqa: E402
-from infra.demo import HOUSEKEEPING_NICE  # noqa: E402  (make demo's, one value)
+from infra.demo import HOUSEKEEPING_NICE, TRADING_NICE, set_priority  # noqa: E402  (make demo's, one value)
 from trading.state import StateManager  # noqa: E402
 
 STEP_HZ = 0.2  # the model's full steps (every ladder rebuilt); the rest of the rate is churn
@@ -72,23 +72,27 @@ def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict)
             **extra}
 
 
-# As make demo and compose run them (docs/architecture.md, CPU priority): the trading path at normal
-# priority; housekeeping, the dashboard and the simulated venue (the exchanges' machines) at nice 10.
+# As make demo runs them (docs/architecture.md, CPU priority): a tick's hot path (Redis, the feeds,
+# the evaluate worker) at nice -10 where the OS allows it; the dispatcher and the pairs at 0;
+# housekeeping, the dashboard and the simulated venue (the exchanges' machines) at nice 10.
 # --priorities off runs every process at the same one.
-NICE = {name: HOUSEKEEPING_NICE for name in ("venue", "beat", "relay", "web")}
+NICE = {**{name: HOUSEKEEPING_NICE for name in ("venue", "worker_ops", "beat", "relay", "web")},
+        **{name: TRADING_NICE for name in ("redis", "feed_upbit", "feed_binance", "worker_evaluate")}}
 
 
 def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
-    nice = NICE.get(name, 0)
+    nice = NICE.get(name.rstrip("0123456789"), 0)
     procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                   preexec_fn=(lambda: set_priority(nice)) if nice else None)
 
 
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
         evaluate_workers: int = 1, min_spread: str = "0.3") -> dict:
     redis_server, redis_url = h.start_redis()
-    if NICE.get("redis"):
-        os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE["redis"])
+    try:
+        os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE.get("redis", 0))
+    except PermissionError:
+        pass  # a negative niceness needs root or CAP_SYS_NICE: it stays at 0
     scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
     database_url, drop_database = scratch_database(server, scratch)
     up, bn, web = h.free_port(), h.free_port(), h.free_port()
@@ -117,8 +121,10 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     for i in range(evaluate_workers):  # a batch's message is disposable (docs/configuration.md)
         start(f"worker_evaluate{i or ''}", [CELERY, "-A", "arbproject", "worker", "-Q", "evaluate", "-P", "solo",
                                             "-n", f"eval{i}@%h", *quiet], {**env, "CELERY_ACK_EMULATION": "false"}, procs)
-    start("worker_pairs", [CELERY, "-A", "arbproject", "worker", "-Q", "pairs,celery,notify", "-P", "prefork", "-c", "1",
+    start("worker_pairs", [CELERY, "-A", "arbproject", "worker", "-Q", "pairs", "-P", "prefork", "-c", "1",
                            "-n", "pairs@%h", *quiet], env, procs)
+    start("worker_ops", [CELERY, "-A", "arbproject", "worker", "-Q", "celery,notify", "-P", "prefork", "-c", "1",
+                         "-n", "ops@%h", *quiet], env, procs)
     start("beat", [CELERY, "-A", "arbproject", "beat", "-l", "warning", "-s", str(scratch / "beat-schedule")], env, procs)
     start("relay", [*manage, "run_relay"], env, procs)
     start("web", [UVICORN, "arbproject.asgi:application", "--host", "127.0.0.1", "--port", str(web), "--lifespan", "off",
@@ -170,6 +176,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         cpu1 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
         pg1 = h.postgres_cpu_seconds()
         memory = {name: h.tree_memory_mb(pid) for name, pid in watched.items()}
+        niceness = {name: os.getpriority(os.PRIO_PROCESS, pid) for name, pid in watched.items()}
         batches = state.batch_samples()  # (finished at, coins, age of the oldest change ms)
         busiest = sorted(redis_time.items(), key=lambda kv: -kv[1]["usec"])[:5]
         dead = [name for name, p in procs.items() if p.poll() is not None]
@@ -187,7 +194,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "signals": len(latency.signals), "s50": h.percentile(latency.signals, 50), "s99": h.percentile(latency.signals, 99),
         "fills": len(latency.fills), "f50": h.percentile(latency.fills, 50), "f99": h.percentile(latency.fills, 99),
         "stale99": h.percentile([b[2] for b in window], 99),
-        "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "dead": dead,
+        "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "nice": niceness, "dead": dead,
         "postgres_cpu": (pg1 - pg0) / span,
         "batches_raw": window, "outcomes": outcomes,
         "ping50": h.percentile(pings, 50), "ping99": h.percentile(pings, 99),
@@ -220,11 +227,11 @@ def report(r: dict) -> None:
     print(f"  hot coins' signals in the ledger: {r['outcomes']}")
     print(f"  Redis PING round trip p50 {r['ping50']:.2f} ms p99 {r['ping99']:.2f} ms; busiest commands (whole run): "
           f"{r['redis_busiest']}")
-    print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8}")
+    print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8} {'nice':>5}")
     system = [name for name in r["cpu"] if name not in ("venue", "redis")]
     for name in ["venue", "redis", *system]:
         rss, pss = r["memory"][name]
-        print(f"  {name:<16} {r['cpu'][name]:>6.0%} {rss:>8.0f} {pss:>8.0f}")
+        print(f"  {name:<16} {r['cpu'][name]:>6.0%} {rss:>8.0f} {pss:>8.0f} {r['nice'][name]:>5}")
     rss = sum(r["memory"][n][0] for n in system)
     pss = sum(r["memory"][n][1] for n in system)
     print(f"  {'system (no venue, no redis)':<16} {sum(r['cpu'][n] for n in system):>6.0%} {rss:>8.0f} {pss:>8.0f}")
@@ -250,7 +257,8 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
     parser.add_argument("--evaluate-workers", type=int, default=1, help="worker processes on the evaluate queue")
     parser.add_argument("--priorities", choices=["on", "off"], default="on",
-                        help="run housekeeping, the dashboard and the venue at nice 10, as make demo does (default on)")
+                        help="the priorities of make demo: the hot path at nice -10 where allowed, housekeeping, the "
+                             "dashboard and the venue at 10 (default on)")
     parser.add_argument("--nice", action="append", default=[], metavar="PROCESS=N",
                         help="this niceness for one process (venue, redis, feed_upbit, worker_pairs, ...; repeatable)")
     parser.add_argument("--min-spread", default="0.3", help="min_spread_pct (%%): the default limit, beaten only by the hot "

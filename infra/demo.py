@@ -34,7 +34,28 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+# CPU priorities (docs/architecture.md): what can wait a few milliseconds runs at HOUSEKEEPING_NICE;
+# the hot path of a tick (Redis, the feeds, the evaluate worker) at TRADING_NICE where the OS allows a
+# negative niceness (root, or CAP_SYS_NICE), else at 0; everything else at 0.
 HOUSEKEEPING_NICE = 10
+TRADING_NICE = -10
+
+
+def set_priority(nice: int) -> None:
+    """Run this process at `nice` (in a child, before exec): a negative value the OS refuses leaves it
+    at 0. A process that leads its own session is also its own autogroup (Linux's
+    sched_autogroup_enabled), and between autogroups the scheduler weighs the groups' niceness, not
+    the processes': so the group's is set too, or the niceness would only rank it among its children."""
+    try:
+        os.nice(nice)
+    except PermissionError:
+        pass  # stay at 0
+    if os.getsid(0) == os.getpid():
+        try:
+            with open("/proc/self/autogroup", "w") as autogroup:
+                autogroup.write(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        except OSError:
+            pass  # no autogroups here (or not allowed): the niceness alone decides
 
 
 class Supervisor:
@@ -44,10 +65,10 @@ class Supervisor:
         self.stopping = False
 
     def start(self, name: str, argv: list[str], *, nice: int = 0, env: dict | None = None) -> None:
-        """nice: a lower CPU priority (docs/architecture.md: housekeeping yields to the trading path)."""
+        """nice: the CPU priority (set_priority; docs/architecture.md: housekeeping yields to the trading path)."""
         print(f"demo: starting {name}: {' '.join(argv)}", flush=True)
         proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, start_new_session=True,
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
+                                preexec_fn=(lambda: set_priority(nice)) if nice else None)
         self.procs.append((name, proc))
 
     def stop(self, *_args) -> None:
@@ -130,7 +151,7 @@ def main() -> int:
             print("demo: no Redis answers and redis-server is missing (make installs it)", file=sys.stderr)
             return 1
         sup.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                            "--dir", str(RUN)])
+                            "--dir", str(RUN)], nice=TRADING_NICE)
         for _ in range(50):
             if redis_answers(env["REDIS_URL"]):
                 break
@@ -138,19 +159,20 @@ def main() -> int:
 
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     ensure_staff_login(env)
-    # The trading path (feeds, dispatcher, evaluate, pairs, Redis) runs at normal priority; what can
-    # wait a few milliseconds (housekeeping, notifications, the dashboard, and the simulated exchange,
-    # which stands for machines of its own) runs at HOUSEKEEPING_NICE.
+    # A tick's hot path (Redis, feeds, evaluate) runs at TRADING_NICE where allowed; the dispatcher and
+    # the pairs at normal priority; what can wait a few milliseconds (housekeeping, notifications, the
+    # dashboard, and the simulated exchange, which stands for machines of its own) at HOUSEKEEPING_NICE.
     sup.start("venue", [PY, "manage.py", "run_venue"], nice=HOUSEKEEPING_NICE)
-    sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"])
-    sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"])
+    sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"], nice=TRADING_NICE)
+    sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"], nice=TRADING_NICE)
     sup.start("signals", [PY, "manage.py", "run_signals"])
-    # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert.
+    # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert,
+    # nor pairs behind beat's housekeeping.
     celery = [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info"]
-    sup.start("worker-evaluate", [*celery, "-Q", "evaluate", "-P", "solo", "-n", "evaluate@%h"],
+    sup.start("worker-evaluate", [*celery, "-Q", "evaluate", "-P", "solo", "-n", "evaluate@%h"], nice=TRADING_NICE,
               env={"CELERY_ACK_EMULATION": "false"})  # a batch's message is disposable (docs/configuration.md)
-    sup.start("worker-pairs", [*celery, "-Q", "pairs,celery", "-c", "2", "-n", "pairs@%h"])
-    sup.start("notify", [*celery, "-Q", "notify", "-c", "1", "-n", "notify@%h"], nice=HOUSEKEEPING_NICE)
+    sup.start("worker-pairs", [*celery, "-Q", "pairs", "-c", "2", "-n", "pairs@%h"])
+    sup.start("worker-ops", [*celery, "-Q", "celery,notify", "-c", "2", "-n", "ops@%h"], nice=HOUSEKEEPING_NICE)
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")],
               nice=HOUSEKEEPING_NICE)
     sup.start("relay", [PY, "manage.py", "run_relay"], nice=HOUSEKEEPING_NICE)

@@ -46,6 +46,10 @@ WALKED_RECENTLY_S = 5.0
 # A batch whose oldest change waited longer than this is behind: the next one is taken without
 # holding the queued flag, so that another evaluate worker can take a batch beside it.
 BEHIND_MS = 20.0
+# A batch takes at most this many coins, the oldest changes first: when every book moves at once (the
+# market moves; when premiums appear), the first coins' signals are out after one batch's arithmetic
+# (~4 ms), not after the whole market's, and the rest follow batch after batch.
+BATCH_MAX_COINS = 32
 _walked: dict[str, float] = {}
 
 
@@ -93,7 +97,7 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
         behind = pending is not None and (time.time() - pending.oldest) * 1000 > BEHIND_MS
         linger = not behind and time.monotonic() < deadline
         changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately(), hold_ms=None if behind else hold_ms,
-                                               linger=linger, results=results)
+                                               linger=linger, limit=BATCH_MAX_COINS, results=results)
         if pending:
             total += pending.finish(results, enqueue_pair, record).evaluated
         pending = screen(state, changed, contexts)

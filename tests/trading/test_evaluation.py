@@ -250,6 +250,37 @@ def test_changes_while_the_flag_is_held_leave_one_token_until_a_take(state, mark
     assert not redis_client.exists(keys.WAKE_KEY)  # what it announced is taken
 
 
+def test_a_take_takes_the_oldest_changes_first_and_leaves_the_rest_changed(state, market, redis_client):
+    for coin in COINS[:3]:
+        market(coin)
+    for age, coin in ((3, COINS[2]), (2, COINS[0]), (1, COINS[1])):
+        state.write_market((), changed=[coin], changed_at=time.time() - age)
+    first, _ = state.take_changed("upbit", hold_ms=2000, limit=2)
+    assert [c for c, _ in first] == [COINS[2], COINS[0]]  # oldest first
+    assert redis_client.zrange(keys.DIRTY_KEY, 0, -1) == [COINS[1].encode()]  # the rest still changed
+    assert redis_client.exists(keys.EVALUATING_KEY)
+    second, _ = state.take_changed("upbit", hold_ms=2000, limit=2)
+    assert [c for c, _ in second] == [COINS[1]] and not redis_client.exists(keys.DIRTY_KEY)
+
+
+def test_a_burst_of_changes_is_screened_in_batches_of_at_most_batch_max_coins(state, market, monkeypatch):
+    monkeypatch.setattr(evaluation, "BATCH_MAX_COINS", 2)
+    for coin in COINS[:5]:
+        market(coin)
+    sizes = []
+    original = state.take_changed
+
+    def take(*args, **kwargs):
+        changed, contexts = original(*args, **kwargs)
+        sizes.append(len(changed))
+        return changed, contexts
+
+    state.take_changed = take
+    state.write_market((), changed=COINS[:5])
+    assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.1) == 5
+    assert sizes[:3] == [2, 2, 1] and not any(sizes[3:])
+
+
 def test_a_task_at_the_end_of_its_budget_hands_over_with_the_flag_held(state, market, redis_client):
     market("BTC")
     original = state.take_changed

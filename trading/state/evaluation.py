@@ -83,19 +83,20 @@ class EvaluationStore:
     # them if they turn out worth walking); the set and the queued flag cleared in the same step.
     # 12 values a coin.
     _TAKE_CHANGED = """
-    local changed = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-    redis.call('DEL', KEYS[6])  -- the changes its tokens announced are taken now
-    if ARGV[15] == '' then
-      redis.call('DEL', KEYS[1], KEYS[2])
-    elseif #changed == 0 and ARGV[16] ~= '1' then
-      redis.call('DEL', KEYS[2])  -- nothing waits: the batches end, the next change queues a task
+    -- the oldest changes first, at most ARGV[17] coins (0: all); the rest wait for the next take
+    local changed = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[17]) - 1, 'WITHSCORES')
+    if #changed > 0 then
+      redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #changed / 2 - 1)
+    end
+    redis.call('DEL', KEYS[6])  -- the changes its tokens announced are taken now, or by the next take
+    if ARGV[15] == '' or (#changed == 0 and ARGV[16] ~= '1') then
+      redis.call('DEL', KEYS[2])  -- not held, or nothing waits: the next change queues a task
     else
-      redis.call('DEL', KEYS[1])
       -- still evaluating (or waiting on the wake list for the next change): the feeds need not queue a task
       redis.call('SET', KEYS[2], '1', 'PX', ARGV[15])
     end
     local full = {}
-    for i = 17, #ARGV do
+    for i = 18, #ARGV do
       full[ARGV[i]] = true
     end
     local out = {}
@@ -124,7 +125,7 @@ class EvaluationStore:
     """
 
     def take_changed(self, fx_source: str, full_for: Sequence[str] = (), *, hold_ms: int | None = None,
-                     linger: bool = False, results: BatchResults | None = None,
+                     linger: bool = False, limit: int | None = None, results: BatchResults | None = None,
                      ) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
         """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
         context with each book's best levels only (all the premium needs), in one round trip; clears
@@ -137,6 +138,8 @@ class EvaluationStore:
         linger (with hold_ms): a take that finds nothing keeps the flag too, because the caller will
         wait_for_change and take again; the feeds then leave a token on the wake list instead of
         queueing a task. Every take empties the wake list: what its tokens announced is taken.
+        limit: at most this many coins, the oldest changes first; the others stay changed (so a take
+        that leaves some is never empty, and the caller takes again at once).
 
         results: the last batch's, stored (and announced) first in the same round trip, as
         save_results does; what it answers is then in results.claimed and results.first."""
@@ -150,7 +153,7 @@ class EvaluationStore:
             self._queue_shared(pipe, fx_source, now)
             pipe.evalsha(self._take_changed.sha, 6, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
                          keys.RISK_KEY, keys.WAKE_KEY, *self._take_changed_args, "" if hold_ms is None else hold_ms,
-                         "1" if linger and hold_ms is not None else "0", *full_for)
+                         "1" if linger and hold_ms is not None else "0", limit or 0, *full_for)
 
         raw = execute_scripted(self.redis, queue, self._take_changed, self._save_premiums)
         if results is not None:
