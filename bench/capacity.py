@@ -5,8 +5,9 @@
 Per run: the venue lists N coins and sends RATE book updates a second across both exchanges (the
 model's steps plus `--churn`: one level's size changed per update, as most real depth updates do);
 the first --hot coins have their premium forced to 1 %, so each of their ticks makes a signal and a
-pair. The system: one feed worker per exchange, the dispatcher, an evaluation worker (-Q evaluate,
-solo pool), a pair worker (-Q pairs), a housekeeping worker (-Q celery,notify), beat, the relay and the web server, on
+pair. The system: one feed worker per exchange, the dispatcher, evaluation workers (-Q evaluate, solo
+pool; two by default, --evaluate-workers), a pair worker (-Q pairs), a housekeeping worker (-Q
+celery,notify), beat, the relay and the web server, on
 a private Redis and a scratch PostgreSQL database (the production database: the pair worker and the
 screens' rejections write concurrently; SQLite's single writer would be the bottleneck measured), or
 SQLite with --sqlite. The processes run at the priorities make demo gives them (--priorities, --nice).
@@ -87,7 +88,7 @@ def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
 
 
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
-        evaluate_workers: int = 1, min_spread: str = "0.3") -> dict:
+        evaluate_workers: int = 2, min_spread: str = "0.3") -> dict:
     redis_server, redis_url = h.start_redis()
     try:
         os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE.get("redis", 0))
@@ -255,7 +256,8 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres",
                         help="the PostgreSQL server a scratch database is made on (dropped at the end)")
     parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead")
-    parser.add_argument("--evaluate-workers", type=int, default=1, help="worker processes on the evaluate queue")
+    parser.add_argument("--evaluate-workers", type=int, default=2,
+                        help="worker processes on the evaluate queue (default 2, as make demo runs: one per core)")
     parser.add_argument("--priorities", choices=["on", "off"], default="on",
                         help="the priorities of make demo: the hot path at nice -10 where allowed, housekeeping, the "
                              "dashboard and the venue at 10 (default on)")

@@ -169,8 +169,10 @@ def main() -> int:
     # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert,
     # nor pairs behind beat's housekeeping.
     celery = [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info"]
-    sup.start("worker-evaluate", [*celery, "-Q", "evaluate", "-P", "solo", "-n", "evaluate@%h"], nice=TRADING_NICE,
-              env={"CELERY_ACK_EMULATION": "false"})  # a batch's message is disposable (docs/configuration.md)
+    # Two evaluate workers, one a core: while one waits on Redis or is behind, the other takes the next batch.
+    for node in ("evaluate", "evaluate2"):
+        sup.start(f"worker-{node}", [*celery, "-Q", "evaluate", "-P", "solo", "-n", f"{node}@%h"], nice=TRADING_NICE,
+                  env={"CELERY_ACK_EMULATION": "false"})  # a batch's message is disposable (docs/configuration.md)
     sup.start("worker-pairs", [*celery, "-Q", "pairs", "-c", "2", "-n", "pairs@%h"])
     sup.start("worker-ops", [*celery, "-Q", "celery,notify", "-c", "2", "-n", "ops@%h"], nice=HOUSEKEEPING_NICE)
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")],
