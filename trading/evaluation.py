@@ -78,7 +78,7 @@ def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
 
 def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], object],
                             record: Callable[[list[dict]], object] | None = None, *, requeue: Callable[[], object],
-                            budget_s: float = 0.5, hold_ms: int = 2000) -> int:
+                            budget_s: float = 0.5, hold_ms: int = 2000, wait: bool = True) -> int:
     """The `evaluate` task: screen batch after batch while changes keep coming and return the coins
     screened. Each batch's results are stored (and its signals announced) in the round trip that takes
     the next batch's changes. The queued flag is held between batches (take_changed's hold_ms), so the
@@ -89,13 +89,15 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
     than BEHIND_MS is taken without holding: the next change queues a task that another evaluate
     worker can run beside this one. After budget_s the task stores what it has and hands over to a new
     one (requeue(), the flag still held), so the worker serves its queue in turn; a worker that dies
-    mid-loop leaves a flag that lapses after hold_ms, when the next change queues a task."""
+    mid-loop leaves a flag that lapses after hold_ms, when the next change queues a task.
+    wait=False: the first take that finds nothing ends the task at once (a worker that also serves
+    other queues must not park its pool slot waiting for changes, ahead of a pair)."""
     deadline = time.monotonic() + budget_s
     total, pending = 0, None
     while True:
         results = pending.results() if pending else None
         behind = pending is not None and (time.time() - pending.oldest) * 1000 > BEHIND_MS
-        linger = not behind and time.monotonic() < deadline
+        linger = wait and not behind and time.monotonic() < deadline
         changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately(), hold_ms=None if behind else hold_ms,
                                                linger=linger, limit=BATCH_MAX_COINS, results=results)
         if pending:

@@ -6,6 +6,7 @@ import requests
 from celery import shared_task
 from django.conf import settings
 
+from arbproject.celery import EVALUATE
 from arbproject.logs import log_context
 
 from . import alerting, engine, evaluation, exits, metrics  # noqa: F401  (alerting: its tasks register with the app)
@@ -24,13 +25,16 @@ PAIR_HARD_LIMIT_S = 100
 PAIR_QUEUE_EXPIRES_S = 10
 
 
-@shared_task(ignore_result=True, soft_time_limit=5, time_limit=10)
-def evaluate_changed() -> int:
+@shared_task(bind=True, ignore_result=True, soft_time_limit=5, time_limit=10)
+def evaluate_changed(self) -> int:
     """Screen every coin that changed since the last batch, and the next batches while changes keep
     coming (queue `evaluate`; the dispatcher keeps one of these queued while changes wait). Taking
-    the changes clears the queued flag, so a change that lands during a batch queues exactly one more."""
+    the changes clears the queued flag, so a change that lands during a batch queues exactly one more.
+    Only on a worker of the evaluate queue alone does a take that finds nothing wait for the next
+    change: elsewhere a pair could be waiting behind it."""
+    alone = set(self.app.amqp.queues.consume_from) == {EVALUATE}
     return evaluation.evaluate_while_changing(engine.get_state(), enqueue_pair, lambda rows: record_blocks.apply_async((rows,)),
-                                              requeue=lambda: evaluate_changed.apply_async(expires=10))
+                                              requeue=lambda: evaluate_changed.apply_async(expires=10), wait=alone)
 
 
 @shared_task(ignore_result=True)

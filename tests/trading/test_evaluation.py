@@ -314,3 +314,22 @@ def test_a_batch_that_is_behind_lets_another_worker_take_the_next(state, market,
     state.write_market((), changed=["BTC"])
     evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None)
     assert holds == [2000, None]  # the second take, after a batch that was behind, holds nothing
+
+
+@pytest.mark.parametrize("queues, waits", [(None, False), ({"evaluate"}, True)])
+def test_only_a_worker_of_the_evaluate_queue_alone_waits_for_the_next_change(state, market, monkeypatch, queues, waits):
+    """On a worker that also serves pairs (no -Q: every queue), a take that finds nothing ends the
+    task at once: waiting would hold its pool slot, and a pair behind it."""
+    from trading import tasks
+
+    amqp_queues = tasks.evaluate_changed.app.amqp.queues
+    if queues is not None:
+        monkeypatch.setattr(amqp_queues, "_consume_from", {name: amqp_queues[name] for name in queues})
+    monkeypatch.setattr(engine, "get_state", lambda: state)
+    waited = []
+    monkeypatch.setattr(state, "wait_for_change", lambda timeout_s: waited.append(timeout_s) or False)
+    market("BTC")
+    state.write_market((), changed=["BTC"])
+    assert tasks.evaluate_changed.run() == 1
+    assert bool(waited) is waits
+    assert not state.redis.exists(keys.EVALUATING_KEY)  # either way the flag is cleared at the end
