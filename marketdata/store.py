@@ -50,6 +50,17 @@ DIRTY_KEY = f"{PREFIX}:dirty"
 EVALUATING_KEY = f"{PREFIX}:evaluating"
 EVALUATE_CHANNEL = f"{PREFIX}:evaluate"
 WAKE_KEY = f"{PREFIX}:evaluate:wake"
+# The coins worth walking lately: a sorted set, coin -> epoch seconds when a screen last found its top
+# of book able to beat the minimum (written with the batch's results). Only these coins are marked
+# changed by a change below their best levels; another coin's premium and screen read its best levels
+# only, so such a change would leave its evaluation exactly as it was.
+WALKING_KEY = f"{PREFIX}:walking"
+WALKING_S = 5.0
+TTL_WALKING = 60
+# A feed still marks a coin whose book changed only below its best levels once this long after it last
+# marked it, so its premium is stored as freshly as while every change was screened (a screen stores
+# an unchanged premium again once it is this old).
+REFRESH_S = 1.0
 EVALUATING_MS = 2000
 TTL_DIRTY = 60
 # Every component that ever beat, scored by its last beat.
@@ -132,26 +143,41 @@ class MarketStore:
     # One script call writes every changed book, marks their coins changed and announces them: a command
     # per key would cost the feed more in client-side packing and parsing than everything else it does.
     # KEYS: per book its price, book and top keys. ARGV: the TTLs, the ticks channel ('' for none), the
-    # changed coins (count, then coin and epoch seconds each), 9 values per book, the ticks payload.
+    # counts of changed and of deep-changed coins, then (if any) the flush's epoch seconds, those coins
+    # and the keys and values of the marking, then 9 values per book, the ticks payload.
     _WRITE_BOOKS = """
     local ttl_price, ttl_book = ARGV[1], ARGV[2]
-    local changed = tonumber(ARGV[4])
-    local a = 5
-    if changed > 0 then
+    local changed, deep = tonumber(ARGV[4]), tonumber(ARGV[5])
+    local a = 6
+    if changed + deep > 0 then
+      local stamp = ARGV[6]
+      local k = 7 + changed + deep
       local members = {}
-      for i = 0, changed - 1 do
-        members[#members + 1] = ARGV[a + 2 * i + 1]
-        members[#members + 1] = ARGV[a + 2 * i]
+      for i = 7, 6 + changed do
+        members[#members + 1] = stamp
+        members[#members + 1] = ARGV[i]
       end
-      redis.call('ZADD', ARGV[5 + 2 * changed], 'NX', unpack(members))
-      redis.call('EXPIRE', ARGV[5 + 2 * changed], ARGV[9 + 2 * changed])
-      if redis.call('SET', ARGV[6 + 2 * changed], '1', 'NX', 'PX', ARGV[7 + 2 * changed]) then
-        redis.call('PUBLISH', ARGV[8 + 2 * changed], '1')
-      elseif redis.call('LLEN', ARGV[10 + 2 * changed]) == 0 then
-        redis.call('RPUSH', ARGV[10 + 2 * changed], '1')
-        redis.call('PEXPIRE', ARGV[10 + 2 * changed], ARGV[7 + 2 * changed])
+      -- A change below the best levels moves nothing a screen reads, unless the coin was worth
+      -- walking lately (its walk reads the whole book).
+      local since = tonumber(ARGV[k + 7])
+      for i = 7 + changed, 6 + changed + deep do
+        local walked = redis.call('ZSCORE', ARGV[k + 6], ARGV[i])
+        if walked and tonumber(walked) >= since then
+          members[#members + 1] = stamp
+          members[#members + 1] = ARGV[i]
+        end
       end
-      a = 11 + 2 * changed
+      if #members > 0 then
+        redis.call('ZADD', ARGV[k], 'NX', unpack(members))
+        redis.call('EXPIRE', ARGV[k], ARGV[k + 4])
+        if redis.call('SET', ARGV[k + 1], '1', 'NX', 'PX', ARGV[k + 2]) then
+          redis.call('PUBLISH', ARGV[k + 3], '1')
+        elseif redis.call('LLEN', ARGV[k + 5]) == 0 then
+          redis.call('RPUSH', ARGV[k + 5], '1')
+          redis.call('PEXPIRE', ARGV[k + 5], ARGV[k + 2])
+        end
+      end
+      a = k + 8
     end
     local n = #KEYS / 3
     for i = 0, n - 1 do
@@ -191,6 +217,7 @@ class MarketStore:
         *,
         notify: Sequence[str] = (),
         changed: Sequence[str] = (),
+        deep: Sequence[str] = (),
         changed_at: float | None = None,
         heartbeat: str | None = None,
         stats: FeedStats | None = None,
@@ -200,22 +227,22 @@ class MarketStore:
         `books` must pair with `prices` one to one; `notify` is published after the writes, so a
         subscriber that hears it can read the new values. `changed` coins are marked for evaluation
         (DIRTY_KEY), each keeping the time of its oldest unevaluated change (changed_at, else now).
+        `deep` coins changed only below their best levels: they are marked only if worth walking
+        lately (WALKING_KEY), since nothing else a screen reads has moved.
         """
         prices, books = list(prices), list(books)
         if books and len(books) != len(prices):
             raise ValueError("write_market: books must pair one to one with prices")
         at = time.time() if changed_at is None else changed_at
-        execute_scripted(self.redis, lambda pipe: self._queue_market(pipe, prices, books, fx, notify, changed, at, heartbeat,
-                                                                     stats), self._write_books)
+        execute_scripted(self.redis, lambda pipe: self._queue_market(pipe, prices, books, fx, notify, changed, deep, at,
+                                                                     heartbeat, stats), self._write_books)
 
-    def _queue_market(self, pipe, prices, books, fx, notify, changed, changed_at, heartbeat, stats) -> None:
-        if prices or changed:
-            keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else "", len(changed)]
-            if changed:
-                stamp = f"{changed_at:.6f}"
-                for coin in changed:
-                    args += [coin, stamp]
-                args += [DIRTY_KEY, EVALUATING_KEY, EVALUATING_MS, EVALUATE_CHANNEL, TTL_DIRTY, WAKE_KEY]
+    def _queue_market(self, pipe, prices, books, fx, notify, changed, deep, changed_at, heartbeat, stats) -> None:
+        if prices or changed or deep:
+            keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else "", len(changed), len(deep)]
+            if changed or deep:
+                args += [f"{changed_at:.6f}", *changed, *deep, DIRTY_KEY, EVALUATING_KEY, EVALUATING_MS, EVALUATE_CHANNEL,
+                         TTL_DIRTY, WAKE_KEY, WALKING_KEY, f"{changed_at - WALKING_S:.6f}"]
             for i, price in enumerate(prices):
                 keys += [price_key(price.exchange, price.symbol), book_key(price.exchange, price.symbol),
                          book_top_key(price.exchange, price.symbol)]

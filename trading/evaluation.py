@@ -12,6 +12,7 @@ Evaluation never waits behind an execution.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from liveguard import guard as lg
 from . import engine, telemetry
 from .models import Signal
 from .signals import Caps, Opportunity
-from .state import EvaluationContext, StateManager
+from .state import EvaluationContext, StateManager, keys
 from .state.evaluation import BatchResults
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,11 @@ PAIR_CLAIM_MS = 10_000
 BLOCK_LOG_EVERY_S = 60.0
 _block_logged: dict[tuple[str, str], float] = {}
 # An unchanged premium is stored again after this long; coin -> (its values but the time, when stored), per process.
-PREMIUM_REFRESH_S = 1.0
+PREMIUM_REFRESH_S = keys.REFRESH_S  # (and a feed marks a coin whose book moved below its best levels as often)
 _stored: dict[str, tuple[tuple, float]] = {}
 # The coins worth walking in the last few seconds have their full books read with their tops (one round
 # trip); another coin's are read when it turns out worth walking. coin -> when it last was, per process.
-WALKED_RECENTLY_S = 5.0
+WALKED_RECENTLY_S = keys.WALKING_S  # the feeds mark such a coin on any change of its books (keys.WALKING_KEY)
 # A batch whose oldest change waited longer than this is behind: the next one is taken without
 # holding the queued flag, so that another evaluate worker can take a batch beside it.
 BEHIND_MS = 20.0
@@ -141,10 +142,12 @@ class Screened:
     ready: list[str]  # coins whose opportunity passed the mirror's checks
     blocked: list[tuple[Opportunity, lg.Block]]
     now: datetime
+    walking: list[str] = dataclasses.field(default_factory=list)  # coins whose top could beat the minimum
 
     def results(self) -> BatchResults:
         return BatchResults(self.premiums, self.signals, settings.PREMIUM_HISTORY_SECONDS, self.oldest, self.screened,
-                            claims=self.ready, claim_ms=PAIR_CLAIM_MS, blocks=[(o.symbol, b.check) for o, b in self.blocked])
+                            claims=self.ready, claim_ms=PAIR_CLAIM_MS, blocks=[(o.symbol, b.check) for o, b in self.blocked],
+                            walking=self.walking)
 
     def finish(self, stored: BatchResults, enqueue_pair: Callable[[str], object],
                record: Callable[[list[dict]], object] | None) -> BatchResult:
@@ -207,7 +210,7 @@ def screen(state: StateManager, changed: Sequence[tuple[str, float]], contexts: 
             ready.append(seen.symbol)
         else:
             blocked.append((opportunity, block))
-    return Screened(oldest, screened, premiums, signals, ready, blocked, now)
+    return Screened(oldest, screened, premiums, signals, ready, blocked, now, [seen.symbol for seen, _, _ in worth_walking])
 
 
 def pre_trade_block(guard: lg.Guard, ctx: EvaluationContext, opportunity: Opportunity, fx, now: datetime) -> lg.Block | None:

@@ -24,7 +24,7 @@ from marketdata.books import LevelBook
 from marketdata.exceptions import FeedMessageError
 from marketdata.recording import Recorder
 from marketdata.records import BookRecord, FeedStats, FxRecord, PriceRecord
-from marketdata.store import MarketStore
+from marketdata.store import REFRESH_S, MarketStore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class FeedWorker:
         self.ws: websocket.WebSocket | None = None
         self.books: dict[str, LevelBook] = {}
         self.book_times: dict[str, datetime | None] = {}
+        self.tops: dict[str, tuple] = {}  # coin -> the best bid and ask levels last written (flush)
+        self.marked_at: dict[str, float] = {}  # coin -> when a flush last marked it changed (monotonic)
         self.dirty: set[str] = set()
         self.counts: Counter = Counter()
         self.stop_event = threading.Event()
@@ -203,7 +205,7 @@ class FeedWorker:
         if not self.dirty and not beat:
             return
         received = datetime.now(UTC)
-        prices, books, fx, notify, changed = [], [], [], [], []
+        prices, books, fx, notify, changed, deep, tops = [], [], [], [], [], [], {}
         for symbol in self.dirty:
             book = self.books.get(symbol)
             if book is None:
@@ -223,7 +225,14 @@ class FeedWorker:
             if rate is not None:
                 fx.append(rate)
             else:
-                changed.append(symbol)  # a coin's book: evaluate it (a rate's change waits for the next)
+                # A coin's book: evaluate it (a rate's change waits for the next). A change below the
+                # best levels is only worth it while the coin is worth walking (the store decides).
+                top = tops[symbol] = (bids[0], asks[0])
+                if self.tops.get(symbol) != top or now - self.marked_at.get(symbol, float("-inf")) >= REFRESH_S:
+                    changed.append(symbol)
+                    self.marked_at[symbol] = now
+                else:
+                    deep.append(symbol)
         self.dirty.clear()
         stats = None
         # Beat only while data flows: a connected but silent feed must look dead.
@@ -231,8 +240,9 @@ class FeedWorker:
         if beat:
             self._last_beat = now
             stats = self.stats()
-        self.state.write_market(prices, books, fx, notify=notify, changed=changed, changed_at=received.timestamp(),
+        self.state.write_market(prices, books, fx, notify=notify, changed=changed, deep=deep, changed_at=received.timestamp(),
                                 heartbeat=self.component if beat and alive else None, stats=stats)
+        self.tops.update(tops)  # once written: a write that failed compares the next flush with the last one written
         if prices:
             self._failures = 0
 
@@ -251,6 +261,8 @@ class FeedWorker:
     def reset_books(self) -> None:
         self.books.clear()
         self.book_times.clear()
+        self.tops.clear()
+        self.marked_at.clear()
         self.dirty.clear()
 
     def handle_message(self, raw: bytes | str) -> bool:

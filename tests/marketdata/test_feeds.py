@@ -195,3 +195,36 @@ def test_upbit_snapshot_older_than_the_book_held_is_skipped(state):
     feed.handle_raw(older)
     assert feed.counts["out_of_order"] == 1
     assert feed.books["BTC"].top(1)[0][0][0] == Decimal("100")
+
+
+def _frame(tms: int, bid_size: str, deep_bid_size: str) -> bytes:
+    return (b'{"ty":"orderbook","cd":"KRW-BTC","tms":%d,"obu":[{"ap":101,"bp":100,"as":1,"bs":%s},'
+            b'{"ap":102,"bp":99,"as":1,"bs":%s}]}' % (tms, bid_size.encode(), deep_bid_size.encode()))
+
+
+def test_a_change_below_the_best_levels_marks_only_a_coin_worth_walking(state, redis_client):
+    """The premium and the screen read a coin's best levels only: a change deeper in its book marks
+    it changed (arbitrage:dirty) only while it is worth walking lately (arbitrage:walking)."""
+    from marketdata.store import DIRTY_KEY, REFRESH_S, WALKING_KEY, WALKING_S
+
+    feed = UpbitFeed(state, ["BTC"], ws_url="ws://unused", rest_url="http://unused")
+
+    def flushed(frame) -> bool:
+        redis_client.delete(DIRTY_KEY)
+        feed.handle_raw(frame)
+        feed.flush()
+        return redis_client.zscore(DIRTY_KEY, "BTC") is not None
+
+    assert flushed(_frame(1000, "1", "5"))  # a first book
+    assert not flushed(_frame(1001, "1", "6"))  # only the second level moved
+    feed.marked_at["BTC"] -= REFRESH_S
+    assert flushed(_frame(1001, "1", "7"))  # ... but the coin was last marked a while ago: its premium is refreshed
+    assert not flushed(_frame(1001, "1", "6"))
+    assert state.get_book("upbit", "BTC").bids[1][1] == Decimal("6")  # (the book itself is written all the same)
+    assert flushed(_frame(1002, "2", "6"))  # the best bid's size moved
+    redis_client.zadd(WALKING_KEY, {"BTC": time.time() - WALKING_S - 1})
+    assert not flushed(_frame(1003, "2", "7"))  # worth walking, but too long ago
+    redis_client.zadd(WALKING_KEY, {"BTC": time.time()})
+    assert flushed(_frame(1004, "2", "8"))  # worth walking lately: every change counts
+    feed.reset_books()  # a new connection: its first book is a change whatever it holds
+    assert flushed(_frame(1005, "2", "8"))

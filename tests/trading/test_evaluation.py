@@ -333,3 +333,14 @@ def test_only_a_worker_of_the_evaluate_queue_alone_waits_for_the_next_change(sta
     assert tasks.evaluate_changed.run() == 1
     assert bool(waited) is waits
     assert not state.redis.exists(keys.EVALUATING_KEY)  # either way the flag is cleared at the end
+
+
+def test_a_coin_worth_walking_is_marked_for_the_feeds(state, market, redis_client):
+    """A batch stores which coins were worth walking (arbitrage:walking), so that the feeds mark them
+    on any change of their books, not only of their best levels."""
+    market("HOT", **JUMP)
+    market("COLD")
+    screen(state, ["HOT", "COLD"])
+    assert redis_client.zscore(keys.WALKING_KEY, "HOT") is not None
+    assert redis_client.zscore(keys.WALKING_KEY, "COLD") is None
+    assert 0 < redis_client.ttl(keys.WALKING_KEY) <= keys.TTL_WALKING

@@ -43,6 +43,7 @@ class BatchResults:
     sample_every: float = 1.0
     claims: Sequence[str] = ()
     claim_ms: int = 0
+    walking: Sequence[str] = ()  # coins worth walking: marked in keys.WALKING_KEY
     blocks: Sequence[tuple[str, str]] = ()
     block_every_ms: int = 3000
     claimed: list[str] = dataclasses.field(default_factory=list)
@@ -332,7 +333,11 @@ class EvaluationStore:
         before = len(pipe)
         self._queue_evaluations(pipe, r.premiums, r.signals, r.history_seconds, r.oldest_change, r.sample_every,
                                 len(r.premiums) if r.screened is None else r.screened)
-        self._queue_claims(pipe, r.claims, r.claim_ms)
+        if r.walking:
+            now = utcnow().timestamp()
+            pipe.zadd(keys.WALKING_KEY, dict.fromkeys(r.walking, now))
+            pipe.expire(keys.WALKING_KEY, keys.TTL_WALKING)
+        self._queue_claims(pipe, r.claims, r.claim_ms)  # (the claims' and rejections' replies come last: answered)
         self._queue_rejections(pipe, r.blocks, r.block_every_ms)
         return len(pipe) - before
 
