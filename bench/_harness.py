@@ -137,10 +137,13 @@ class TickLatency:
     """Hears the signals and executions announced on Redis and keeps, while measuring, how long after
     the feed received the newer book (their tick_received_at) each one was heard, in ms."""
 
-    def __init__(self, client):
+    def __init__(self, client, nice: int = 0):
+        """nice: this listener's CPU priority (where the OS allows it): the measurement's own wait for
+        the CPU is not the system's latency."""
         import threading
 
         self.client = client
+        self.nice = nice
         self.signals: list[float] = []
         self.fills: list[float] = []
         self.measuring, self.done = threading.Event(), threading.Event()
@@ -160,6 +163,14 @@ class TickLatency:
 
         import orjson
 
+        import os
+        import threading
+
+        if self.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # this thread only
+            except PermissionError:
+                pass
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe("arbitrage:signals", "arbitrage:executions")
         while not self.done.is_set():

@@ -14,7 +14,8 @@ SQLite with --sqlite. The processes run at the priorities make demo gives them (
 
 Printed per run: offered and processed book updates/s (the feeds' message counters), evaluations/s
 (coins screened, from the batches' own record), tick->signal and tick->fill p50/p99 (from the feed's
-receipt of the newer book to this process hearing the announcement), the staleness p99 (age of a
+receipt of the newer book to this process hearing the announcement, its listener at the hot path's
+priority), the staleness p99 (age of a
 batch's oldest change when its results were stored), CPU and memory (RSS; PSS counts a page shared
 by forked processes once) of each process, and a closing line:
     capacity: coins=200 updates_per_s=3000 sig_p99_ms=... staleness_p99_ms=... keeps_up=yes
@@ -131,7 +132,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     start("web", [UVICORN, "arbproject.asgi:application", "--host", "127.0.0.1", "--port", str(web), "--lifespan", "off",
                   "--no-access-log", "--log-level", "warning"], env, procs)
     client = redis.Redis.from_url(redis_url)
-    latency = h.TickLatency(client).start()
+    latency = h.TickLatency(client, nice=NICE.get("worker_evaluate", 0)).start()  # heard at the hot path's priority
     pings: list[float] = []  # Redis PING round trips while measuring (ms): what any client waits for a reply
     pinging = threading.Event()
 
