@@ -158,13 +158,12 @@ class TickLatency:
         self.thread.join(2)
 
     def _listen(self) -> None:
+        import os
+        import threading
         import time
         from datetime import datetime
 
         import orjson
-
-        import os
-        import threading
 
         if self.nice:
             try:
