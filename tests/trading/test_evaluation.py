@@ -169,26 +169,42 @@ def test_a_coin_worth_walking_has_its_full_books_read_with_its_top_next_time(sta
     assert len(reads) == 1  # since: with its top, in the one read
 
 
-def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, market, redis_client):
-    """evaluate_while_changing takes the next batch at once while changes wait, holding the queued
-    flag (the feeds queue no task meanwhile); when nothing more comes it ends at the end of its
-    budget, with a take that finds nothing and clears the flag."""
-    for coin in COINS[:3]:
-        market(coin)
+def _evaluate_announcements(redis_client):
+    """A subscriber to the dispatcher's channel (a message there: a task is to be queued)."""
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.EVALUATE_CHANNEL)
     pubsub.get_message(timeout=1)
+    return pubsub
+
+
+def _recording_takes(state, then=lambda _n: None) -> list[list[str]]:
+    """Each take's coins from now on, in order; then(number of takes so far) runs after each."""
     taken = []
     original = state.take_changed
 
     def take(*args, **kwargs):
         changed, contexts = original(*args, **kwargs)
         taken.append([s for s, _ in changed])
-        if len(taken) < 3:  # a change lands during each of the first two batches
-            state.write_market((), changed=[COINS[len(taken)]])
+        then(len(taken))
         return changed, contexts
 
     state.take_changed = take
+    return taken
+
+
+def test_the_task_screens_batch_after_batch_while_changes_keep_coming(state, market, redis_client):
+    """evaluate_while_changing takes the next batch at once while changes wait, holding the queued
+    flag (the feeds queue no task meanwhile); when nothing more comes it ends at the end of its
+    budget, with a take that finds nothing and clears the flag."""
+    for coin in COINS[:3]:
+        market(coin)
+    pubsub = _evaluate_announcements(redis_client)
+
+    def then(n):
+        if n < 3:  # a change lands during each of the first two batches
+            state.write_market((), changed=[COINS[n]])
+
+    taken = _recording_takes(state, then)
     state.write_market((), changed=[COINS[0]])
     assert pubsub.get_message(timeout=1) is not None  # the flag is new: a task is queued
     requeued = []
@@ -207,30 +223,24 @@ def test_a_task_that_finds_nothing_waits_for_the_next_change_with_the_flag_held(
     queueing a task, and the same task, waiting on that list, takes it."""
     for coin in ("BTC", "ETH"):
         market(coin)
-    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.EVALUATE_CHANNEL)
-    pubsub.get_message(timeout=1)
-    taken = []
-    original = state.take_changed
+    pubsub = _evaluate_announcements(redis_client)
+    held = []
 
     def later():
         time.sleep(0.05)
         state.write_market((), changed=["ETH"])
 
-    def take(*args, **kwargs):
-        changed, contexts = original(*args, **kwargs)
-        taken.append([s for s, _ in changed])
-        if len(taken) == 2:  # the first empty take: the task now waits on the wake list
-            assert redis_client.exists(keys.EVALUATING_KEY)
+    def then(n):
+        if n == 2:  # the first empty take: the task now waits on the wake list
+            held.append(bool(redis_client.exists(keys.EVALUATING_KEY)))
             threading.Thread(target=later).start()
-        return changed, contexts
 
-    state.take_changed = take
+    taken = _recording_takes(state, then)
     state.write_market((), changed=["BTC"])
     assert pubsub.get_message(timeout=1) is not None  # the flag is new: a task is queued
     assert not redis_client.exists(keys.WAKE_KEY)  # and no token: nobody holds the flag yet
     assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.5) == 2
-    assert taken[:3] == [["BTC"], [], ["ETH"]] and taken[-2:] == [[], []]
+    assert taken[:3] == [["BTC"], [], ["ETH"]] and taken[-2:] == [[], []] and held == [True]
     assert pubsub.get_message(timeout=0.2) is None  # the change reached the waiting task: no task queued
     assert not redis_client.exists(keys.EVALUATING_KEY) and not redis_client.exists(keys.WAKE_KEY)
     pubsub.close()
@@ -267,17 +277,10 @@ def test_a_burst_of_changes_is_screened_in_batches_of_at_most_batch_max_coins(st
     monkeypatch.setattr(evaluation, "BATCH_MAX_COINS", 2)
     for coin in COINS[:5]:
         market(coin)
-    sizes = []
-    original = state.take_changed
-
-    def take(*args, **kwargs):
-        changed, contexts = original(*args, **kwargs)
-        sizes.append(len(changed))
-        return changed, contexts
-
-    state.take_changed = take
+    taken = _recording_takes(state)
     state.write_market((), changed=COINS[:5])
     assert evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.1) == 5
+    sizes = [len(coins) for coins in taken]
     assert sizes[:3] == [2, 2, 1] and not any(sizes[3:])
 
 
