@@ -12,7 +12,6 @@ Evaluation never waits behind an execution.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -86,9 +85,9 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
     next batch is taken as soon as one ends, with no dispatcher, broker or task in between. A take
     that finds nothing keeps the flag and waits on the wake list (wait_for_change), where the next
     change's feed leaves a token, until budget_s is spent; a take that finds nothing then clears the
-    flag and ends the task. A batch whose oldest change waited more
-    than BEHIND_MS is taken without holding: the next change queues a task that another evaluate
-    worker can run beside this one. After budget_s the task stores what it has and hands over to a new
+    flag and ends the task. A take takes at most BATCH_MAX_COINS, the oldest changes first. A batch
+    whose oldest change waited more than BEHIND_MS is taken without holding: the next change queues a
+    task that another evaluate worker can run beside this one. After budget_s the task stores what it has and hands over to a new
     one (requeue(), the flag still held), so the worker serves its queue in turn; a worker that dies
     mid-loop leaves a flag that lapses after hold_ms, when the next change queues a task.
     wait=False: the first take that finds nothing ends the task at once (a worker that also serves
@@ -142,7 +141,7 @@ class Screened:
     ready: list[str]  # coins whose opportunity passed the mirror's checks
     blocked: list[tuple[Opportunity, lg.Block]]
     now: datetime
-    walking: list[str] = dataclasses.field(default_factory=list)  # coins whose top could beat the minimum
+    walking: list[str]  # coins whose top could beat the minimum (the feeds mark them on any change)
 
     def results(self) -> BatchResults:
         return BatchResults(self.premiums, self.signals, settings.PREMIUM_HISTORY_SECONDS, self.oldest, self.screened,

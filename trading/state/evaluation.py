@@ -2,9 +2,10 @@
 
 arbitrage:dirty (sorted set, coin -> epoch seconds of its oldest change not yet evaluated) and
 arbitrage:evaluating (a flag: one batch task is queued) are written by the feeds, in the script that
-writes their books (marketdata.store); a batch takes the set and clears the flag in the script that
-reads the coins' contexts, so a change that lands while a batch runs queues exactly one more task,
-and none is ever left without one.
+writes their books (marketdata.store); a batch takes the set (its oldest part) and holds or clears
+the flag in the script that reads the coins' contexts, so a change that lands while a batch runs
+queues exactly one more task, or wakes the task that holds the flag (arbitrage:evaluate:wake), and
+none is ever left without one.
 """
 
 from __future__ import annotations
@@ -78,11 +79,11 @@ class EvaluationStore:
         ]
         self._raw_books: dict[str, bytes | None] = {}  # book key -> the full book the last take read
 
-    # The changed coins and, for each, what its evaluation reads: both tops, its caution and pause
-    # flags, its risk figures, its exposure, its Binance lot step and, for the coins named after the
-    # key templates (those worth walking lately), both full books ('' for the others: full_books reads
-    # them if they turn out worth walking); the set and the queued flag cleared in the same step.
-    # 12 values a coin.
+    # The changed coins (the oldest ARGV[17], or all) and, for each, what its evaluation reads: both
+    # tops, its caution and pause flags, its risk figures, its exposure, its Binance lot step and, for
+    # the coins named after the key templates (those worth walking lately), both full books ('' for the
+    # others: full_books reads them if they turn out worth walking); in the same step the coins taken
+    # leave the set, the wake list is emptied and the queued flag held or cleared. 12 values a coin.
     _TAKE_CHANGED = """
     -- the oldest changes first, at most ARGV[17] coins (0: all); the rest wait for the next take
     local changed = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[17]) - 1, 'WITHSCORES')
