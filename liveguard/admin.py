@@ -1,4 +1,3 @@
-import apprise
 from django import forms
 from django.contrib import admin, messages
 
@@ -103,6 +102,8 @@ class NotificationChannelForm(forms.ModelForm):
             if self.instance.pk and self.instance.url:
                 return self.instance.url
             raise forms.ValidationError("A URL is required.")
+        import apprise  # here: 19 MB a process, and only this form and the sender need it
+
         if not apprise.Apprise().add(url):
             raise forms.ValidationError("Not a notification URL apprise understands.")
         return url

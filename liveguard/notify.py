@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import apprise
 from django.conf import settings
 from django.db import transaction
 
@@ -190,6 +189,8 @@ def _finish(row: Notification, status: str, error: str) -> str:
 
 def send(url: str, title: str, body: str) -> str | None:
     """Send through apprise; None when delivered, else the reason (credentials redacted)."""
+    import apprise  # here: 19 MB a process, and only the notify worker sends
+
     sender = apprise.Apprise()
     if not sender.add(url):
         return "not a valid notification URL"

@@ -48,3 +48,12 @@ def test_the_lean_feed_process_loads_neither_django_apps_nor_celery_nor_the_trad
     usage = subprocess.run([sys.executable, "-m", "marketdata.feeds", "--help"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=60, check=True)
     assert "--exchange" in usage.stdout
+
+
+def test_a_trading_process_does_not_load_the_notification_library():
+    """apprise costs every process that imports it ~19 MB: only the sender and the admin's form load it."""
+    code = ("import django, sys; django.setup(); import arbproject.celery, trading.tasks, liveguard.admin, liveguard.notify; "
+            "print('apprise' in sys.modules)")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "arbproject.settings"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
