@@ -27,12 +27,17 @@ def test_nothing_under_marketdata_imports_trading():
     assert {path: modules for path, modules in offenders.items() if modules} == {}
 
 
-def test_a_feed_worker_does_not_load_numpy_or_scipy():
-    code = ("import django, sys; django.setup(); import marketdata.management.commands.run_feeds; "
-            "print(sorted(m for m in ('numpy', 'scipy', 'twisted') if m in sys.modules))")
+def printed_by_a_fresh_process(code: str) -> str:
+    """What `code` prints, run by a new interpreter with the project's settings (a clean sys.modules)."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "arbproject.settings"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "[]"
+    return out.stdout.strip()
+
+
+def test_a_feed_worker_does_not_load_numpy_or_scipy():
+    assert printed_by_a_fresh_process(
+        "import django, sys; django.setup(); import marketdata.management.commands.run_feeds; "
+        "print(sorted(m for m in ('numpy', 'scipy', 'twisted') if m in sys.modules))") == "[]"
 
 
 def test_the_lean_feed_process_loads_neither_django_apps_nor_celery_nor_the_trading_core():
@@ -52,8 +57,6 @@ def test_the_lean_feed_process_loads_neither_django_apps_nor_celery_nor_the_trad
 
 def test_a_trading_process_does_not_load_the_notification_library():
     """apprise costs every process that imports it ~19 MB: only the sender and the admin's form load it."""
-    code = ("import django, sys; django.setup(); import arbproject.celery, trading.tasks, liveguard.admin, liveguard.notify; "
-            "print('apprise' in sys.modules)")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "arbproject.settings"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "False"
+    assert printed_by_a_fresh_process(
+        "import django, sys; django.setup(); import arbproject.celery, trading.tasks, liveguard.admin, liveguard.notify; "
+        "print('apprise' in sys.modules)") == "False"
