@@ -40,6 +40,9 @@ _block_logged: dict[tuple[str, str], float] = {}
 # An unchanged premium is stored again after this long; coin -> (its values but the time, when stored), per process.
 PREMIUM_REFRESH_S = keys.REFRESH_S  # (and a feed marks a coin whose book moved below its best levels as often)
 _stored: dict[str, tuple[tuple, float]] = {}
+# The coins worth walking in the last few seconds have their full books read with their tops (one round
+# trip); another coin's are read when it turns out worth walking. coin -> when it last was, per process.
+WALKED_RECENTLY_S = keys.WALKING_S  # the feeds mark such a coin on any change of its books (keys.WALKING_KEY)
 # A batch whose oldest change waited longer than this is behind: the next one is taken without
 # holding the queued flag, so that another evaluate worker can take a batch beside it.
 BEHIND_MS = 20.0
@@ -47,6 +50,7 @@ BEHIND_MS = 20.0
 # market moves; when premiums appear), the first coins' signals are out after one batch's arithmetic
 # (~4 ms), not after the whole market's, and the rest follow batch after batch.
 BATCH_MAX_COINS = 32
+_walked: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class BatchResult:
 def forget() -> None:
     """Drop what this process remembers of the premiums it stored (tests start from an empty Redis)."""
     _stored.clear()
+    _walked.clear()
 
 
 def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
@@ -67,7 +72,7 @@ def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
     """Take every coin that changed since the last batch, screen it and store the results (two round
     trips; the task fuses each batch's store with the next one's take: evaluate_while_changing).
     record stores the blocks worth recording (record_blocks, here and now, unless the caller queues them)."""
-    changed, contexts = state.take_changed(engine.FX_KEY)
+    changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately())
     return evaluate_batch(state, changed, contexts, enqueue_pair, record)
 
 
@@ -93,7 +98,7 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
         results = pending.results() if pending else None
         behind = pending is not None and (time.time() - pending.oldest) * 1000 > BEHIND_MS
         linger = wait and not behind and time.monotonic() < deadline
-        changed, contexts = state.take_changed(engine.FX_KEY, hold_ms=None if behind else hold_ms,
+        changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately(), hold_ms=None if behind else hold_ms,
                                                linger=linger, limit=BATCH_MAX_COINS, results=results)
         if pending:
             total += pending.finish(results, enqueue_pair, record).evaluated
@@ -118,6 +123,11 @@ def evaluate_batch(state: StateManager, changed: Sequence[tuple[str, float]], co
     if screened is None:
         return BatchResult(0, 0, 0, None)
     return screened.finish(state.save_results(screened.results()), enqueue_pair, record)
+
+
+def _walked_lately() -> list[str]:
+    clock = time.monotonic()
+    return [symbol for symbol, at in _walked.items() if clock - at < WALKED_RECENTLY_S]
 
 
 @dataclass
@@ -184,6 +194,8 @@ def screen(state: StateManager, changed: Sequence[tuple[str, float]], contexts: 
             worth_walking.append((seen, ctx, find))
     if worth_walking:
         full.update(state.full_books([seen.symbol for seen, _, _ in worth_walking]))
+        for seen, _, _ in worth_walking:
+            _walked[seen.symbol] = clock
     signals, ready, blocked = [], [], []
     for seen, ctx, find in worth_walking:
         if None in full[seen.symbol]:

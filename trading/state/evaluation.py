@@ -81,8 +81,8 @@ class EvaluationStore:
 
     # The changed coins (the oldest ARGV[17], or all) and, for each, what its evaluation reads: both
     # tops, its caution and pause flags, its risk figures, its exposure, its Binance lot step and, for
-    # the coins worth walking lately (keys.WALKING_KEY, as any worker's screen found them), both full
-    # books ('' for the others: full_books reads them if they turn out worth walking); in the same step the coins taken
+    # the coins named after the key templates (those worth walking lately), both full books ('' for the
+    # others: full_books reads them if they turn out worth walking); in the same step the coins taken
     # leave the set, the wake list is emptied and the queued flag held or cleared. 12 values a coin.
     _TAKE_CHANGED = """
     -- the oldest changes first, at most ARGV[17] coins (0: all); the rest wait for the next take
@@ -97,7 +97,10 @@ class EvaluationStore:
       -- still evaluating (or waiting on the wake list for the next change): the feeds need not queue a task
       redis.call('SET', KEYS[2], '1', 'PX', ARGV[15])
     end
-    local since = tonumber(ARGV[19])
+    local full = {}
+    for i = 18, #ARGV do
+      full[ARGV[i]] = true
+    end
     local out = {}
     for i = 1, #changed, 2 do
       local coin = changed[i]
@@ -112,8 +115,7 @@ class EvaluationStore:
       out[#out + 1] = risk[2]
       out[#out + 1] = redis.call('GET', ARGV[5] .. coin .. ARGV[6])
       out[#out + 1] = redis.call('HGET', ARGV[7] .. coin .. ARGV[8], 'step_size')
-      local walked = redis.call('ZSCORE', ARGV[18], coin)
-      if walked and tonumber(walked) >= since then
+      if full[coin] then
         out[#out + 1] = redis.call('GET', ARGV[11] .. coin .. ARGV[12])
         out[#out + 1] = redis.call('GET', ARGV[13] .. coin .. ARGV[14])
       else
@@ -124,13 +126,13 @@ class EvaluationStore:
     return out
     """
 
-    def take_changed(self, fx_source: str, *, hold_ms: int | None = None,
+    def take_changed(self, fx_source: str, full_for: Sequence[str] = (), *, hold_ms: int | None = None,
                      linger: bool = False, limit: int | None = None, results: BatchResults | None = None,
                      ) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
         """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
         context with each book's best levels only (all the premium needs), in one round trip; clears
-        the set and the queued flag. The full books of the changed coins worth walking lately
-        (keys.WALKING_KEY) come in the same read; full_books gives them (and reads any other's).
+        the set and the queued flag. The full books of the changed coins in full_for come in the same
+        read; full_books gives them (and reads any other's).
 
         hold_ms: the caller will take again as soon as this batch is done, so the queued flag is kept
         (for hold_ms more) and the feeds queue no task meanwhile; it is cleared only by a take that
@@ -153,8 +155,7 @@ class EvaluationStore:
             self._queue_shared(pipe, fx_source, now)
             pipe.evalsha(self._take_changed.sha, 6, keys.DIRTY_KEY, keys.EVALUATING_KEY, keys.WARNINGS_KEY, keys.PAUSED_KEY,
                          keys.RISK_KEY, keys.WAKE_KEY, *self._take_changed_args, "" if hold_ms is None else hold_ms,
-                         "1" if linger and hold_ms is not None else "0", limit or 0, keys.WALKING_KEY,
-                         f"{now - keys.WALKING_S:.6f}")
+                         "1" if linger and hold_ms is not None else "0", limit or 0, *full_for)
 
         raw = execute_scripted(self.redis, queue, self._take_changed, self._save_premiums)
         if results is not None:
