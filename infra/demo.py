@@ -39,17 +39,33 @@ def redis_answers(url: str) -> bool:
 # negative niceness (root, or CAP_SYS_NICE), else at 0; everything else at 0.
 HOUSEKEEPING_NICE = 10
 TRADING_NICE = -10
+# ... and on top of that, real-time priority (SCHED_FIFO) where allowed: the feeds, the dispatcher and
+# the evaluate workers promote their hot threads themselves, each on a CPU budget (REALTIME_PRIORITY,
+# marketdata/realtime.py); Redis, which every hop of a tick waits on, is promoted by its starter.
+REALTIME_PRIORITY = 10
+HOT_PATH_ENV = {"REALTIME_PRIORITY": str(REALTIME_PRIORITY)}
+# Redis above them: every hop waits on it and each command is short, so a request is served the moment
+# it arrives instead of after whichever hot thread holds the core (threads of one priority never
+# preempt each other).
+REDIS_REALTIME_PRIORITY = REALTIME_PRIORITY + 10
 
 
-def set_priority(nice: int) -> None:
+def set_priority(nice: int, realtime: int = 0) -> None:
     """Run this process at `nice` (in a child, before exec): a negative value the OS refuses leaves it
     at 0. A process that leads its own session is also its own autogroup (Linux's
     sched_autogroup_enabled), and between autogroups the scheduler weighs the groups' niceness, not
-    the processes': so the group's is set too, or the niceness would only rank it among its children."""
+    the processes': so the group's is set too, or the niceness would only rank it among its children.
+    realtime: also at this SCHED_FIFO priority where the OS allows it (for Redis only: a Python process
+    of the hot path promotes its own thread, on a budget)."""
     try:
         os.nice(nice)
     except PermissionError:
         pass  # stay at 0
+    if realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime))
+        except OSError:
+            pass  # not allowed here: the niceness alone
     if os.getsid(0) == os.getpid():
         try:
             with open("/proc/self/autogroup", "w") as autogroup:
@@ -64,11 +80,12 @@ class Supervisor:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
 
-    def start(self, name: str, argv: list[str], *, nice: int = 0, env: dict | None = None) -> None:
-        """nice: the CPU priority (set_priority; docs/architecture.md: housekeeping yields to the trading path)."""
+    def start(self, name: str, argv: list[str], *, nice: int = 0, realtime: int = 0, env: dict | None = None) -> None:
+        """nice, realtime: the CPU priority (set_priority; docs/architecture.md: housekeeping yields to
+        the trading path)."""
         print(f"demo: starting {name}: {' '.join(argv)}", flush=True)
         proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, start_new_session=True,
-                                preexec_fn=(lambda: set_priority(nice)) if nice else None)
+                                preexec_fn=(lambda: set_priority(nice, realtime)) if nice or realtime else None)
         self.procs.append((name, proc))
 
     def stop(self, *_args) -> None:
@@ -151,7 +168,7 @@ def main() -> int:
             print("demo: no Redis answers and redis-server is missing (make installs it)", file=sys.stderr)
             return 1
         sup.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                            "--dir", str(RUN)], nice=TRADING_NICE)
+                            "--dir", str(RUN)], nice=TRADING_NICE, realtime=REDIS_REALTIME_PRIORITY)
         for _ in range(50):
             if redis_answers(env["REDIS_URL"]):
                 break
@@ -159,20 +176,21 @@ def main() -> int:
 
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     ensure_staff_login(env)
-    # A tick's hot path (Redis, feeds, evaluate) runs at TRADING_NICE where allowed; the dispatcher and
+    # A tick's hot path (Redis, feeds, evaluate) runs at TRADING_NICE and real-time priority where
+    # allowed (HOT_PATH_ENV: the feeds and the evaluate workers promote their own threads); the dispatcher and
     # the pairs at normal priority; what can wait a few milliseconds (housekeeping, notifications, the
     # dashboard, and the simulated exchange, which stands for machines of its own) at HOUSEKEEPING_NICE.
     sup.start("venue", [PY, "manage.py", "run_venue"], nice=HOUSEKEEPING_NICE)
-    sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"], nice=TRADING_NICE)
-    sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"], nice=TRADING_NICE)
-    sup.start("signals", [PY, "manage.py", "run_signals"])
+    sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"], nice=TRADING_NICE, env=HOT_PATH_ENV)
+    sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"], nice=TRADING_NICE, env=HOT_PATH_ENV)
+    sup.start("signals", [PY, "manage.py", "run_signals"], env=HOT_PATH_ENV)  # a batch behind hands over through it
     # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert,
     # nor pairs behind beat's housekeeping.
     celery = [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info"]
     # Two evaluate workers, one a core: while one waits on Redis or is behind, the other takes the next batch.
     for node in ("evaluate", "evaluate2"):
         sup.start(f"worker-{node}", [*celery, "-Q", "evaluate", "-P", "solo", "-n", f"{node}@%h"], nice=TRADING_NICE,
-                  env={"CELERY_ACK_EMULATION": "false"})  # a batch's message is disposable (docs/configuration.md)
+                  env={"CELERY_ACK_EMULATION": "false", **HOT_PATH_ENV})  # a batch's message is disposable (docs/configuration.md)
     sup.start("worker-pairs", [*celery, "-Q", "pairs", "-c", "2", "-n", "pairs@%h"])
     sup.start("worker-ops", [*celery, "-Q", "celery,notify", "-c", "2", "-n", "ops@%h"], nice=HOUSEKEEPING_NICE)
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")],

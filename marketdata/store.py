@@ -221,7 +221,8 @@ class MarketStore:
         changed_at: float | None = None,
         heartbeat: str | None = None,
         stats: FeedStats | None = None,
-    ) -> None:
+        walking_since: float | None = None,
+    ) -> list[str] | None:
         """Write prices (each with its book), rates, heartbeat and stats in one round trip.
 
         `books` must pair with `prices` one to one; `notify` is published after the writes, so a
@@ -229,13 +230,21 @@ class MarketStore:
         (DIRTY_KEY), each keeping the time of its oldest unevaluated change (changed_at, else now).
         `deep` coins changed only below their best levels: they are marked only if worth walking
         lately (WALKING_KEY), since nothing else a screen reads has moved.
+        walking_since: also read (and return) the coins worth walking since then (epoch seconds); else
+        None is returned.
         """
         prices, books = list(prices), list(books)
         if books and len(books) != len(prices):
             raise ValueError("write_market: books must pair one to one with prices")
         at = time.time() if changed_at is None else changed_at
-        execute_scripted(self.redis, lambda pipe: self._queue_market(pipe, prices, books, fx, notify, changed, deep, at,
-                                                                     heartbeat, stats), self._write_books)
+
+        def queue(pipe):
+            self._queue_market(pipe, prices, books, fx, notify, changed, deep, at, heartbeat, stats)
+            if walking_since is not None:
+                pipe.zrangebyscore(WALKING_KEY, walking_since, "+inf")
+
+        replies = execute_scripted(self.redis, queue, self._write_books)
+        return None if walking_since is None else [text(coin) for coin in replies[-1]]
 
     def _queue_market(self, pipe, prices, books, fx, notify, changed, deep, changed_at, heartbeat, stats) -> None:
         if prices or changed or deep:

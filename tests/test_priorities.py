@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from infra.demo import HOUSEKEEPING_NICE, TRADING_NICE, set_priority
+from infra.demo import HOUSEKEEPING_NICE, REALTIME_PRIORITY, TRADING_NICE, set_priority
 
 
 def _started(nice: int) -> subprocess.Popen:
@@ -31,3 +31,17 @@ def test_the_hot_path_runs_higher_only_where_the_os_allows_it():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_redis_started_by_the_demo_runs_real_time_where_the_os_allows_it():
+    """make demo starts Redis at SCHED_FIFO (every hop of a tick waits on it); the Python processes of
+    the hot path promote their own threads, on a budget (tests/marketdata/test_realtime.py)."""
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True,
+                            preexec_fn=lambda: set_priority(TRADING_NICE, REALTIME_PRIORITY))
+    try:
+        allowed = os.geteuid() == 0  # (or CAP_SYS_NICE and a real-time budget)
+        assert os.sched_getscheduler(proc.pid) == (os.SCHED_FIFO if allowed else os.SCHED_OTHER)
+    finally:
+        proc.kill()
+        proc.wait()
+

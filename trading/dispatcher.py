@@ -18,15 +18,19 @@ import time
 
 import redis
 
+from marketdata.realtime import RealtimeBudget
+
 from .state import EVALUATE_CHANNEL, StateManager
 
 log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, state: StateManager, enqueue):
+    def __init__(self, state: StateManager, enqueue, realtime: RealtimeBudget | None = None):
         self.state = state
         self.enqueue = enqueue  # enqueue(): queue one batch evaluation
+        # A batch that is behind hands the next one to a new task through here: the hot path's priority.
+        self.realtime = realtime
         self.stop_event = threading.Event()
         self.enqueued = 0
         self._last_beat = 0.0
@@ -38,6 +42,8 @@ class Dispatcher:
 
     def run(self) -> None:
         """Listen until stop(); reconnect to Redis with a pause when it goes away."""
+        if self.realtime is not None:
+            self.realtime.start()
         while not self.stop_event.is_set():
             pubsub = self.state.redis.pubsub(ignore_subscribe_messages=True)
             try:
@@ -49,6 +55,8 @@ class Dispatcher:
                     if message is not None:
                         self.handle(message["data"])
                     self._heartbeat()
+                    if self.realtime is not None:
+                        self.realtime.check()
             except redis.RedisError as exc:
                 log.error("dispatcher: Redis unavailable (%s); retrying", exc)
                 self.stop_event.wait(1.0)

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from arbproject.logs import log_context
 from liveguard import guard as lg
+from marketdata.realtime import RealtimeBudget
 
 from . import engine, telemetry
 from .models import Signal
@@ -46,8 +47,9 @@ WALKED_RECENTLY_S = keys.WALKING_S  # the feeds mark such a coin on any change o
 # A batch whose oldest change waited longer than this is behind: the next one is taken without
 # holding the queued flag, so that another evaluate worker can take a batch beside it.
 BEHIND_MS = 20.0
-# A batch takes at most this many coins, the oldest changes first: when every book moves at once (the
-# market moves; when premiums appear), the first coins' signals are out after one batch's arithmetic
+# A batch takes at most this many coins: first the changed coins worth walking lately (near a signal:
+# the ones a trader is waiting on), up to half of it, then the oldest changes. When every book moves at
+# once (the market moves; when premiums appear), the signals are out after one batch's arithmetic
 # (~4 ms), not after the whole market's, and the rest follow batch after batch.
 BATCH_MAX_COINS = 32
 _walked: dict[str, float] = {}
@@ -78,23 +80,27 @@ def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
 
 def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], object],
                             record: Callable[[list[dict]], object] | None = None, *, requeue: Callable[[], object],
-                            budget_s: float = 0.5, hold_ms: int = 2000, wait: bool = True) -> int:
+                            budget_s: float = 0.5, hold_ms: int = 2000, wait: bool = True,
+                            realtime: RealtimeBudget | None = None) -> int:
     """The `evaluate` task: screen batch after batch while changes keep coming and return the coins
     screened. Each batch's results are stored (and its signals announced) in the round trip that takes
     the next batch's changes. The queued flag is held between batches (take_changed's hold_ms), so the
     next batch is taken as soon as one ends, with no dispatcher, broker or task in between. A take
     that finds nothing keeps the flag and waits on the wake list (wait_for_change), where the next
     change's feed leaves a token, until budget_s is spent; a take that finds nothing then clears the
-    flag and ends the task. A take takes at most BATCH_MAX_COINS, the oldest changes first. A batch
+    flag and ends the task. A take takes at most BATCH_MAX_COINS, those worth walking first. A batch
     whose oldest change waited more than BEHIND_MS is taken without holding: the next change queues a
     task that another evaluate worker can run beside this one. After budget_s the task stores what it has and hands over to a new
     one (requeue(), the flag still held), so the worker serves its queue in turn; a worker that dies
     mid-loop leaves a flag that lapses after hold_ms, when the next change queues a task.
     wait=False: the first take that finds nothing ends the task at once (a worker that also serves
-    other queues must not park its pool slot waiting for changes, ahead of a pair)."""
+    other queues must not park its pool slot waiting for changes, ahead of a pair).
+    realtime: this thread's real-time budget, checked once a batch (marketdata/realtime.py)."""
     deadline = time.monotonic() + budget_s
     total, pending = 0, None
     while True:
+        if realtime is not None:
+            realtime.check()
         results = pending.results() if pending else None
         behind = pending is not None and (time.time() - pending.oldest) * 1000 > BEHIND_MS
         linger = wait and not behind and time.monotonic() < deadline

@@ -9,7 +9,7 @@ from django.conf import settings
 from arbproject.celery import EVALUATE
 from arbproject.logs import log_context
 
-from . import alerting, engine, evaluation, exits, metrics  # noqa: F401  (alerting: its tasks register with the app)
+from . import alerting, engine, evaluation, exits, metrics, wiring  # noqa: F401  (alerting: its tasks register with the app)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def evaluate_changed(self) -> int:
     change: elsewhere a pair could be waiting behind it."""
     alone = set(self.app.amqp.queues.consume_from) == {EVALUATE}
     return evaluation.evaluate_while_changing(engine.get_state(), enqueue_pair, lambda rows: record_blocks.apply_async((rows,)),
-                                              requeue=lambda: evaluate_changed.apply_async(expires=10), wait=alone)
+                                              requeue=lambda: evaluate_changed.apply_async(expires=10), wait=alone,
+                                              realtime=wiring.evaluate_realtime() if alone else None)
 
 
 @shared_task(ignore_result=True)

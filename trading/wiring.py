@@ -17,6 +17,8 @@ from django.conf import settings
 from liveguard import ports
 from liveguard.checks import assert_live_mode_safe
 from liveguard.models import GuardLimits
+from marketdata import realtime
+from marketdata.realtime import RealtimeBudget
 
 from . import fees as fee_schedule
 from . import guard_mirror, strategies
@@ -32,6 +34,16 @@ FLATTEN_TASK = "trading.tasks.flatten_positions"
 @lru_cache(maxsize=1)
 def get_state() -> StateManager:
     return StateManager.from_url(settings.REDIS_URL)
+
+
+@lru_cache(maxsize=1)
+def evaluate_realtime() -> RealtimeBudget:
+    """An evaluate worker's hot thread at real-time priority (REALTIME_PRIORITY), on its CPU budget:
+    promoted by the first evaluate task on a worker of the evaluate queue alone (the solo pool runs
+    every task in that one thread)."""
+    budget = realtime.from_settings("evaluate worker")
+    budget.start()
+    return budget
 
 
 def fees(state: StateManager | None = None, max_age: float = 5.0, version: int | None = None) -> Fees:

@@ -22,9 +22,10 @@ import websocket
 
 from marketdata.books import LevelBook
 from marketdata.exceptions import FeedMessageError
+from marketdata.realtime import RealtimeBudget
 from marketdata.recording import Recorder
 from marketdata.records import BookRecord, FeedStats, FxRecord, PriceRecord
-from marketdata.store import REFRESH_S, MarketStore
+from marketdata.store import REFRESH_S, WALKING_S, MarketStore
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class FeedWorker:
     # ... and at most this long: a feed that is behind flushes what it has, so no book waits in this
     # process behind a long burst (the evaluations see it a few ms after it arrived, not a burst later).
     max_drain_s = 0.005
+    first_chunk = 8  # a flush of more books writes those of the coins worth walking first (flush)
     heartbeat_every = 1.0
     recv_timeout = 1.0
 
@@ -53,6 +55,7 @@ class FeedWorker:
         recorder: Recorder | None = None,
         max_backoff: float = 30.0,
         max_connection_age: float = 23.5 * 3600,
+        realtime: RealtimeBudget | None = None,
     ):
         self.state = state
         self.symbols = list(symbols)
@@ -62,12 +65,14 @@ class FeedWorker:
         self.recorder = recorder
         self.max_backoff = max_backoff
         self.max_connection_age = max_connection_age
+        self.realtime = realtime  # promoted in this feed's own thread (run), checked once per burst (step)
         self.ws: websocket.WebSocket | None = None
         self.books: dict[str, LevelBook] = {}
         self.book_times: dict[str, datetime | None] = {}
         self.tops: dict[str, tuple] = {}  # coin -> the best bid and ask levels last written (flush)
         self.marked_at: dict[str, float] = {}  # coin -> when a flush last marked it changed (monotonic)
         self.dirty: set[str] = set()
+        self.walking: set[str] = set()  # the coins worth walking lately (near a signal), re-read once a second
         self.counts: Counter = Counter()
         self.stop_event = threading.Event()
         self.connected_at = 0.0
@@ -79,6 +84,8 @@ class FeedWorker:
     # --- lifecycle -----------------------------------------------------------------------------
     def run(self) -> None:
         """Supervise run_once(): an unexpected exception restarts the loop (counted), never ends it."""
+        if self.realtime is not None:
+            self.realtime.start()
         while not self.stop_event.is_set():
             try:
                 self.run_once()
@@ -164,6 +171,8 @@ class FeedWorker:
                 return False
         self.after_receive()
         self.flush()
+        if self.realtime is not None:
+            self.realtime.check()
         return self.keepalive()
 
     def _readable(self) -> bool:
@@ -199,14 +208,23 @@ class FeedWorker:
 
     # --- Redis ---------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write every changed book, the rate and the heartbeat in one pipeline, then announce."""
+        """Write every changed book, the rate and the heartbeat in one pipeline, then announce. A burst of
+        more than first_chunk books writes the coins worth walking lately (near a signal) first, in a
+        round trip of their own: their tick need not wait behind the whole burst's encoding and writing."""
         now = time.monotonic()
         beat = now - self._last_beat >= self.heartbeat_every
         if not self.dirty and not beat:
             return
         received = datetime.now(UTC)
+        dirty, self.dirty = self.dirty, set()
+        if len(dirty) > self.first_chunk and (near := dirty & self.walking):
+            self._write(near, received, now, beat=False)
+            dirty -= near
+        self._write(dirty, received, now, beat)
+
+    def _write(self, symbols: set[str], received: datetime, now: float, beat: bool) -> None:
         prices, books, fx, notify, changed, deep, tops = [], [], [], [], [], [], {}
-        for symbol in self.dirty:
+        for symbol in symbols:
             book = self.books.get(symbol)
             if book is None:
                 continue
@@ -233,15 +251,17 @@ class FeedWorker:
                     self.marked_at[symbol] = now
                 else:
                     deep.append(symbol)
-        self.dirty.clear()
         stats = None
         # Beat only while data flows: a connected but silent feed must look dead.
         alive = self.ws is not None and now - self.last_message_at < 30
         if beat:
             self._last_beat = now
             stats = self.stats()
-        self.state.write_market(prices, books, fx, notify=notify, changed=changed, deep=deep, changed_at=received.timestamp(),
-                                heartbeat=self.component if beat and alive else None, stats=stats)
+        walking = self.state.write_market(prices, books, fx, notify=notify, changed=changed, deep=deep,
+                                          changed_at=received.timestamp(), heartbeat=self.component if beat and alive else None,
+                                          stats=stats, walking_since=received.timestamp() - WALKING_S if beat else None)
+        if walking is not None:  # once a second, with the heartbeat
+            self.walking = set(walking)
         self.tops.update(tops)  # once written: a write that failed compares the next flush with the last one written
         if prices:
             self._failures = 0

@@ -16,6 +16,7 @@ import time
 
 from django.conf import settings
 
+from marketdata import realtime
 from marketdata.discovery import common_symbols
 from marketdata.exceptions import DiscoveryError
 from marketdata.feeds.binance import BinanceFeed
@@ -41,9 +42,10 @@ def build_feeds(exchanges, symbols, state, recorder=None):
     feeds = []
     if "upbit" in exchanges:
         feeds.append(UpbitFeed(state, symbols, ws_url=settings.UPBIT_WS_URL, rest_url=settings.UPBIT_REST_URL,
-                               fmt=settings.FEED_UPBIT_FORMAT, **common))
+                               fmt=settings.FEED_UPBIT_FORMAT, realtime=realtime.from_settings("feed upbit"), **common))
     if "binance" in exchanges:
         feeds.append(BinanceFeed(state, symbols, ws_url=settings.BINANCE_WS_URL, rest_url=settings.BINANCE_REST_URL,
+                                 realtime=realtime.from_settings("feed binance"),
                                  snapshot_limit=settings.FEED_BINANCE_SNAPSHOT_LIMIT,
                                  time_unit=settings.FEED_BINANCE_TIME_UNIT, **common))
     return feeds
@@ -90,6 +92,10 @@ def run(options: dict, say=print, warn=print) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     say(f"feeds: {', '.join(exchanges)} for {len(symbols)} coins: {', '.join(symbols)}")
+    # This thread only waits, but it shares the feeds' GIL: at normal priority on a busy box it could be
+    # preempted while holding it and hold a real-time feed thread back as long. So it runs at their
+    # priority too (it uses next to no CPU: no budget to keep).
+    realtime.from_settings("feeds' main thread").start()
     threads = [threading.Thread(target=feed.run, name=f"feed-{feed.exchange}") for feed in feeds]
     for thread in threads:
         thread.start()

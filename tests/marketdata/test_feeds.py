@@ -228,3 +228,36 @@ def test_a_change_below_the_best_levels_marks_only_a_coin_worth_walking(state, r
     assert flushed(_frame(1004, "2", "8"))  # worth walking lately: every change counts
     feed.reset_books()  # a new connection: its first book is a change whatever it holds
     assert flushed(_frame(1005, "2", "8"))
+
+
+def test_a_burst_writes_the_coins_worth_walking_first_in_a_round_trip_of_their_own(state, redis_client):
+    """In a flush of more books than first_chunk, the coins worth walking lately (near a signal) are
+    written, marked and announced first: their tick does not wait behind the burst. The feed learns
+    which they are from arbitrage:walking once a second, with its heartbeat."""
+    from marketdata.store import WALKING_KEY
+
+    coins = [f"C{i:02d}" for i in range(12)]
+    feed = UpbitFeed(state, coins, ws_url="ws://unused", rest_url="http://unused")
+    writes = []
+    original = state.write_market
+
+    def write_market(prices, books=(), fx=(), **kwargs):
+        writes.append(sorted(p.symbol for p in prices))
+        return original(prices, books, fx, **kwargs)
+
+    state.write_market = write_market
+
+    def burst(tms: int, few: bool = False):
+        for coin in coins[:3] if few else coins:
+            feed.handle_raw(b'{"ty":"orderbook","cd":"KRW-%s","tms":%d,"obu":[{"ap":101,"bp":100,"as":1,"bs":%d}]}'
+                            % (coin.encode(), tms, tms))
+        writes.clear()
+        feed.flush()
+        return list(writes)
+
+    redis_client.zadd(WALKING_KEY, {"C07": time.time(), "C03": time.time() - 60})  # C03: long ago
+    assert burst(1) == [coins]  # the first flush beats and learns the walking coins: all in one write
+    assert feed.walking == {"C07"}
+    assert burst(2) == [["C07"], [c for c in coins if c != "C07"]]  # the near one first, on its own
+    assert state.get_book("upbit", "C07") is not None and state.get_book("upbit", "C11") is not None
+    assert burst(3, few=True) == [coins[:3]]  # a flush of few books: one write

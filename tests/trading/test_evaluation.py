@@ -273,6 +273,26 @@ def test_a_take_takes_the_oldest_changes_first_and_leaves_the_rest_changed(state
     assert [c for c, _ in second] == [COINS[1]] and not redis_client.exists(keys.DIRTY_KEY)
 
 
+def test_a_take_takes_the_coins_worth_walking_first_up_to_half_the_batch(state, market, redis_client):
+    """A coin near a signal (worth walking lately: its full book comes with its top) is taken before
+    older changes of coins far from one; at most half a batch goes to them, so the oldest never starve."""
+    for coin in COINS[:6]:
+        market(coin)
+    for age, coin in enumerate(COINS[:6]):  # COINS[5] is the oldest change, COINS[0] the newest
+        state.write_market((), changed=[coin], changed_at=time.time() - 1 - age)
+    near = [COINS[0], COINS[1], COINS[2], "NOTCHANGED"]
+    first, contexts = state.take_changed("upbit", near, hold_ms=2000, limit=4)
+    # two of the near ones (half of 4), then the two oldest changes
+    assert [c for c, _ in first] == [COINS[0], COINS[1], COINS[5], COINS[4]]
+    assert state.full_books([COINS[0]])[COINS[0]][0] is not None
+    second, _ = state.take_changed("upbit", near, hold_ms=2000, limit=4)
+    assert [c for c, _ in second] == [COINS[2], COINS[3]]  # the third near one, then what is left
+    assert not redis_client.exists(keys.DIRTY_KEY)
+    state.write_market((), changed=[COINS[0], COINS[1]], changed_at=time.time())
+    everything, _ = state.take_changed("upbit", [COINS[1]], hold_ms=2000)  # no limit: all, the near one first
+    assert [c for c, _ in everything] == [COINS[1], COINS[0]]
+
+
 def test_a_burst_of_changes_is_screened_in_batches_of_at_most_batch_max_coins(state, market, monkeypatch):
     monkeypatch.setattr(evaluation, "BATCH_MAX_COINS", 2)
     for coin in COINS[:5]:
@@ -347,3 +367,19 @@ def test_a_coin_worth_walking_is_marked_for_the_feeds(state, market, redis_clien
     assert redis_client.zscore(keys.WALKING_KEY, "HOT") is not None
     assert redis_client.zscore(keys.WALKING_KEY, "COLD") is None
     assert 0 < redis_client.ttl(keys.WALKING_KEY) <= keys.TTL_WALKING
+
+
+def test_the_evaluate_loop_checks_its_real_time_budget_once_a_batch(state, market):
+    """A hot thread's CPU budget (marketdata/realtime.py) is checked from the loop it guards: once
+    before every take, so a task that screens batch after batch cannot hold a core unchecked."""
+    market("BTC")
+    checks = []
+
+    class Budget:
+        def check(self):
+            checks.append(1)
+
+    takes = _recording_takes(state, lambda n: state.write_market((), changed=["BTC"]) if n < 3 else None)
+    state.write_market((), changed=["BTC"])
+    evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.05, realtime=Budget())
+    assert len(checks) == len(takes) >= 3

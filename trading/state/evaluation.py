@@ -79,16 +79,42 @@ class EvaluationStore:
         ]
         self._raw_books: dict[str, bytes | None] = {}  # book key -> the full book the last take read
 
-    # The changed coins (the oldest ARGV[17], or all) and, for each, what its evaluation reads: both
+    # The changed coins (ARGV[17] of them, or all: those worth walking first, then the oldest) and, for each, what its evaluation reads: both
     # tops, its caution and pause flags, its risk figures, its exposure, its Binance lot step and, for
     # the coins named after the key templates (those worth walking lately), both full books ('' for the
     # others: full_books reads them if they turn out worth walking); in the same step the coins taken
     # leave the set, the wake list is emptied and the queued flag held or cleared. 12 values a coin.
     _TAKE_CHANGED = """
-    -- the oldest changes first, at most ARGV[17] coins (0: all); the rest wait for the next take
-    local changed = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[17]) - 1, 'WITHSCORES')
+    -- at most ARGV[17] coins (0: all), the rest wait for the next take: first the changed coins worth
+    -- walking lately (ARGV[18..]: those near a signal, whose books the take reads in full), up to half
+    -- the batch so the oldest changes never starve, then the oldest changes
+    local limit = tonumber(ARGV[17])
+    local changed = {}
+    for i = 18, #ARGV do
+      if limit > 0 and #changed / 2 >= math.max(1, math.floor(limit / 2)) then
+        break
+      end
+      local at = redis.call('ZSCORE', KEYS[1], ARGV[i])
+      if at then
+        changed[#changed + 1] = ARGV[i]
+        changed[#changed + 1] = at
+      end
+    end
     if #changed > 0 then
-      redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #changed / 2 - 1)
+      local first = {}
+      for i = 1, #changed, 2 do
+        first[#first + 1] = changed[i]
+      end
+      redis.call('ZREM', KEYS[1], unpack(first))
+    end
+    if limit == 0 or #changed / 2 < limit then
+      local oldest = redis.call('ZRANGE', KEYS[1], 0, limit == 0 and -1 or limit - #changed / 2 - 1, 'WITHSCORES')
+      if #oldest > 0 then
+        redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #oldest / 2 - 1)
+        for i = 1, #oldest do
+          changed[#changed + 1] = oldest[i]
+        end
+      end
     end
     redis.call('DEL', KEYS[6])  -- the changes its tokens announced are taken now, or by the next take
     if ARGV[15] == '' or (#changed == 0 and ARGV[16] ~= '1') then
@@ -129,7 +155,8 @@ class EvaluationStore:
     def take_changed(self, fx_source: str, full_for: Sequence[str] = (), *, hold_ms: int | None = None,
                      linger: bool = False, limit: int | None = None, results: BatchResults | None = None,
                      ) -> tuple[list[tuple[str, float]], dict[str, EvaluationContext]]:
-        """Every changed coin with the time of its oldest unevaluated change, oldest first, and its
+        """Every changed coin with the time of its oldest unevaluated change (those of full_for first,
+        then the oldest), and its
         context with each book's best levels only (all the premium needs), in one round trip; clears
         the set and the queued flag. The full books of the changed coins in full_for come in the same
         read; full_books gives them (and reads any other's).
@@ -140,8 +167,9 @@ class EvaluationStore:
         linger (with hold_ms): a take that finds nothing keeps the flag too, because the caller will
         wait_for_change and take again; the feeds then leave a token on the wake list instead of
         queueing a task. Every take empties the wake list: what its tokens announced is taken.
-        limit: at most this many coins, the oldest changes first; the others stay changed (so a take
-        that leaves some is never empty, and the caller takes again at once).
+        limit: at most this many coins, first those of full_for that changed (the coins worth walking
+        lately: near a signal), then the oldest changes; the others stay changed (so a take that
+        leaves some is never empty, and the caller takes again at once).
 
         results: the last batch's, stored (and announced) first in the same round trip, as
         save_results does; what it answers is then in results.claimed and results.first."""

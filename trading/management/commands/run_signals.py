@@ -5,6 +5,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from marketdata import realtime
 from trading.dispatcher import Dispatcher
 from trading.state import StateManager
 from trading.tasks import evaluate_changed
@@ -15,7 +16,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         state = StateManager.from_url(settings.REDIS_URL)
-        dispatcher = Dispatcher(state, lambda: evaluate_changed.apply_async(expires=10))
+        dispatcher = Dispatcher(state, lambda: evaluate_changed.apply_async(expires=10),
+                                realtime=realtime.from_settings("dispatcher"))
         signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
         signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
         self.stdout.write("signals: dispatching evaluations on book changes")
