@@ -47,6 +47,26 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave other guests while this machine's vCPUs wanted it (/proc/stat's
+    steal, all CPUs): on a shared host a latency figure means little without it."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) / CLK_TCK
+
+
+def realtime_threads(pid: int) -> str:
+    """'k/n': how many of the n threads of pid and its descendants run at a real-time policy now."""
+    every = [task for each in children(pid) for task in Path(f"/proc/{each}/task").glob("*")]
+    realtime = 0
+    for task in every:
+        try:
+            policy = int((task / "stat").read_text().rsplit(")", 1)[1].split()[38])
+        except (OSError, IndexError, ValueError):
+            continue
+        realtime += policy in (os.SCHED_FIFO, os.SCHED_RR)
+    return f"{realtime}/{len(every)}"
+
+
 def children(pid: int) -> list[int]:
     """pid and its descendants (a Celery prefork worker's pool processes, say)."""
     out, todo = [], [pid]
@@ -135,42 +155,61 @@ def wait_http(url: str, timeout: float = 10.0) -> None:
 
 class TickLatency:
     """Hears the signals and executions announced on Redis and keeps, while measuring, how long after
-    the feed received the newer book (their tick_received_at) each one was heard, in ms."""
+    the feed received the newer book (their tick_received_at) each one was heard, in ms.
 
-    def __init__(self, client, nice: int = 0):
-        """nice: this listener's CPU priority (where the OS allows it): the measurement's own wait for
-        the CPU is not the system's latency."""
-        import threading
+    It listens in a process of its own: a thread of the bench would share the bench's GIL with its
+    other threads, and one of those preempted while holding it (they run at normal priority on a busy
+    box) would hold the listener back for as long, a wait of the measurement's, not of the system's."""
 
-        self.client = client
+    def __init__(self, client, nice: int = 0, realtime: int = 0):
+        """client: a Redis client (the listener opens its own connection to the same server); nice,
+        realtime (a SCHED_FIFO priority, 0 for none): the listener's CPU priority (where the OS allows
+        it): the measurement's own wait for the CPU is not the system's latency."""
+        import multiprocessing
+
+        kwargs = client.connection_pool.connection_kwargs
+        self.address = {name: kwargs[name] for name in ("host", "port", "db", "password") if name in kwargs}
         self.nice = nice
+        self.realtime = realtime
         self.signals: list[float] = []
         self.fills: list[float] = []
-        self.measuring, self.done = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._listen, daemon=True)
+        context = multiprocessing.get_context("fork")
+        self.measuring, self.done = context.Event(), context.Event()
+        self._results, self._sender = context.Pipe(duplex=False)
+        self.process = context.Process(target=self._listen, daemon=True)
 
     def start(self) -> TickLatency:
-        self.thread.start()
+        self.process.start()
         return self
 
     def stop(self) -> None:
         self.done.set()
-        self.thread.join(2)
+        if self._results.poll(5):
+            self.signals, self.fills = self._results.recv()
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
 
     def _listen(self) -> None:
         import os
-        import threading
         import time
         from datetime import datetime
 
         import orjson
+        import redis
 
         if self.nice:
             try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)  # this thread only
+                os.setpriority(os.PRIO_PROCESS, 0, self.nice)
             except PermissionError:
                 pass
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        if self.realtime:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime))
+            except OSError:
+                pass
+        signals, fills = [], []
+        pubsub = redis.Redis(**self.address).pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe("arbitrage:signals", "arbitrage:executions")
         while not self.done.is_set():
             msg = pubsub.get_message(timeout=0.2)
@@ -180,5 +219,6 @@ class TickLatency:
             tick = orjson.loads(msg["data"]).get("tick_received_at")
             if tick:
                 lat = (now - datetime.fromisoformat(tick).timestamp()) * 1000
-                (self.signals if msg["channel"] == b"arbitrage:signals" else self.fills).append(lat)
+                (signals if msg["channel"] == b"arbitrage:signals" else fills).append(lat)
         pubsub.close()
+        self._sender.send((signals, fills))

@@ -38,7 +38,15 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _harness as h  # noqa: E402
-from infra.demo import HOUSEKEEPING_NICE, TRADING_NICE, set_priority  # noqa: E402  (make demo's, one value)
+from infra.demo import (  # noqa: E402  (make demo's)
+    HOT_PATH_ENV,
+    HOUSEKEEPING_NICE,
+    REALTIME_PRIORITY,
+    REDIS_REALTIME_PRIORITY,
+    TRADING_NICE,
+    set_priority,
+)
+from marketdata import realtime  # noqa: E402
 from trading.state import StateManager  # noqa: E402
 
 STEP_HZ = 0.2  # the model's full steps (every ladder rebuilt); the rest of the rate is churn
@@ -80,21 +88,32 @@ def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict)
 # --priorities off runs every process at the same one.
 NICE = {**{name: HOUSEKEEPING_NICE for name in ("venue", "worker_ops", "beat", "relay", "web")},
         **{name: TRADING_NICE for name in ("redis", "feed_upbit", "feed_binance", "worker_evaluate")}}
+# ... and real-time priority (SCHED_FIFO, where allowed) for the hot path, as make demo gives it: the
+# feeds, the dispatcher and the evaluate workers promote their own threads on a CPU budget, Redis is promoted here.
+# --realtime off leaves every process on the normal scheduler.
+REALTIME = {"redis", "feed_upbit", "feed_binance", "signals", "worker_evaluate"}
 
 
 def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
-    nice = NICE.get(name.rstrip("0123456789"), 0)
+    role = name.rstrip("0123456789")
+    nice = NICE.get(role, 0)
+    env = {**env, **HOT_PATH_ENV} if role in REALTIME else env
     procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    preexec_fn=(lambda: set_priority(nice)) if nice else None)
 
 
+HOG = "while True:\n    pass\n"  # a process that wants a whole core (--hog)
+
+
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
-        evaluate_workers: int = 2, min_spread: str = "0.3") -> dict:
+        evaluate_workers: int = 2, min_spread: str = "0.3", hogs: int = 0) -> dict:
     redis_server, redis_url = h.start_redis()
     try:
         os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE.get("redis", 0))
     except PermissionError:
         pass  # a negative niceness needs root or CAP_SYS_NICE: it stays at 0
+    if "redis" in REALTIME:
+        realtime.set_process_realtime(redis_server.proc.pid, REDIS_REALTIME_PRIORITY)
     scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
     database_url, drop_database = scratch_database(server, scratch)
     up, bn, web = h.free_port(), h.free_port(), h.free_port()
@@ -131,8 +150,11 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     start("relay", [*manage, "run_relay"], env, procs)
     start("web", [UVICORN, "arbproject.asgi:application", "--host", "127.0.0.1", "--port", str(web), "--lifespan", "off",
                   "--no-access-log", "--log-level", "warning"], env, procs)
+    for i in range(hogs):  # other work on the same box, at normal priority, each in a session of its own
+        procs[f"hog{i}"] = subprocess.Popen([h.PY, "-c", HOG], start_new_session=True)
     client = redis.Redis.from_url(redis_url)
-    latency = h.TickLatency(client, nice=NICE.get("worker_evaluate", 0)).start()  # heard at the hot path's priority
+    latency = h.TickLatency(client, nice=NICE.get("worker_evaluate", 0),  # heard at the hot path's priority
+                            realtime=REALTIME_PRIORITY if "worker_evaluate" in REALTIME else 0).start()
     pings: list[float] = []  # Redis PING round trips while measuring (ms): what any client waits for a reply
     pinging = threading.Event()
 
@@ -161,7 +183,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         # Redis and the PostgreSQL server's processes (every backend, whoever's) share the two cores too.
         watched = {**{name: p.pid for name, p in procs.items()}, "redis": redis_server.proc.pid}
         cpu0 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
-        pg0 = h.postgres_cpu_seconds()
+        pg0, steal0 = h.postgres_cpu_seconds(), h.steal_seconds()
         latency.measuring.set()
         pinging.set()
         end = time.monotonic() + seconds
@@ -176,9 +198,10 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         t1, m1 = time.time(), feed_messages()
         redis_time = client.info("commandstats")
         cpu1 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
-        pg1 = h.postgres_cpu_seconds()
+        pg1, steal1 = h.postgres_cpu_seconds(), h.steal_seconds()
         memory = {name: h.tree_memory_mb(pid) for name, pid in watched.items()}
         niceness = {name: os.getpriority(os.PRIO_PROCESS, pid) for name, pid in watched.items()}
+        policy = {name: h.realtime_threads(pid) for name, pid in watched.items()}
         batches = state.batch_samples()  # (finished at, coins, age of the oldest change ms)
         busiest = sorted(redis_time.items(), key=lambda kv: -kv[1]["usec"])[:5]
         dead = [name for name, p in procs.items() if p.poll() is not None]
@@ -197,7 +220,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "fills": len(latency.fills), "f50": h.percentile(latency.fills, 50), "f99": h.percentile(latency.fills, 99),
         "stale99": h.percentile([b[2] for b in window], 99),
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "nice": niceness, "dead": dead,
-        "postgres_cpu": (pg1 - pg0) / span,
+        "postgres_cpu": (pg1 - pg0) / span, "steal": (steal1 - steal0) / span, "realtime": policy,
         "batches_raw": window, "outcomes": outcomes,
         "ping50": h.percentile(pings, 50), "ping99": h.percentile(pings, 99),
         "redis_busiest": ", ".join(f"{name.removeprefix('cmdstat_')} {v['usec_per_call']:.0f} us x {v['calls']}"
@@ -229,21 +252,22 @@ def report(r: dict) -> None:
     print(f"  hot coins' signals in the ledger: {r['outcomes']}")
     print(f"  Redis PING round trip p50 {r['ping50']:.2f} ms p99 {r['ping99']:.2f} ms; busiest commands (whole run): "
           f"{r['redis_busiest']}")
-    print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8} {'nice':>5}")
-    system = [name for name in r["cpu"] if name not in ("venue", "redis")]
-    for name in ["venue", "redis", *system]:
+    print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8} {'nice':>5} {'real-time threads':>18}")
+    system = [name for name in r["cpu"] if name not in ("venue", "redis") and not name.startswith("hog")]
+    for name in ["venue", "redis", *system, *(n for n in r["cpu"] if n.startswith("hog"))]:
         rss, pss = r["memory"][name]
-        print(f"  {name:<16} {r['cpu'][name]:>6.0%} {rss:>8.0f} {pss:>8.0f} {r['nice'][name]:>5}")
+        print(f"  {name:<16} {r['cpu'][name]:>6.0%} {rss:>8.0f} {pss:>8.0f} {r['nice'][name]:>5} {r['realtime'][name]:>18}")
     rss = sum(r["memory"][n][0] for n in system)
     pss = sum(r["memory"][n][1] for n in system)
     print(f"  {'system (no venue, no redis)':<16} {sum(r['cpu'][n] for n in system):>6.0%} {rss:>8.0f} {pss:>8.0f}")
     print(f"  {'postgres server':<16} {r['postgres_cpu']:>6.0%}   (all its processes)")
-    print(f"  {'whole box':<16} {sum(r['cpu'].values()) + r['postgres_cpu']:>6.0%}   of {os.cpu_count() * 100}%")
+    print(f"  {'whole box':<16} {sum(r['cpu'].values()) + r['postgres_cpu']:>6.0%}   of {os.cpu_count() * 100}%; taken by the "
+          f"hypervisor for other guests (steal): {r['steal']:.0%}")
     if r["dead"]:
         print(f"  processes that died: {', '.join(r['dead'])}")
     keeps_up = r["processed"] >= 0.95 * r["offered"] and r["stale99"] < 100 and not r["dead"]
     print(f"capacity: coins={r['coins']} updates_per_s={r['offered']:.0f} sig_p99_ms={r['s99']:.1f} "
-          f"staleness_p99_ms={r['stale99']:.1f} fill_p99_ms={r['f99']:.1f} system_pss_mb={pss:.0f} "
+          f"staleness_p99_ms={r['stale99']:.1f} fill_p99_ms={r['f99']:.1f} system_pss_mb={pss:.0f} steal_pct={r['steal'] * 100:.0f} "
           f"keeps_up={'yes' if keeps_up else 'no'}", flush=True)
 
 
@@ -262,18 +286,26 @@ def main() -> None:
     parser.add_argument("--priorities", choices=["on", "off"], default="on",
                         help="the priorities of make demo: the hot path at nice -10 where allowed, housekeeping, the "
                              "dashboard and the venue at 10 (default on)")
+    parser.add_argument("--realtime", choices=["on", "off"], default="on",
+                        help="real-time priority (SCHED_FIFO, on a CPU budget) for the hot path where allowed, as make "
+                             "demo gives it: Redis, the feeds, the evaluate workers (default on)")
     parser.add_argument("--nice", action="append", default=[], metavar="PROCESS=N",
                         help="this niceness for one process (venue, redis, feed_upbit, worker_pairs, ...; repeatable)")
     parser.add_argument("--min-spread", default="0.3", help="min_spread_pct (%%): the default limit, beaten only by the hot "
                                                               "coins; 0.05 makes a fifth of the market signal on every tick")
+    parser.add_argument("--hog", type=int, default=0, metavar="N",
+                        help="N more processes that each want a whole core, at normal priority: a box that also runs "
+                             "other things (what the hot path's priority is for)")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
     if args.priorities == "off":
         NICE.clear()
+    if args.priorities == "off" or args.realtime == "off":
+        REALTIME.clear()
     NICE.update({name: int(n) for name, n in (item.split("=", 1) for item in args.nice)})
     for rate in args.rate or [1000.0, 3000.0, 6000.0]:
         report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres,
-                   args.evaluate_workers, args.min_spread))
+                   args.evaluate_workers, args.min_spread, args.hog))
 
 
 if __name__ == "__main__":

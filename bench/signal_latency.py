@@ -1,6 +1,6 @@
 """Tick -> signal and tick -> paper fill latency through Redis and Celery, and evaluations per second.
 
-    .venv/bin/python bench/latency.signalsency.py --coins 60 --step-hz 2 --step-hz 10 --seconds 10
+    .venv/bin/python bench/signal_latency.py --coins 60 --step-hz 2 --step-hz 10 --seconds 10
 
 Every process is real and separate: the venue (N coins; the first --hot of them with the premium
 forced to 1 %, so that each of their ticks makes a signal and a pair), one feed worker per exchange, the dispatcher, one Celery worker, a private
