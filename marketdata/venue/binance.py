@@ -45,8 +45,8 @@ def error_body(code: int, msg: str) -> bytes:
 
 class BinanceClient(Connection):
     opcode = WSMsgType.TEXT
-    def __init__(self, ws, venue, *, combined: bool, micro: bool):
-        super().__init__(ws, venue)
+    def __init__(self, ws, venue, transport=None, *, combined: bool, micro: bool):
+        super().__init__(ws, venue, transport)
         self.combined = combined
         self.micro = micro  # timeUnit=MICROSECOND
         self.streams: set[str] = set()
@@ -282,7 +282,7 @@ class BinanceDialect:
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 16)
         await ws.prepare(request)
         micro = request.query.get("timeUnit", "").upper() in {"MICROSECOND", "MICRO"}
-        client = BinanceClient(ws, self.venue, combined=combined, micro=micro)
+        client = BinanceClient(ws, self.venue, request.transport, combined=combined, micro=micro)
         client.set_streams(set(streams))
         self.venue.binance_clients.add(client)
         pinger = asyncio.get_running_loop().create_task(self._keepalive(client))

@@ -121,8 +121,8 @@ def orderbook_payload(book: VenueBook, units: int, stream_type: str | None, *, s
 
 
 class UpbitClient(Connection):
-    def __init__(self, ws, venue):
-        super().__init__(ws, venue)
+    def __init__(self, ws, venue, transport=None):
+        super().__init__(ws, venue, transport)
         self.format = "DEFAULT"
         # type -> {market: units}; only markets wanting realtime updates are kept.
         self.realtime: dict[str, dict[str, int]] = {}
@@ -317,7 +317,7 @@ class UpbitDialect:
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True, heartbeat=None, max_msg_size=1 << 20)
         await ws.prepare(request)
-        client = UpbitClient(ws, self.venue)
+        client = UpbitClient(ws, self.venue, request.transport)
         self.venue.upbit_clients.add(client)
         try:
             async for msg in ws:
