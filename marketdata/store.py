@@ -7,7 +7,7 @@ trading core reads them through the same class (trading.state.StateManager exten
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
 import orjson
@@ -63,6 +63,7 @@ TTL_WALKING = 60
 REFRESH_S = 1.0
 EVALUATING_MS = 2000
 TTL_DIRTY = 60
+NO_PRICE = ("",) * 7  # a book written without its price hash (write_market's same_prices)
 # Every component that ever beat, scored by its last beat.
 HEARTBEATS_INDEX_KEY = f"{PREFIX}:index:heartbeats"
 
@@ -183,9 +184,11 @@ class MarketStore:
     for i = 0, n - 1 do
       local b = a + i * 9
       local price_key = KEYS[3 * i + 1]
-      redis.call('HSET', price_key, 'exchange', ARGV[b], 'symbol', ARGV[b + 1], 'bid', ARGV[b + 2],
-                 'ask', ARGV[b + 3], 'mid', ARGV[b + 4], 'timestamp', ARGV[b + 5], 'received_at', ARGV[b + 6])
-      redis.call('EXPIRE', price_key, ttl_price)
+      if ARGV[b] ~= '' then  -- '': its bid and ask as last written, less than a second ago
+        redis.call('HSET', price_key, 'exchange', ARGV[b], 'symbol', ARGV[b + 1], 'bid', ARGV[b + 2],
+                   'ask', ARGV[b + 3], 'mid', ARGV[b + 4], 'timestamp', ARGV[b + 5], 'received_at', ARGV[b + 6])
+        redis.call('EXPIRE', price_key, ttl_price)
+      end
       if ARGV[b + 7] ~= '' then
         redis.call('SET', KEYS[3 * i + 2], ARGV[b + 7], 'EX', ttl_book)
         redis.call('SET', KEYS[3 * i + 3], ARGV[b + 8], 'EX', ttl_book)
@@ -222,6 +225,7 @@ class MarketStore:
         heartbeat: str | None = None,
         stats: FeedStats | None = None,
         walking_since: float | None = None,
+        same_prices: Collection[str] = (),
     ) -> list[str] | None:
         """Write prices (each with its book), rates, heartbeat and stats in one round trip.
 
@@ -231,7 +235,8 @@ class MarketStore:
         `deep` coins changed only below their best levels: they are marked only if worth walking
         lately (WALKING_KEY), since nothing else a screen reads has moved.
         walking_since: also read (and return) the coins worth walking since then (epoch seconds); else
-        None is returned.
+        None is returned. same_prices: coins whose price hash is not rewritten with their book (the
+        feed's: bid and ask as it last wrote them, less than REFRESH_S ago).
         """
         prices, books = list(prices), list(books)
         if books and len(books) != len(prices):
@@ -239,14 +244,15 @@ class MarketStore:
         at = time.time() if changed_at is None else changed_at
 
         def queue(pipe):
-            self._queue_market(pipe, prices, books, fx, notify, changed, deep, at, heartbeat, stats)
+            self._queue_market(pipe, prices, books, fx, notify, changed, deep, at, heartbeat, stats, same_prices)
             if walking_since is not None:
                 pipe.zrangebyscore(WALKING_KEY, walking_since, "+inf")
 
         replies = execute_scripted(self.redis, queue, self._write_books)
         return None if walking_since is None else [text(coin) for coin in replies[-1]]
 
-    def _queue_market(self, pipe, prices, books, fx, notify, changed, deep, changed_at, heartbeat, stats) -> None:
+    def _queue_market(self, pipe, prices, books, fx, notify, changed, deep, changed_at, heartbeat, stats,
+                      same_prices=()) -> None:
         if prices or changed or deep:
             keys, args = [], [TTL_PRICE, TTL_BOOK, TICKS_CHANNEL if notify else "", len(changed), len(deep)]
             if changed or deep:
@@ -255,9 +261,12 @@ class MarketStore:
             for i, price in enumerate(prices):
                 keys += [price_key(price.exchange, price.symbol), book_key(price.exchange, price.symbol),
                          book_top_key(price.exchange, price.symbol)]
-                received = price.received_at.isoformat() if price.received_at else ""
-                args += [price.exchange, price.symbol, str(price.bid), str(price.ask), str(price.mid),
-                         price.timestamp.isoformat(), received]
+                if price.symbol in same_prices:
+                    args += NO_PRICE
+                else:
+                    received = price.received_at.isoformat() if price.received_at else ""
+                    args += [price.exchange, price.symbol, str(price.bid), str(price.ask), str(price.mid),
+                             price.timestamp.isoformat(), received]
                 args += [encode_book(books[i]), encode_top(books[i])] if books else [b"", b""]
             if notify:
                 args.append(orjson.dumps(list(notify)))

@@ -71,6 +71,9 @@ class FeedWorker:
         self.book_times: dict[str, datetime | None] = {}
         self.tops: dict[str, tuple] = {}  # coin -> the best bid and ask levels last written (flush)
         self.marked_at: dict[str, float] = {}  # coin -> when a flush last marked it changed (monotonic)
+        # coin -> its (bid, ask) in the price hash and when written: a change that moves neither rewrites
+        # the book, not the price hash, until that is REFRESH_S old (its times say how fresh it is)
+        self.priced: dict[str, tuple[tuple, float]] = {}
         self.dirty: set[str] = set()
         self.walking: set[str] = set()  # the coins worth walking lately (near a signal), re-read once a second
         self.counts: Counter = Counter()
@@ -223,7 +226,7 @@ class FeedWorker:
         self._write(dirty, received, now, beat)
 
     def _write(self, symbols: set[str], received: datetime, now: float, beat: bool) -> None:
-        prices, books, fx, notify, changed, deep, tops = [], [], [], [], [], [], {}
+        prices, books, fx, notify, changed, deep, tops, priced, same = [], [], [], [], [], [], {}, {}, set()
         for symbol in symbols:
             book = self.books.get(symbol)
             if book is None:
@@ -236,6 +239,11 @@ class FeedWorker:
             # received_at is the local clock; a quote's age (received - stamp) is never negative.
             stamp = min(stamp, received)
             bid, ask = bids[0][0], asks[0][0]
+            last = self.priced.get(symbol)
+            if last is not None and last[0] == (bid, ask) and now - last[1] < REFRESH_S:
+                same.add(symbol)
+            else:
+                priced[symbol] = ((bid, ask), now)
             prices.append(PriceRecord(self.exchange, symbol, bid, ask, (bid + ask) / TWO, stamp, received))
             books.append(BookRecord(self.exchange, symbol, bids, asks, stamp, received))
             notify.append(f"{self.exchange}:{symbol}")
@@ -259,9 +267,11 @@ class FeedWorker:
             stats = self.stats()
         walking = self.state.write_market(prices, books, fx, notify=notify, changed=changed, deep=deep,
                                           changed_at=received.timestamp(), heartbeat=self.component if beat and alive else None,
-                                          stats=stats, walking_since=received.timestamp() - WALKING_S if beat else None)
+                                          stats=stats, walking_since=received.timestamp() - WALKING_S if beat else None,
+                                          same_prices=same)
         if walking is not None:  # once a second, with the heartbeat
             self.walking = set(walking)
+        self.priced.update(priced)
         self.tops.update(tops)  # once written: a write that failed compares the next flush with the last one written
         if prices:
             self._failures = 0
@@ -283,6 +293,7 @@ class FeedWorker:
         self.book_times.clear()
         self.tops.clear()
         self.marked_at.clear()
+        self.priced.clear()
         self.dirty.clear()
 
     def handle_message(self, raw: bytes | str) -> bool:

@@ -261,3 +261,27 @@ def test_a_burst_writes_the_coins_worth_walking_first_in_a_round_trip_of_their_o
     assert burst(2) == [["C07"], [c for c in coins if c != "C07"]]  # the near one first, on its own
     assert state.get_book("upbit", "C07") is not None and state.get_book("upbit", "C11") is not None
     assert burst(3, few=True) == [coins[:3]]  # a flush of few books: one write
+
+
+def test_the_price_hash_is_rewritten_when_its_bid_or_ask_moves_else_once_a_second(state, redis_client):
+    """Most updates move a size, not a price: the book is rewritten on every one, the price hash (bid,
+    ask, mid and their times) when the best bid or ask moves, or once REFRESH_S old (its TTL and times
+    stay fresh)."""
+    from marketdata.store import REFRESH_S, price_key
+
+    feed = UpbitFeed(state, ["BTC"], ws_url="ws://unused", rest_url="http://unused")
+
+    def flushed(frame):
+        feed.handle_raw(frame)
+        feed.flush()
+        return redis_client.hget(price_key("upbit", "BTC"), "timestamp").decode()
+
+    first = flushed(_frame(1000, "1", "5"))
+    assert flushed(_frame(1001, "2", "5")) == first  # a size moved: the price hash as it was
+    assert state.get_book("upbit", "BTC").bids[0][1] == Decimal("2")  # the book is current
+    moved = (b'{"ty":"orderbook","cd":"KRW-BTC","tms":1002,"obu":[{"ap":101,"bp":100.5,"as":1,"bs":2},'
+             b'{"ap":102,"bp":99,"as":1,"bs":5}]}')
+    second = flushed(moved)  # the best bid moved
+    assert second != first and state.get_price("upbit", "BTC").bid == Decimal("100.5")
+    feed.priced["BTC"] = (feed.priced["BTC"][0], feed.priced["BTC"][1] - REFRESH_S)
+    assert flushed(moved.replace(b"1002", b"1003")) != second  # a second later: rewritten, fresh times
