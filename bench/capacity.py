@@ -94,12 +94,20 @@ NICE = {**{name: HOUSEKEEPING_NICE for name in ("venue", "worker_ops", "beat", "
 REALTIME = {"redis", "feed_upbit", "feed_binance", "signals", "worker_evaluate"}
 
 
-def start(name: str, argv: list[str], env: dict, procs: dict) -> None:
+def start(name: str, argv: list[str], env: dict, procs: dict, logs: Path) -> None:
+    """Start a process of the system at its priority; its log (stderr, LOG_LEVEL=WARNING) in logs/NAME.log."""
     role = name.rstrip("0123456789")
     nice = NICE.get(role, 0)
     env = {**env, **HOT_PATH_ENV} if role in REALTIME else env
-    procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   preexec_fn=(lambda: set_priority(nice)) if nice else None)
+    with open(logs / f"{name}.log", "wb") as log:
+        procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                       preexec_fn=(lambda: set_priority(nice)) if nice else None)
+
+
+def demotions(logs: Path) -> dict[str, int]:
+    """Per process, how often a hot thread went over its real-time CPU budget (marketdata/realtime.py)."""
+    counts = {path.stem: path.read_text(errors="replace").count("at real-time priority (budget") for path in logs.glob("*.log")}
+    return {name: n for name, n in counts.items() if n}
 
 
 HOG = "while True:\n    pass\n"  # a process that wants a whole core (--hog)
@@ -129,27 +137,27 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     churn = max(0.0, rate - 2 * coins * STEP_HZ)
     procs: dict[str, subprocess.Popen] = {}
     start("venue", [*manage, "run_venue", "--coins", str(coins), "--step-hz", str(STEP_HZ), "--churn", str(churn),
-                    "--upbit-port", str(up), "--binance-port", str(bn)], env, procs)
+                    "--upbit-port", str(up), "--binance-port", str(bn)], env, procs, scratch)
     h.wait_http(f"http://127.0.0.1:{bn}/api/v3/ping", timeout=30)
     markets = requests.get(f"http://127.0.0.1:{bn}/_venue/state", timeout=5).json()["binance_markets"]
     for market in markets[:hot]:
         requests.post(f"http://127.0.0.1:{bn}/_venue/control", json={"action": "premium", "symbol": market[:-4], "premium": 0.01},
                       timeout=5)
-    start("feed_upbit", [h.PY, "-m", "marketdata.feeds", "--exchange", "upbit"], env, procs)
-    start("feed_binance", [h.PY, "-m", "marketdata.feeds", "--exchange", "binance"], env, procs)
-    start("signals", [*manage, "run_signals"], env, procs)
+    start("feed_upbit", [h.PY, "-m", "marketdata.feeds", "--exchange", "upbit"], env, procs, scratch)
+    start("feed_binance", [h.PY, "-m", "marketdata.feeds", "--exchange", "binance"], env, procs, scratch)
+    start("signals", [*manage, "run_signals"], env, procs, scratch)
     quiet = ["-l", "warning", "--without-mingle", "--without-gossip", "--without-heartbeat"]
     for i in range(evaluate_workers):  # a batch's message is disposable (docs/configuration.md)
         start(f"worker_evaluate{i or ''}", [CELERY, "-A", "arbproject", "worker", "-Q", "evaluate", "-P", "solo",
-                                            "-n", f"eval{i}@%h", *quiet], {**env, "CELERY_ACK_EMULATION": "false"}, procs)
+                                            "-n", f"eval{i}@%h", *quiet], {**env, "CELERY_ACK_EMULATION": "false"}, procs, scratch)
     start("worker_pairs", [CELERY, "-A", "arbproject", "worker", "-Q", "pairs", "-P", "prefork", "-c", "1",
-                           "-n", "pairs@%h", *quiet], env, procs)
+                           "-n", "pairs@%h", *quiet], env, procs, scratch)
     start("worker_ops", [CELERY, "-A", "arbproject", "worker", "-Q", "celery,notify", "-P", "prefork", "-c", "1",
-                         "-n", "ops@%h", *quiet], env, procs)
-    start("beat", [CELERY, "-A", "arbproject", "beat", "-l", "warning", "-s", str(scratch / "beat-schedule")], env, procs)
-    start("relay", [*manage, "run_relay"], env, procs)
+                         "-n", "ops@%h", *quiet], env, procs, scratch)
+    start("beat", [CELERY, "-A", "arbproject", "beat", "-l", "warning", "-s", str(scratch / "beat-schedule")], env, procs, scratch)
+    start("relay", [*manage, "run_relay"], env, procs, scratch)
     start("web", [UVICORN, "arbproject.asgi:application", "--host", "127.0.0.1", "--port", str(web), "--lifespan", "off",
-                  "--no-access-log", "--log-level", "warning"], env, procs)
+                  "--no-access-log", "--log-level", "warning"], env, procs, scratch)
     for i in range(hogs):  # other work on the same box, at normal priority, each in a session of its own
         procs[f"hog{i}"] = subprocess.Popen([h.PY, "-c", HOG], start_new_session=True)
     client = redis.Redis.from_url(redis_url)
@@ -206,6 +214,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         busiest = sorted(redis_time.items(), key=lambda kv: -kv[1]["usec"])[:5]
         dead = [name for name, p in procs.items() if p.poll() is not None]
         outcomes = signal_outcomes(database_url, [m[:-4] for m in markets[:hot]])
+        demoted = demotions(scratch)
     finally:
         latency.stop()
         h.stop(*reversed(list(procs.values())))
@@ -220,7 +229,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "fills": len(latency.fills), "f50": h.percentile(latency.fills, 50), "f99": h.percentile(latency.fills, 99),
         "stale99": h.percentile([b[2] for b in window], 99),
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "nice": niceness, "dead": dead,
-        "postgres_cpu": (pg1 - pg0) / span, "steal": (steal1 - steal0) / span, "realtime": policy,
+        "postgres_cpu": (pg1 - pg0) / span, "steal": (steal1 - steal0) / span, "realtime": policy, "demoted": demoted,
         "batches_raw": window, "outcomes": outcomes,
         "ping50": h.percentile(pings, 50), "ping99": h.percentile(pings, 99),
         "redis_busiest": ", ".join(f"{name.removeprefix('cmdstat_')} {v['usec_per_call']:.0f} us x {v['calls']}"
@@ -263,6 +272,9 @@ def report(r: dict) -> None:
     print(f"  {'postgres server':<16} {r['postgres_cpu']:>6.0%}   (all its processes)")
     print(f"  {'whole box':<16} {sum(r['cpu'].values()) + r['postgres_cpu']:>6.0%}   of {os.cpu_count() * 100}%; taken by the "
           f"hypervisor for other guests (steal): {r['steal']:.0%}")
+    if r["demoted"]:
+        print(f"  over their real-time budget (back to normal priority for 5 s), whole run: "
+              f"{', '.join(f'{name} {n}x' for name, n in r['demoted'].items())}")
     if r["dead"]:
         print(f"  processes that died: {', '.join(r['dead'])}")
     keeps_up = r["processed"] >= 0.95 * r["offered"] and r["stale99"] < 100 and not r["dead"]
