@@ -47,6 +47,21 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def box_speed_ms() -> float:
+    """How long a fixed pure-Python loop (a million multiply-adds) takes on this machine now, the best
+    of three, in ms: this shared host's speed moves by half or more within minutes, and every figure
+    with it (about 110 ms when it is quiet)."""
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(1_000_000):
+            total += i * i
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return best
+
+
 def steal_seconds() -> float:
     """CPU time the hypervisor gave other guests while this machine's vCPUs wanted it (/proc/stat's
     steal, all CPUs): on a shared host a latency figure means little without it."""

@@ -39,9 +39,10 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _harness as h  # noqa: E402
 from infra.demo import (  # noqa: E402  (make demo's)
-    HOT_PATH_ENV,
+    EVALUATE_ENV,
+    EVALUATE_REALTIME_PRIORITY,
+    FEED_ENV,
     HOUSEKEEPING_NICE,
-    REALTIME_PRIORITY,
     REDIS_REALTIME_PRIORITY,
     TRADING_NICE,
     set_priority,
@@ -98,7 +99,8 @@ def start(name: str, argv: list[str], env: dict, procs: dict, logs: Path) -> Non
     """Start a process of the system at its priority; its log (stderr, LOG_LEVEL=WARNING) in logs/NAME.log."""
     role = name.rstrip("0123456789")
     nice = NICE.get(role, 0)
-    env = {**env, **HOT_PATH_ENV} if role in REALTIME else env
+    if role in REALTIME:
+        env = {**env, **(FEED_ENV if role.startswith("feed") else EVALUATE_ENV)}
     with open(logs / f"{name}.log", "wb") as log:
         procs[name] = subprocess.Popen(argv, cwd=h.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
                                        preexec_fn=(lambda: set_priority(nice)) if nice else None)
@@ -115,6 +117,7 @@ HOG = "while True:\n    pass\n"  # a process that wants a whole core (--hog)
 
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
         evaluate_workers: int = 2, min_spread: str = "0.3", hogs: int = 0) -> dict:
+    speed_before = h.box_speed_ms()
     redis_server, redis_url = h.start_redis()
     try:
         os.setpriority(os.PRIO_PROCESS, redis_server.proc.pid, NICE.get("redis", 0))
@@ -162,7 +165,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         procs[f"hog{i}"] = subprocess.Popen([h.PY, "-c", HOG], start_new_session=True)
     client = redis.Redis.from_url(redis_url)
     latency = h.TickLatency(client, nice=NICE.get("worker_evaluate", 0),  # heard at the hot path's priority
-                            realtime=REALTIME_PRIORITY if "worker_evaluate" in REALTIME else 0).start()
+                            realtime=EVALUATE_REALTIME_PRIORITY if "worker_evaluate" in REALTIME else 0).start()
     pings: list[float] = []  # Redis PING round trips while measuring (ms): what any client waits for a reply
     pinging = threading.Event()
 
@@ -220,6 +223,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         h.stop(*reversed(list(procs.values())))
         h.stop(redis_server)
         drop_database()
+    speed_after = h.box_speed_ms()
     window = [b for b in batches if t0 <= b[0] <= t1]
     span = t1 - t0
     return {
@@ -230,6 +234,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "stale99": h.percentile([b[2] for b in window], 99),
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "nice": niceness, "dead": dead,
         "postgres_cpu": (pg1 - pg0) / span, "steal": (steal1 - steal0) / span, "realtime": policy, "demoted": demoted,
+        "speed": (speed_before, speed_after),
         "batches_raw": window, "outcomes": outcomes,
         "ping50": h.percentile(pings, 50), "ping99": h.percentile(pings, 99),
         "redis_busiest": ", ".join(f"{name.removeprefix('cmdstat_')} {v['usec_per_call']:.0f} us x {v['calls']}"
@@ -259,6 +264,8 @@ def report(r: dict) -> None:
     print(f"  tick->signal p50 {r['s50']:.2f} ms p99 {r['s99']:.2f} ms ({r['signals']} signals); "
           f"tick->fill p50 {r['f50']:.2f} ms p99 {r['f99']:.2f} ms ({r['fills']} fills); staleness p99 {r['stale99']:.2f} ms")
     print(f"  hot coins' signals in the ledger: {r['outcomes']}")
+    print(f"  the box's speed: a fixed Python loop took {r['speed'][0]:.0f} ms before the run, {r['speed'][1]:.0f} ms after "
+          f"(~110 ms when the host is quiet)")
     print(f"  Redis PING round trip p50 {r['ping50']:.2f} ms p99 {r['ping99']:.2f} ms; busiest commands (whole run): "
           f"{r['redis_busiest']}")
     print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8} {'nice':>5} {'real-time threads':>18}")
@@ -279,7 +286,7 @@ def report(r: dict) -> None:
         print(f"  processes that died: {', '.join(r['dead'])}")
     keeps_up = r["processed"] >= 0.95 * r["offered"] and r["stale99"] < 100 and not r["dead"]
     print(f"capacity: coins={r['coins']} updates_per_s={r['offered']:.0f} sig_p99_ms={r['s99']:.1f} "
-          f"staleness_p99_ms={r['stale99']:.1f} fill_p99_ms={r['f99']:.1f} system_pss_mb={pss:.0f} steal_pct={r['steal'] * 100:.0f} "
+          f"staleness_p99_ms={r['stale99']:.1f} fill_p99_ms={r['f99']:.1f} system_pss_mb={pss:.0f} steal_pct={r['steal'] * 100:.0f} loop_ms={max(r['speed']):.0f} "
           f"keeps_up={'yes' if keeps_up else 'no'}", flush=True)
 
 

@@ -41,13 +41,16 @@ HOUSEKEEPING_NICE = 10
 TRADING_NICE = -10
 # ... and on top of that, real-time priority (SCHED_FIFO) where allowed: the feeds, the dispatcher and
 # the evaluate workers promote their hot threads themselves, each on a CPU budget (REALTIME_PRIORITY,
-# marketdata/realtime.py); Redis, which every hop of a tick waits on, is promoted by its starter.
-REALTIME_PRIORITY = 10
-HOT_PATH_ENV = {"REALTIME_PRIORITY": str(REALTIME_PRIORITY)}
-# Redis above them: every hop waits on it and each command is short, so a request is served the moment
-# it arrives instead of after whichever hot thread holds the core (threads of one priority never
-# preempt each other).
+# marketdata/realtime.py); Redis is promoted by its starter. Threads of one real-time priority never
+# preempt each other, so the stages of a tick are ranked downstream first: a woken evaluate worker
+# takes the core from a feed in the middle of a burst (the changes it finishes are already waiting),
+# and Redis, which every hop waits on and whose commands are short, serves a request the moment it
+# arrives.
+REALTIME_PRIORITY = 10  # the feeds
+EVALUATE_REALTIME_PRIORITY = REALTIME_PRIORITY + 5  # the evaluate workers and the dispatcher
 REDIS_REALTIME_PRIORITY = REALTIME_PRIORITY + 10
+FEED_ENV = {"REALTIME_PRIORITY": str(REALTIME_PRIORITY)}
+EVALUATE_ENV = {"REALTIME_PRIORITY": str(EVALUATE_REALTIME_PRIORITY)}
 
 
 def set_priority(nice: int, realtime: int = 0) -> None:
@@ -177,20 +180,21 @@ def main() -> int:
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     ensure_staff_login(env)
     # A tick's hot path (Redis, feeds, evaluate) runs at TRADING_NICE and real-time priority where
-    # allowed (HOT_PATH_ENV: the feeds and the evaluate workers promote their own threads); the dispatcher and
+    # allowed (FEED_ENV, EVALUATE_ENV: the feeds, the dispatcher and the evaluate workers promote their own
+    # threads); the dispatcher and
     # the pairs at normal priority; what can wait a few milliseconds (housekeeping, notifications, the
     # dashboard, and the simulated exchange, which stands for machines of its own) at HOUSEKEEPING_NICE.
     sup.start("venue", [PY, "manage.py", "run_venue"], nice=HOUSEKEEPING_NICE)
-    sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"], nice=TRADING_NICE, env=HOT_PATH_ENV)
-    sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"], nice=TRADING_NICE, env=HOT_PATH_ENV)
-    sup.start("signals", [PY, "manage.py", "run_signals"], env=HOT_PATH_ENV)  # a batch behind hands over through it
+    sup.start("feed-upbit", [PY, "-m", "marketdata.feeds", "--exchange", "upbit"], nice=TRADING_NICE, env=FEED_ENV)
+    sup.start("feed-binance", [PY, "-m", "marketdata.feeds", "--exchange", "binance"], nice=TRADING_NICE, env=FEED_ENV)
+    sup.start("signals", [PY, "manage.py", "run_signals"], env=EVALUATE_ENV)  # a batch behind hands over through it
     # One worker per queue (arbproject/celery.py): evaluations never wait behind a pair or an alert,
     # nor pairs behind beat's housekeeping.
     celery = [str(BIN / "celery"), "-A", "arbproject", "worker", "-l", "info"]
     # Two evaluate workers, one a core: while one waits on Redis or is behind, the other takes the next batch.
     for node in ("evaluate", "evaluate2"):
         sup.start(f"worker-{node}", [*celery, "-Q", "evaluate", "-P", "solo", "-n", f"{node}@%h"], nice=TRADING_NICE,
-                  env={"CELERY_ACK_EMULATION": "false", **HOT_PATH_ENV})  # a batch's message is disposable (docs/configuration.md)
+                  env={"CELERY_ACK_EMULATION": "false", **EVALUATE_ENV})  # a batch's message is disposable (docs/configuration.md)
     sup.start("worker-pairs", [*celery, "-Q", "pairs", "-c", "2", "-n", "pairs@%h"])
     sup.start("worker-ops", [*celery, "-Q", "celery,notify", "-c", "2", "-n", "ops@%h"], nice=HOUSEKEEPING_NICE)
     sup.start("beat", [str(BIN / "celery"), "-A", "arbproject", "beat", "-l", "info", "-s", str(RUN / "celerybeat-schedule")],
