@@ -263,7 +263,7 @@ FEED_RECONNECT_MAX_BACKOFF = env_float("FEED_RECONNECT_MAX_BACKOFF", 30.0, minim
 FEED_MAX_CONNECTION_AGE = env_float("FEED_MAX_CONNECTION_AGE", 23.5 * 3600, minimum=1.0)
 # A tick's hot path (feed threads, evaluate workers) at this SCHED_FIFO priority where the OS allows
 # it (marketdata/realtime.py); 0 = the normal scheduler. Each thread keeps a CPU budget: over
-# REALTIME_MAX_CPU_SHARE of a core in a second, it runs at normal priority for a few seconds.
+# REALTIME_MAX_CPU_SHARE of a core two seconds in a row, it runs at normal priority for a few seconds.
 REALTIME_PRIORITY = env_int("REALTIME_PRIORITY", 0, minimum=0)
 REALTIME_MAX_CPU_SHARE = env_float("REALTIME_MAX_CPU_SHARE", 0.4, minimum=0.05)
 # Where the KRW/USDT rate comes from: "upbit" (the KRW-USDT book) or "fixed" (FX_FIXED_RATE).

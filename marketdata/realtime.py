@@ -7,9 +7,11 @@ CPU out over time. Under SCHED_FIFO a woken thread takes a core at once from any
 tick waits only for the other hot threads (measured with bench/capacity.py; docs/architecture.md).
 
 A real-time thread that keeps running would starve every normal one, the pair workers and the kill
-switch's page among them. So each promoted thread keeps a budget: while it uses more than
-`max_share` of a core over a `window_s` window it is put back on the normal scheduler (its niceness
-unchanged) for `cooldown_s`, with a warning, then promoted again. A hot path that keeps up stays well
+switch's page among them. So each promoted thread keeps a budget: once it has used more than
+`max_share` of a core over `over_windows` windows of `window_s` in a row, it is put back on the
+normal scheduler (its niceness unchanged) for `cooldown_s`, with a warning, then promoted again. (One
+window over is not enough: a feed catching up after the host stalled it works hard for a moment, and
+that is when its priority matters most; a thread that spins stays over.) A hot path that keeps up stays well
 under it (a feed at 3,000 updates/s uses about a quarter of a core); one that is behind competes like
 any other process until it has caught up. The kernel's own real-time throttling
 (sched_rt_runtime_us, 95 % by default) is the backstop for a thread that never returns to its loop.
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PRIORITY = 10
 DEFAULT_MAX_SHARE = 0.4
 WINDOW_S = 1.0
+OVER_WINDOWS = 2
 COOLDOWN_S = 5.0
 
 
@@ -42,23 +45,25 @@ def _set_policy(realtime: bool, priority: int) -> None:
 
 
 class RealtimeBudget:
-    """The calling thread at SCHED_FIFO `priority` while it uses at most `max_share` of a core."""
+    """The calling thread at SCHED_FIFO `priority` while it keeps to `max_share` of a core."""
 
     OFF, REALTIME, DEMOTED = "off", "realtime", "demoted"
 
     def __init__(self, priority: int, *, max_share: float = DEFAULT_MAX_SHARE, window_s: float = WINDOW_S,
-                 cooldown_s: float = COOLDOWN_S, name: str = "", clock: Callable[[], float] = time.monotonic,
+                 over_windows: int = OVER_WINDOWS, cooldown_s: float = COOLDOWN_S, name: str = "", clock: Callable[[], float] = time.monotonic,
                  cpu: Callable[[], float] = time.thread_time, set_policy: Callable[[bool, int], None] = _set_policy):
         if not 0 < max_share <= 1:
             raise ValueError(f"max_share must be in (0, 1], not {max_share}")
         self.priority = priority
         self.max_share = max_share
         self.window_s = window_s
+        self.over_windows = max(1, over_windows)
         self.cooldown_s = cooldown_s
         self.name = name or "this thread"
         self.clock, self.cpu, self.set_policy = clock, cpu, set_policy
         self.state = self.OFF
         self.demotions = 0
+        self._over = 0  # windows over budget in a row
         self._window_at = self._window_cpu = 0.0
         self._until = 0.0  # while demoted: when it is promoted again
 
@@ -95,7 +100,8 @@ class RealtimeBudget:
         if elapsed < self.window_s:
             return
         share = (self.cpu() - self._window_cpu) / elapsed
-        if share > self.max_share:
+        self._over = self._over + 1 if share > self.max_share else 0
+        if self._over >= self.over_windows:
             try:
                 self.set_policy(False, 0)
             except OSError:
@@ -103,6 +109,7 @@ class RealtimeBudget:
                 return
             self.state = self.DEMOTED
             self.demotions += 1
+            self._over = 0
             self._until = now + self.cooldown_s
             log.warning("%s used %.0f%% of a core at real-time priority (budget %.0f%%): normal priority for %.0f s",
                         self.name, share * 100, self.max_share * 100, self.cooldown_s)

@@ -51,12 +51,15 @@ def test_a_thread_within_its_budget_stays_real_time():
 
 def test_a_thread_over_its_budget_runs_at_normal_priority_for_the_cooldown_then_is_promoted_again(caplog):
     clocks = Clocks()
-    budget = clocks.budget(max_share=0.4, window_s=1.0, cooldown_s=5.0, name="feed upbit")
+    budget = clocks.budget(max_share=0.4, window_s=1.0, over_windows=2, cooldown_s=5.0, name="feed upbit")
     budget.start()
     clocks.run(0.5, 0.9)
     budget.check()  # the window is not over: nothing decided on half a second
     assert budget.state == budget.REALTIME
     clocks.run(0.5, 0.9)
+    budget.check()
+    assert budget.state == budget.REALTIME  # one window over: a catch-up, perhaps
+    clocks.run(1.0, 0.9)
     budget.check()
     assert budget.state == budget.DEMOTED and budget.demotions == 1
     assert clocks.policies[-1] == (False, 0)
@@ -70,6 +73,16 @@ def test_a_thread_over_its_budget_runs_at_normal_priority_for_the_cooldown_then_
     clocks.run(1.0, 0.1)  # the new window counts from the promotion, not from before the cooldown
     budget.check()
     assert budget.state == budget.REALTIME and budget.demotions == 1
+
+
+def test_a_busy_window_between_quiet_ones_is_a_catch_up_not_a_demotion():
+    clocks = Clocks()
+    budget = clocks.budget(max_share=0.4, window_s=1.0, over_windows=2)
+    budget.start()
+    for share in (0.9, 0.2, 0.9, 0.1, 0.95):
+        clocks.run(1.0, share)
+        budget.check()
+    assert budget.state == budget.REALTIME and budget.demotions == 0
 
 
 def test_priority_zero_is_off_and_never_touches_the_scheduler():
@@ -103,7 +116,7 @@ def test_a_real_thread_is_promoted_and_a_busy_one_demoted_by_the_kernel_policy()
     seen = {}
 
     def hot():
-        budget = RealtimeBudget(5, max_share=0.5, window_s=0.1, cooldown_s=60)
+        budget = RealtimeBudget(5, max_share=0.5, window_s=0.1, over_windows=1, cooldown_s=60)
         budget.start()
         seen["promoted"] = os.sched_getscheduler(0)
         deadline = time.monotonic() + 0.15
