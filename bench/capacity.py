@@ -10,15 +10,21 @@ pool; two by default, --evaluate-workers), a pair worker (-Q pairs), a housekeep
 celery,notify), beat, the relay and the web server, on
 a private Redis and a scratch PostgreSQL database (the production database: the pair worker and the
 screens' rejections write concurrently; SQLite's single writer would be the bottleneck measured), or
-SQLite with --sqlite. The processes run at the priorities make demo gives them (--priorities, --nice).
+SQLite with --sqlite. The processes run at the priorities make demo gives them, the hot path at
+real-time priority where the OS allows it (--priorities, --realtime, --nice); the venue, which stands
+for the exchanges' machines, at the hot path's niceness, so that the offered load is not shaped by
+the system's (see NICE).
 
 Printed per run: offered and processed book updates/s (the feeds' message counters), evaluations/s
 (coins screened, from the batches' own record), tick->signal and tick->fill p50/p99 (from the feed's
-receipt of the newer book to this process hearing the announcement, its listener at the hot path's
-priority), the staleness p99 (age of a
-batch's oldest change when its results were stored), CPU and memory (RSS; PSS counts a page shared
-by forked processes once) of each process, and a closing line:
-    capacity: coins=200 updates_per_s=3000 sig_p99_ms=... staleness_p99_ms=... keeps_up=yes
+flush of the newer book to a listener of this bench's hearing the announcement; the listener is a
+process of its own at the evaluate workers' priority), the staleness p99 (age of a batch's oldest
+change when its results were stored), CPU, memory (RSS; PSS counts a page shared by forked processes
+once), niceness and real-time threads of each process, how often a hot thread went over its
+real-time budget, the CPU the hypervisor gave other guests meanwhile (steal) and the box's speed
+before and after (a fixed Python loop: this shared host's speed moves by half within minutes, and
+every figure with it), and a closing line:
+    capacity: coins=200 updates_per_s=3000 sig_p99_ms=... staleness_p99_ms=... ... keeps_up=yes
 keeps_up: the feeds processed >= 95 % of what was offered and the staleness p99 stayed under 100 ms.
 """
 
@@ -85,10 +91,14 @@ def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict)
 
 # As make demo runs them (docs/architecture.md, CPU priority): a tick's hot path (Redis, the feeds,
 # the evaluate worker) at nice -10 where the OS allows it; the dispatcher and the pairs at 0;
-# housekeeping, the dashboard and the simulated venue (the exchanges' machines) at nice 10.
-# --priorities off runs every process at the same one.
-NICE = {**{name: HOUSEKEEPING_NICE for name in ("venue", "worker_ops", "beat", "relay", "web")},
-        **{name: TRADING_NICE for name in ("redis", "feed_upbit", "feed_binance", "worker_evaluate")}}
+# housekeeping and the dashboard at nice 10. --priorities off runs every process at the same one.
+# The venue is no part of the system: it stands for the exchanges' machines, whose pace does not depend
+# on this box's load. make demo runs it at housekeeping's niceness; here it runs at the hot path's, so
+# that it sends the offered rate evenly while pairs and housekeeping wait (with the hot path at
+# real-time priority, it still takes nothing from a tick's path). Starved, it fell behind and then sent
+# its backlog in bursts: the offered load would have been shaped by the system under test.
+NICE = {**{name: HOUSEKEEPING_NICE for name in ("worker_ops", "beat", "relay", "web")},
+        **{name: TRADING_NICE for name in ("venue", "redis", "feed_upbit", "feed_binance", "worker_evaluate")}}
 # ... and real-time priority (SCHED_FIFO, where allowed) for the hot path, as make demo gives it: the
 # feeds, the dispatcher and the evaluate workers promote their own threads on a CPU budget, Redis is promoted here.
 # --realtime off leaves every process on the normal scheduler.
