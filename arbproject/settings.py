@@ -265,7 +265,7 @@ FEED_MAX_CONNECTION_AGE = env_float("FEED_MAX_CONNECTION_AGE", 23.5 * 3600, mini
 # it (marketdata/realtime.py); 0 = the normal scheduler. Each thread keeps a CPU budget: over
 # REALTIME_MAX_CPU_SHARE of a core two seconds in a row, it runs at normal priority for a few seconds.
 REALTIME_PRIORITY = env_int("REALTIME_PRIORITY", 0, minimum=0)
-REALTIME_MAX_CPU_SHARE = env_float("REALTIME_MAX_CPU_SHARE", 0.4, minimum=0.05)
+REALTIME_MAX_CPU_SHARE = env_float("REALTIME_MAX_CPU_SHARE", 0.6, minimum=0.05)
 # Where the KRW/USDT rate comes from: "upbit" (the KRW-USDT book) or "fixed" (FX_FIXED_RATE).
 FX_SOURCE = env_str("FX_SOURCE", "upbit")
 FX_FIXED_RATE = env_decimal("FX_FIXED_RATE", "1380")
