@@ -40,9 +40,10 @@ def get_state() -> StateManager:
 def evaluate_realtime() -> RealtimeBudget:
     """An evaluate worker's hot thread at real-time priority (REALTIME_PRIORITY), on its CPU budget:
     promoted by the first evaluate task on a worker of the evaluate queue alone (the solo pool runs
-    every task in that one thread)."""
+    every task in that one thread), its heap settled (realtime.settle_heap) at the same moment."""
     budget = realtime.from_settings("evaluate worker")
     budget.start()
+    realtime.settle_heap()  # Django, Celery, the caches the first batch filled: out of every full collection
     return budget
 
 

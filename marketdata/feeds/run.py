@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     options = vars(parser.parse_args(argv))
     logging.config.dictConfig(settings.LOGGING)
+    realtime.settle_heap()  # the modules and settings this process runs on: never a full collection's work again
     try:
         run(options, warn=lambda text: print(text, file=sys.stderr))
     except FeedsError as exc:

@@ -18,6 +18,7 @@ class Command(BaseCommand):
         state = StateManager.from_url(settings.REDIS_URL)
         dispatcher = Dispatcher(state, lambda: evaluate_changed.apply_async(expires=10),
                                 realtime=realtime.from_settings("dispatcher"))
+        realtime.settle_heap()  # Django and Celery, loaded: out of every full collection's way
         signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
         signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
         self.stdout.write("signals: dispatching evaluations on book changes")
