@@ -122,11 +122,8 @@ def demotions(logs: Path) -> dict[str, int]:
     return {name: n for name, n in counts.items() if n}
 
 
-HOG = "while True:\n    pass\n"  # a process that wants a whole core (--hog)
-
-
 def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, server: str | None,
-        evaluate_workers: int = 2, min_spread: str = "0.3", hogs: int = 0) -> dict:
+        evaluate_workers: int = 2, min_spread: str = "0.3") -> dict:
     speed_before = h.box_speed_ms()
     redis_server, redis_url = h.start_redis()
     try:
@@ -171,8 +168,6 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     start("relay", [*manage, "run_relay"], env, procs, scratch)
     start("web", [UVICORN, "arbproject.asgi:application", "--host", "127.0.0.1", "--port", str(web), "--lifespan", "off",
                   "--no-access-log", "--log-level", "warning"], env, procs, scratch)
-    for i in range(hogs):  # other work on the same box, at normal priority, each in a session of its own
-        procs[f"hog{i}"] = subprocess.Popen([h.PY, "-c", HOG], start_new_session=True)
     client = redis.Redis.from_url(redis_url)
     latency = h.TickLatency(client, nice=NICE.get("worker_evaluate", 0),  # heard at the hot path's priority
                             realtime=EVALUATE_REALTIME_PRIORITY if "worker_evaluate" in REALTIME else 0).start()
@@ -279,8 +274,8 @@ def report(r: dict) -> None:
     print(f"  Redis PING round trip p50 {r['ping50']:.2f} ms p99 {r['ping99']:.2f} ms; busiest commands (whole run): "
           f"{r['redis_busiest']}")
     print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8} {'nice':>5} {'real-time threads':>18}")
-    system = [name for name in r["cpu"] if name not in ("venue", "redis") and not name.startswith("hog")]
-    for name in ["venue", "redis", *system, *(n for n in r["cpu"] if n.startswith("hog"))]:
+    system = [name for name in r["cpu"] if name not in ("venue", "redis")]
+    for name in ["venue", "redis", *system]:
         rss, pss = r["memory"][name]
         print(f"  {name:<16} {r['cpu'][name]:>6.0%} {rss:>8.0f} {pss:>8.0f} {r['nice'][name]:>5} {r['realtime'][name]:>18}")
     rss = sum(r["memory"][n][0] for n in system)
@@ -322,9 +317,6 @@ def main() -> None:
                         help="this niceness for one process (venue, redis, feed_upbit, worker_pairs, ...; repeatable)")
     parser.add_argument("--min-spread", default="0.3", help="min_spread_pct (%%): the default limit, beaten only by the hot "
                                                               "coins; 0.05 makes a fifth of the market signal on every tick")
-    parser.add_argument("--hog", type=int, default=0, metavar="N",
-                        help="N more processes that each want a whole core, at normal priority: a box that also runs "
-                             "other things (what the hot path's priority is for)")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.env)
     if args.priorities == "off":
@@ -334,7 +326,7 @@ def main() -> None:
     NICE.update({name: int(n) for name, n in (item.split("=", 1) for item in args.nice)})
     for rate in args.rate or [1000.0, 3000.0, 6000.0]:
         report(run(args.coins, rate, args.seconds, args.hot, extra, None if args.sqlite else args.postgres,
-                   args.evaluate_workers, args.min_spread, args.hog))
+                   args.evaluate_workers, args.min_spread))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from urllib.parse import urlparse
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from marketdata.realtime import set_process_realtime  # noqa: E402  (stdlib only: no Django set-up)
+
 RUN = ROOT / ".run"
 METRICS_DIR = RUN / "prometheus"
 PY = sys.executable
@@ -65,10 +68,7 @@ def set_priority(nice: int, realtime: int = 0) -> None:
     except PermissionError:
         pass  # stay at 0
     if realtime:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime))
-        except OSError:
-            pass  # not allowed here: the niceness alone
+        set_process_realtime(0, realtime)  # where not allowed, the niceness alone
     if os.getsid(0) == os.getpid():
         try:
             with open("/proc/self/autogroup", "w") as autogroup:

@@ -75,7 +75,7 @@ class RealtimeBudget:
             return False
         try:
             self.set_policy(True, self.priority)
-        except (PermissionError, OSError, AttributeError) as exc:  # no CAP_SYS_NICE, no real-time budget, not Linux
+        except (OSError, AttributeError) as exc:  # no CAP_SYS_NICE, no real-time budget, not Linux
             log.info("%s stays at normal priority: real-time scheduling refused (%s)", self.name, exc)
             return False
         self.state = self.REALTIME
@@ -130,11 +130,12 @@ def from_settings(name: str) -> RealtimeBudget:
 
 
 def set_process_realtime(pid: int, priority: int = DEFAULT_PRIORITY) -> bool:
-    """Put another process's main thread (Redis, started by a supervisor) at real-time priority; False
-    where the OS refuses. Its budget is its clients' requests; the kernel's throttling is the backstop."""
+    """Put a process's main thread (0: the caller's; Redis, started by a supervisor) at real-time
+    priority; False where the OS refuses. Redis's budget is its clients' requests; the kernel's
+    throttling is the backstop."""
     try:
         os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(priority))
-    except (PermissionError, OSError, AttributeError):
+    except (OSError, AttributeError):
         return False
     return True
 
