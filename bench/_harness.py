@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from marketdata.realtime import set_process_realtime
 from tests.support import PrivateRedis, free_port, stop_processes  # noqa: F401  (free_port is re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def postgres_cpu_seconds() -> float:
 def box_speed_ms() -> float:
     """How long a fixed pure-Python loop (a million multiply-adds) takes on this machine now, the best
     of three, in ms: this shared host's speed moves by half or more within minutes, and every figure
-    with it (about 110 ms when it is quiet)."""
+    with it (55 ms at its fastest here in session 7, up to 190 ms)."""
     import time
 
     best = float("inf")
@@ -219,10 +220,7 @@ class TickLatency:
             except PermissionError:
                 pass
         if self.realtime:
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime))
-            except OSError:
-                pass
+            set_process_realtime(0, self.realtime)
         signals, fills = [], []
         pubsub = redis.Redis(**self.address).pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe("arbitrage:signals", "arbitrage:executions")

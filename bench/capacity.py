@@ -270,7 +270,7 @@ def report(r: dict) -> None:
           f"tick->fill p50 {r['f50']:.2f} ms p99 {r['f99']:.2f} ms ({r['fills']} fills); staleness p99 {r['stale99']:.2f} ms")
     print(f"  hot coins' signals in the ledger: {r['outcomes']}")
     print(f"  the box's speed: a fixed Python loop took {r['speed'][0]:.0f} ms before the run, {r['speed'][1]:.0f} ms after "
-          f"(~110 ms when the host is quiet)")
+          f"(~55 ms at this host's fastest)")
     print(f"  Redis PING round trip p50 {r['ping50']:.2f} ms p99 {r['ping99']:.2f} ms; busiest commands (whole run): "
           f"{r['redis_busiest']}")
     print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8} {'nice':>5} {'real-time threads':>18}")
