@@ -1,0 +1,161 @@
+"""The ledger's replay goes on from where it was (accounting.replay): the same book as a replay from the
+start, whatever was booked, committed late, rolled back or revalued in between."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trading import accounting, ledger
+from trading.accounting import Marks
+from trading.models import Balance, Fill, LedgerEntry, Order, Pair, Transfer
+
+from .test_accounting import fill
+
+pytestmark = pytest.mark.django_db
+LATER = datetime.now(UTC) + timedelta(days=3650)
+
+
+def from_the_start() -> accounting.Book:
+    return accounting.replay(until=LATER)  # a bounded replay never goes on from a previous one
+
+
+def same(a: accounting.Book, b: accounting.Book) -> bool:
+    def held(d):
+        return {k: v for k, v in d.items() if v}
+
+    return (held(a.quantity), held(a.basis), a.flows, a.realized, a.realized_fees, a.unvalued) == \
+        (held(b.quantity), held(b.basis), b.flows, b.realized, b.realized_fees, b.unvalued)
+
+
+def test_only_the_entries_booked_since_are_read(django_assert_max_num_queries):
+    for _ in range(30):
+        ledger.deposit("upbit", "KRW", D("1000"), value_krw=D("1000"))
+    accounting.replay()
+    ledger.deposit("binance", "USDT", D("10"), value_krw=D("14000"))
+    with django_assert_max_num_queries(2):  # the check of what was read, and what is new
+        book = accounting.replay()
+    assert book.flows == D("44000") and same(book, from_the_start())
+
+
+def test_an_entry_committed_late_with_a_lower_id_is_not_missed():
+    """Two bookings take ids 1 and 2; the one with 2 commits first and is read; then 1 commits."""
+    first = ledger.post("upbit", "KRW", D("1000"), LedgerEntry.Kind.DEPOSIT, value_krw=D("1000"))
+    LedgerEntry.objects.create(id=first.id + 10, venue="upbit", asset="KRW", amount=D("5"), kind="deposit",
+                               value_krw=D("5"))
+    assert accounting.replay().flows == D("1005")
+    LedgerEntry.objects.create(id=first.id + 5, venue="upbit", asset="KRW", amount=D("7"), kind="deposit",
+                               value_krw=D("7"))
+    assert accounting.replay().flows == D("1012")
+
+
+def test_entries_rolled_back_after_they_were_read_are_forgotten():
+    ledger.deposit("upbit", "KRW", D("1000"), value_krw=D("1000"))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ledger.deposit("upbit", "KRW", D("50"), value_krw=D("50"))
+        assert accounting.replay().flows == D("1050")  # read inside the transaction
+        raise RuntimeError
+    assert accounting.replay().flows == D("1000")
+
+
+def test_flows_valued_after_they_were_read_are_read_again():
+    ledger.deposit("binance", "USDT", D("100"))  # no value yet
+    assert accounting.replay().unvalued
+    accounting.value_flows(Marks(D("1400")))
+    book = accounting.replay()
+    assert book.flows == D("140000") and not book.unvalued
+
+
+def test_a_book_handed_out_does_not_change_afterwards():
+    ledger.deposit("upbit", "KRW", D("1000"), value_krw=D("1000"))
+    book = accounting.replay()
+    ledger.deposit("upbit", "KRW", D("1000"), value_krw=D("1000"))
+    accounting.replay()
+    assert book.flows == D("1000") and book.quantity[("upbit", "KRW")] == D("1000")
+
+
+def depart(amount: D, fee: D = D("0.0001")) -> Transfer:
+    """A withdrawal from Binance booked as the transfer service books it: out, in transit, the fee."""
+
+    t = Transfer.objects.create(asset="BTC", amount=amount, fee=fee, from_venue="binance", to_venue="upbit",
+                                network="BTC", address="ours", client_id=f"t{Transfer.objects.count()}",
+                                stage="in_transit")
+    ledger.post_many([LedgerEntry(venue="binance", asset="BTC", amount=-amount, kind="transfer", transfer=t),
+                      LedgerEntry(venue="to_upbit", asset="BTC", amount=amount, kind="transfer", transfer=t),
+                      LedgerEntry(venue="binance", asset="BTC", amount=-fee, kind="fee", transfer=t)])
+    return t
+
+
+def arrive(t) -> None:
+    ledger.post_many([LedgerEntry(venue="to_upbit", asset="BTC", amount=-t.amount, kind="transfer", transfer=t),
+                      LedgerEntry(venue="upbit", asset="BTC", amount=t.amount, kind="transfer", transfer=t)])
+    type(t).objects.filter(pk=t.pk).update(stage="arrived")
+
+
+def test_a_transfer_booked_out_and_in_with_nothing_between_carries_its_cost_to_the_coins_that_arrived():
+    """1 BTC on Binance at a cost of 140,000,000 KRW; 0.5 leaves (fee 0.0001) and arrives on Upbit. Its
+    two bookings share the transfer and, with no other entry between them, neighbouring ids."""
+    ledger.deposit("binance", "BTC", D("1"), value_krw=D("140000000"))
+    arrive(depart(D("0.5")))
+    book = from_the_start()
+    assert book.quantity[("to_upbit", "BTC")] == 0 and book.basis[("to_upbit", "BTC")] == 0
+    assert book.quantity[("upbit", "BTC")] == D("0.5") and book.basis[("upbit", "BTC")] == D("70000000")
+    assert book.quantity[("binance", "BTC")] == D("0.4999") and book.basis[("binance", "BTC")] == D("69986000")
+    assert book.realized == book.realized_fees == D("-14000")  # 0.0001 BTC at 140,000,000 a coin
+    assert book.total_basis() == book.flows + book.realized
+
+
+events = st.lists(st.one_of(
+    st.tuples(st.just("deposit"), st.sampled_from([("upbit", "KRW"), ("binance", "USDT"), ("binance", "BTC")]),
+              st.integers(1, 10_000)),
+    st.tuples(st.just("fill"), st.sampled_from(["upbit", "binance"]), st.sampled_from(["buy", "sell"]),
+              st.integers(1, 1000), st.booleans()),
+    st.tuples(st.just("transfer"), st.integers(1, 100)),
+    st.just(("arrive",)),
+    st.just(("replay",)),
+    st.just(("rollback",)),
+), min_size=1, max_size=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(events=events)
+def test_going_on_gives_the_book_a_replay_from_the_start_gives(events):
+
+    for model in (LedgerEntry, Fill, Order, Transfer, Pair, Balance):
+        model.objects.all().delete()
+    pair = Pair.objects.create(symbol="BTC", buy_exchange="binance", sell_exchange="upbit", fx_rate=D("1400"))
+
+    def book(event):
+        if event[0] == "deposit":
+            _, (venue, asset), amount = event
+            ledger.deposit(venue, asset, D(amount), value_krw=D(amount) * 1400)
+        elif event[0] == "fill":
+            _, venue, side, milli, fee_in_coin = event
+            quote = "KRW" if venue == "upbit" else "USDT"
+            price = "140000000" if venue == "upbit" else "100000"
+            qty = D(milli) / 100000
+            fill(pair, venue, side, price, str(qty), str(qty / 1000), "BTC" if fee_in_coin else quote)
+        elif event[0] == "transfer":
+            depart(D(event[1]) / 1000)
+        elif event[0] == "arrive":
+            moving = Transfer.objects.filter(stage="in_transit").first()
+            if moving is not None:
+                arrive(moving)
+
+    for event in events:
+        if event[0] == "replay":
+            assert same(accounting.replay(), from_the_start())
+        elif event[0] == "rollback":
+            with pytest.raises(RuntimeError), transaction.atomic():
+                book(("deposit", ("upbit", "KRW"), 3))
+                accounting.replay()
+                raise RuntimeError
+        else:
+            book(event)
+    assert same(accounting.replay(), from_the_start())
