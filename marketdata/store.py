@@ -291,6 +291,17 @@ class MarketStore:
     def get_price(self, exchange: str, symbol: str) -> PriceRecord | None:
         return decode_record(PriceRecord, self.redis.hgetall(price_key(exchange, symbol)))
 
+    def get_prices(self, keys) -> dict[tuple[str, str], PriceRecord]:
+        """The price records of many (exchange, symbol), in one round trip; missing ones left out."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for exchange, symbol in keys:
+            pipe.hgetall(price_key(exchange, symbol))
+        found = ((key, decode_record(PriceRecord, raw)) for key, raw in zip(keys, pipe.execute(), strict=True))
+        return {key: record for key, record in found if record is not None}
+
     def get_book(self, exchange: str, symbol: str) -> BookRecord | None:
         raw = self.redis.get(book_key(exchange, symbol))
         return None if raw is None else decode_book(raw)

@@ -57,15 +57,9 @@ class Marks:
 
 
 def current_marks(state, fx: Decimal, assets) -> Marks:
-    prices = {}
-    for venue, asset in assets:
-        venue = venue.removeprefix("to_")  # in transit: the destination's price
-        if asset in ("KRW", "USDT") or (venue, asset) in prices:
-            continue
-        record = state.get_price(venue, asset)
-        if record is not None:
-            prices[(venue, asset)] = record.mid
-    return Marks(fx, prices)
+    """Each coin held at its venue's mid (read in one round trip); in transit, at the destination's."""
+    wanted = {(venue.removeprefix("to_"), asset) for venue, asset in assets if asset not in ("KRW", "USDT")}
+    return Marks(fx, {key: record.mid for key, record in state.get_prices(sorted(wanted)).items()})
 
 
 @dataclass

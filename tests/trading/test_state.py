@@ -170,3 +170,11 @@ def test_record_indexes_are_pruned_and_bounded(state, redis_client, monkeypatch)
     redis_client.zadd(index, {"ancient": 1.0})
     state.save_order(OrderRecord("o120", "upbit", "BTC", "buy", D("1"), D("1"), "filled", D("1"), D("1"), NOW, NOW))
     assert redis_client.zscore(index, "ancient") is None
+
+
+def test_many_prices_are_read_together_and_missing_ones_left_out(state):
+    prices = [PriceRecord(venue, coin, D("1"), D("3"), D("2"), NOW, NOW) for venue in ("upbit", "binance")
+              for coin in ("BTC", "ETH")]
+    state.write_market(prices, [], [])
+    got = state.get_prices([("upbit", "BTC"), ("binance", "ETH"), ("upbit", "NOPE"), ("upbit", "BTC")])
+    assert got == {("upbit", "BTC"): prices[0], ("binance", "ETH"): prices[3]}
