@@ -189,6 +189,9 @@ class TickLatency:
         self.realtime = realtime
         self.signals: list[float] = []
         self.fills: list[float] = []
+        # per signal heard: (tick -> screen start, screen start -> heard) in ms, from the signal's own
+        # timestamp (the screen's clock): which side of the screen a slow signal spent its time on
+        self.parts: list[tuple[float, float]] = []
         context = multiprocessing.get_context("fork")
         self.measuring, self.done = context.Event(), context.Event()
         self._results, self._sender = context.Pipe(duplex=False)
@@ -201,7 +204,7 @@ class TickLatency:
     def stop(self) -> None:
         self.done.set()
         if self._results.poll(5):
-            self.signals, self.fills = self._results.recv()
+            self.signals, self.fills, self.parts = self._results.recv()
         self.process.join(2)
         if self.process.is_alive():
             self.process.kill()
@@ -221,7 +224,7 @@ class TickLatency:
                 pass
         if self.realtime:
             set_process_realtime(0, self.realtime)
-        signals, fills = [], []
+        signals, fills, parts = [], [], []
         pubsub = redis.Redis(**self.address).pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe("arbitrage:signals", "arbitrage:executions")
         while not self.done.is_set():
@@ -229,9 +232,16 @@ class TickLatency:
             if msg is None or not self.measuring.is_set():
                 continue
             now = time.time()
-            tick = orjson.loads(msg["data"]).get("tick_received_at")
+            payload = orjson.loads(msg["data"])
+            tick = payload.get("tick_received_at")
             if tick:
-                lat = (now - datetime.fromisoformat(tick).timestamp()) * 1000
-                (signals if msg["channel"] == b"arbitrage:signals" else fills).append(lat)
+                tick = datetime.fromisoformat(tick).timestamp()
+                lat = (now - tick) * 1000
+                if msg["channel"] == b"arbitrage:signals":
+                    signals.append(lat)
+                    screened = datetime.fromisoformat(payload["timestamp"]).timestamp()
+                    parts.append(((screened - tick) * 1000, (now - screened) * 1000))
+                else:
+                    fills.append(lat)
         pubsub.close()
-        self._sender.send((signals, fills))
+        self._sender.send((signals, fills, parts))

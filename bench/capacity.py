@@ -236,7 +236,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "evals": sum(b[1] for b in window) / span, "batches": len(window) / span,
         "signals": len(latency.signals), "s50": h.percentile(latency.signals, 50), "s99": h.percentile(latency.signals, 99),
         "fills": len(latency.fills), "f50": h.percentile(latency.fills, 50), "f99": h.percentile(latency.fills, 99),
-        "stale99": h.percentile([b[2] for b in window], 99),
+        "stale99": h.percentile([b[2] for b in window], 99), "tail": tail_split(latency),
         "cpu": {name: (cpu1[name] - cpu0[name]) / span for name in watched}, "memory": memory, "nice": niceness, "dead": dead,
         "postgres_cpu": (pg1 - pg0) / span, "steal": (steal1 - steal0) / span, "realtime": policy, "demoted": demoted,
         "speed": (speed_before, speed_after),
@@ -245,6 +245,17 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "redis_busiest": ", ".join(f"{name.removeprefix('cmdstat_')} {v['usec_per_call']:.0f} us x {v['calls']}"
                                    for name, v in busiest),
     }
+
+
+def tail_split(latency: h.TickLatency) -> str:
+    """Where the slowest 1 % of signals spent their time: before their screen started (the feed's
+    write, the take, the batches ahead) or after (the screen, the store, the announcement heard)."""
+    if not latency.parts:
+        return "n/a"
+    cut = h.percentile(latency.signals, 99)
+    slow = [p for lat, p in zip(latency.signals, latency.parts, strict=True) if lat >= cut]
+    return (f"{len(slow)} signals >= p99: before the screen p50 {h.percentile([p[0] for p in slow], 50):.1f} ms, "
+            f"after it p50 {h.percentile([p[1] for p in slow], 50):.1f} ms")
 
 
 def signal_outcomes(database_url: str, hot: list[str]) -> str:
@@ -268,6 +279,7 @@ def report(r: dict) -> None:
           f"evaluations={r['evals']:.0f}/s in {r['batches']:.0f} batches/s")
     print(f"  tick->signal p50 {r['s50']:.2f} ms p99 {r['s99']:.2f} ms ({r['signals']} signals); "
           f"tick->fill p50 {r['f50']:.2f} ms p99 {r['f99']:.2f} ms ({r['fills']} fills); staleness p99 {r['stale99']:.2f} ms")
+    print(f"  the slowest signals: {r['tail']}")
     print(f"  hot coins' signals in the ledger: {r['outcomes']}")
     print(f"  the box's speed: a fixed Python loop took {r['speed'][0]:.0f} ms before the run, {r['speed'][1]:.0f} ms after "
           f"(~55 ms at this host's fastest)")
