@@ -54,7 +54,7 @@ from infra.demo import (  # noqa: E402  (make demo's)
     set_priority,
 )
 from marketdata import realtime  # noqa: E402
-from trading.state import StateManager  # noqa: E402
+from trading.state import StateManager, keys  # noqa: E402
 
 STEP_HZ = 0.2  # the model's full steps (every ladder rebuilt); the rest of the rate is churn
 CELERY = str(Path(h.PY).parent / "celery")
@@ -200,18 +200,22 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         watched = {**{name: p.pid for name, p in procs.items()}, "redis": redis_server.proc.pid}
         cpu0 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
         pg0, steal0 = h.postgres_cpu_seconds(), h.steal_seconds()
+        # Every command Redis took over 1 ms to run: while it runs, every hot path's command waits.
+        client.config_set("slowlog-log-slower-than", 1000)
+        client.config_set("slowlog-max-len", 10000)
+        client.slowlog_reset()
         latency.measuring.set()
         pinging.set()
         end = time.monotonic() + seconds
+        exposure = [keys.exposure_key(m[:-4]) for m in markets[:hot]]
         while time.monotonic() < end:
             # Each pair adds to its coin's exposure; clear it so the position limit does not end the run.
-            keys = client.keys("arbitrage:guard:exposure:*")
-            if keys:
-                client.delete(*keys)
+            client.delete(*exposure)
             time.sleep(0.25)
         latency.measuring.clear()
         pinging.clear()
         t1, m1 = time.time(), feed_messages()
+        slow = client.slowlog_get(10000)
         redis_time = client.info("commandstats")
         cpu1 = {name: h.tree_cpu_seconds(pid) for name, pid in watched.items()}
         pg1, steal1 = h.postgres_cpu_seconds(), h.steal_seconds()
@@ -242,9 +246,25 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         "speed": (speed_before, speed_after),
         "batches_raw": window, "outcomes": outcomes,
         "ping50": h.percentile(pings, 50), "ping99": h.percentile(pings, 99),
+        "redis_slow": slow_commands(slow),
         "redis_busiest": ", ".join(f"{name.removeprefix('cmdstat_')} {v['usec_per_call']:.0f} us x {v['calls']}"
                                    for name, v in busiest),
     }
+
+
+def slow_commands(entries: list[dict]) -> str:
+    """Redis's slow log while measuring: how many commands ran over 1 ms, and the slowest kinds."""
+    if not entries:
+        return "none"
+    worst: dict[str, list[int]] = {}
+    for e in entries:
+        words = e["command"].split()
+        name = words[0].decode(errors="replace").lower() if words else "?"
+        if name in ("evalsha", "eval") and len(words) > 2:
+            name += f"({int(words[2])} keys)"
+        worst.setdefault(name, []).append(e["duration"])
+    kinds = sorted(worst.items(), key=lambda kv: -max(kv[1]))[:3]
+    return f"{len(entries)} over 1 ms, " + ", ".join(f"{name} x{len(d)} up to {max(d) / 1000:.1f} ms" for name, d in kinds)
 
 
 def tail_split(latency: h.TickLatency) -> str:
@@ -285,6 +305,7 @@ def report(r: dict) -> None:
           f"(~55 ms at this host's fastest)")
     print(f"  Redis PING round trip p50 {r['ping50']:.2f} ms p99 {r['ping99']:.2f} ms; busiest commands (whole run): "
           f"{r['redis_busiest']}")
+    print(f"  Redis commands that ran over 1 ms while measuring: {r['redis_slow']}")
     print(f"  {'process':<16} {'CPU':>6} {'RSS MB':>8} {'PSS MB':>8} {'nice':>5} {'real-time threads':>18}")
     system = [name for name in r["cpu"] if name not in ("venue", "redis")]
     for name in ["venue", "redis", *system]:
