@@ -48,13 +48,13 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
     """Deposit paper mode's starting balances the first time a venue or coin is traded."""
     if settings.LIVE_MODE or {("upbit", symbol), ("binance", symbol)} <= _funded:
         return
-    funded = set(LedgerEntry.objects.filter(kind=LedgerEntry.Kind.DEPOSIT).values_list("venue", "asset").distinct())
     wanted = [("upbit", "KRW", settings.PAPER_START_KRW), ("binance", "USDT", settings.PAPER_START_USDT),
               ("upbit", symbol, settings.PAPER_START_COIN_KRW / upbit_mid),
               ("binance", symbol, settings.PAPER_START_COIN_KRW / (binance_mid * fx))]
     # A deposit is a flow, valued at the marks of the moment (docs/ACCOUNTING.md), never performance.
     marks = {"KRW": Decimal(1), "USDT": fx}
     value_of = {("upbit", symbol): upbit_mid, ("binance", symbol): binance_mid * fx}
+    funded = _deposited([(v, a) for v, a, _ in wanted if (v, a) not in _funded]) | _funded
     missing = [(v, a, amount) for v, a, amount in wanted if (v, a) not in funded]
     if not missing:
         _funded.update(funded)
@@ -68,7 +68,7 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
     if token is None:
         return
     try:
-        funded = set(LedgerEntry.objects.filter(kind=LedgerEntry.Kind.DEPOSIT).values_list("venue", "asset").distinct())
+        funded = _deposited([(v, a) for v, a, _ in missing])
         for venue, asset, amount in missing:
             if (venue, asset) not in funded:
                 amount = money(amount)
@@ -76,6 +76,13 @@ def ensure_paper_funds(state: StateManager, symbol: str, upbit_mid: Decimal, bin
         _funded.update((venue, asset) for venue, asset, _ in wanted)
     finally:
         state.release_lock("funding", token)
+
+
+def _deposited(holdings: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (venue, asset) have had a deposit: each looked up through the ledger's (venue,
+    asset) index up to its first deposit, never by scanning the whole ledger for its kind."""
+    return {(venue, asset) for venue, asset in holdings
+            if LedgerEntry.objects.filter(venue=venue, asset=asset, kind=LedgerEntry.Kind.DEPOSIT).exists()}
 
 
 def should_record_rejection(state: StateManager, symbol: str, check: str) -> bool:

@@ -296,3 +296,16 @@ def test_a_pair_is_sized_to_what_the_coins_exposure_limit_still_leaves(state, ma
     assert engine.evaluate_symbol("BTC", state=state) == "executed"
     pair = Pair.objects.get()
     assert pair.buy_price * pair.quantity <= D("500000")
+
+
+def test_paper_mode_funds_each_account_once_the_first_time_it_is_traded(state):
+    """The quotes once, each coin on both venues once; a new process (no memory) deposits nothing again."""
+    engine.ensure_paper_funds(state, "BTC", D("143000000"), D("100000"), D("1400"))
+    engine.ensure_paper_funds(state, "BTC", D("143000000"), D("100000"), D("1400"))
+    engine.forget_limits()  # a process that has funded nothing itself
+    engine.ensure_paper_funds(state, "ETH", D("5000000"), D("3500"), D("1400"))
+    engine.forget_limits()
+    engine.ensure_paper_funds(state, "ETH", D("5000000"), D("3500"), D("1400"))
+    deposits = sorted(LedgerEntry.objects.filter(kind="deposit").values_list("venue", "asset"))
+    assert deposits == [("binance", "BTC"), ("binance", "ETH"), ("binance", "USDT"),
+                        ("upbit", "BTC"), ("upbit", "ETH"), ("upbit", "KRW")]
