@@ -347,7 +347,9 @@ def period_pnl(current: Valuation, fx_now: Decimal, since: datetime | None) -> P
     pairs = Pair.objects.filter(stage=Pair.Stage.CLOSED)
     if base is not None:
         pairs = pairs.filter(updated_at__gt=base.taken_at)
-    parts = pair_components(pairs)
+    # Rows, not models: the metrics ask every second, and a busy day closes hundreds of pairs.
+    parts = pair_components(pairs.values_list("expected_buy_price", "expected_sell_price", "quantity", "gross_pnl",
+                                              "hedge_pnl", "fees", named=True))
     trading = sum(parts.values(), ZERO)
     # The rate's move on what was priced in USDT at the period's start (at the baseline's holdings).
     fx = money(base.usdt_exposure * (fx_now - base.fx_rate)) if base else ZERO
