@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from marketdata.realtime import set_process_realtime
@@ -245,3 +246,21 @@ class TickLatency:
                     fills.append(lat)
         pubsub.close()
         self._sender.send((signals, fills, parts))
+
+
+def scratch_database(server: str | None, scratch: Path):
+    """(DATABASE_URL, drop) for a database of this run's own: on the PostgreSQL server, else SQLite."""
+    if server is None:
+        return f"sqlite:///{scratch / 'bench.sqlite3'}", lambda: None
+    import psycopg
+    from psycopg import sql
+
+    name = f"kimp_bench_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(server, dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop():
+        with psycopg.connect(server, dbname="postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    return f"{server.rsplit('/', 1)[0]}/{name}", drop

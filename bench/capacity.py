@@ -61,24 +61,6 @@ CELERY = str(Path(h.PY).parent / "celery")
 UVICORN = str(Path(h.PY).parent / "uvicorn")
 
 
-def scratch_database(server: str | None, scratch: Path):
-    """(DATABASE_URL, drop) for a database of this run's own: on the PostgreSQL server, else SQLite."""
-    if server is None:
-        return f"sqlite:///{scratch / 'bench.sqlite3'}", lambda: None
-    import psycopg
-    from psycopg import sql
-
-    name = f"kimp_bench_{os.getpid()}_{int(time.time())}"
-    with psycopg.connect(server, dbname="postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-    def drop():
-        with psycopg.connect(server, dbname="postgres", autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-    return f"{server.rsplit('/', 1)[0]}/{name}", drop
-
-
 def system_env(redis_url: str, database_url: str, up: int, bn: int, extra: dict) -> dict:
     return {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
             "DJANGO_SETTINGS_MODULE": "arbproject.settings",
@@ -133,7 +115,7 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
     if "redis" in REALTIME:
         realtime.set_process_realtime(redis_server.proc.pid, REDIS_REALTIME_PRIORITY)
     scratch = Path(tempfile.mkdtemp(prefix="kimp-capacity-"))
-    database_url, drop_database = scratch_database(server, scratch)
+    database_url, drop_database = h.scratch_database(server, scratch)
     up, bn, web = h.free_port(), h.free_port(), h.free_port()
     env = system_env(redis_url, database_url, up, bn, extra_env)
     manage = [h.PY, "manage.py"]

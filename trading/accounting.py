@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, Max, Sum
+from django.db.models import Sum
 
 from .fields import money
 from .models import EquitySnapshot, LedgerEntry, Pair
@@ -159,7 +159,7 @@ def transfer_leg(entry: LedgerEntry) -> str:
 
 class _Replay:
     """A replay in progress: the book so far, the fill or transfer whose entries are still being read,
-    and a fingerprint of what was read (entries up to `last_id`: how many, the newest `created_at`)."""
+    and a fingerprint of what was read (entries up to `last_id`: how many, and the last one's time)."""
 
     def __init__(self, database: str = ""):
         self.database = database
@@ -168,13 +168,12 @@ class _Replay:
         self.pending_key = None
         self.last_id = 0
         self.read = 0
-        self.newest: datetime | None = None
+        self.last_created: datetime | None = None
 
     def feed(self, entries) -> None:
         book = self.book
         for entry in entries:
-            self.last_id, self.read = entry.id, self.read + 1
-            self.newest = entry.created_at if self.newest is None else max(self.newest, entry.created_at)
+            self.last_id, self.last_created, self.read = entry.id, entry.created_at, self.read + 1
             key = ("fill", entry.fill_id) if entry.fill_id is not None else \
                 ("transfer", entry.transfer_id, transfer_leg(entry)) if entry.transfer_id is not None else None
             if key is not None and key == self.pending_key:
@@ -209,8 +208,10 @@ class _Replay:
         if self.database != connection.settings_dict["NAME"] or self.book.unvalued \
                 or any(e.value_krw is None for e in self.pending):
             return False
-        seen = LedgerEntry.objects.filter(id__lte=self.last_id).aggregate(n=Count("id"), newest=Max("created_at"))
-        return seen["n"] == self.read and seen["newest"] == self.newest
+        # The count is read off the primary key's index alone; the last entry's time tells it from an
+        # entry that took its id again (SQLite reuses the ids of rows rolled back).
+        last = LedgerEntry.objects.filter(id=self.last_id).values_list("created_at", flat=True).first()
+        return last == self.last_created and LedgerEntry.objects.filter(id__lte=self.last_id).count() == self.read
 
 
 _replayed: _Replay | None = None
