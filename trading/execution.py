@@ -344,7 +344,7 @@ class PairExecutor:
     def _close(self, pair: Pair, note: str = "", dust: tuple[Decimal, str] | None = None) -> Pair:
         """Every order known and booked: the pair's result and the coin's position commit together."""
         self.checkpoint("close", pair)
-        orders = list(Order.objects.filter(pair=pair))
+        orders = list(Order.objects.filter(pair=pair).prefetch_related("fills"))  # their fees' values, in one query
         legs = {o.side: o for o in orders if o.role == Order.Role.LEG}
         buy, sell = legs.get("buy"), legs.get("sell")
         fx = pair.fx_rate
