@@ -80,7 +80,9 @@ def record_fill(order: Order, price: Decimal, quantity: Decimal, fee_rate: Decim
         fee_value_krw = Decimal(0)
     elif fee_value_krw is None and rate is not None:
         fee_value_krw = fee * rate if fee_asset == quote else fee * price * rate if fee_asset == base else None
-    with transaction.atomic():
+    # No savepoint of its own inside the caller's transaction (two round trips a fill): a failure here
+    # fails the caller's whole booking, which no caller catches and goes on from.
+    with transaction.atomic(savepoint=False):
         fill = Fill.objects.create(order=order, trade_id=trade_id, price=money(price), quantity=quantity, fee=fee,
                                    fee_asset=fee_asset, fee_krw=_money_or_none(fee_value_krw), fee_note=fee_note[:200])
         value = None if rate is None else notional * rate

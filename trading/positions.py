@@ -24,7 +24,7 @@ def apply_pair(pair: Pair) -> Position | None:
     """Add a filled pair to its coin's position: same direction adds, the reverse closes."""
     if pair.quantity <= 0:
         return Position.objects.filter(symbol=pair.symbol).first()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # inside the pair's close: its transaction is the unit
         position = Position.objects.select_for_update().filter(symbol=pair.symbol).first()
         side = side_of(pair.buy_exchange)
         if position is None or position.quantity == 0:
