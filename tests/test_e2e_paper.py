@@ -95,7 +95,7 @@ def test_premium_jump_becomes_signal_pair_execution_and_position(loop, state):
     execution = wait_for(lambda: state.list_executions("ETH"))[0]
     assert execution.net_pnl == pair.net_pnl
     assert state.get_signal("ETH").sell_exchange == "upbit"
-    assert state.get_position("ETH") is not None
+    assert wait_for(lambda: state.get_position("ETH")) is not None  # mirrored after the execution, a moment later
 
 
 def test_kill_switch_stops_trading_within_one_tick(loop, state):

@@ -195,7 +195,8 @@ class PairExecutor:
         """
         sent_now = 0
         while True:
-            orders = list(Order.objects.filter(pair=pair).order_by("created_at"))
+            # With their fills: a close values their fees from them.
+            orders = list(Order.objects.filter(pair=pair).order_by("created_at").prefetch_related("fills"))
             unknown = [o for o in orders if o.status in (Order.Status.NEW, Order.Status.UNKNOWN)]
             if unknown:
                 return self._unresolved(pair, unknown)
@@ -204,10 +205,10 @@ class PairExecutor:
             hedges = [o for o in orders if o.role == Order.Role.HEDGE]
             over, hedge_side, excess = self._excess(buy, sell, hedges)
             if excess == 0:
-                return self._close(pair)
+                return self._close(pair, orders=orders)
             carried = self.venues[over.exchange].tradable(pair.symbol, excess, over.average_price)
             if carried == 0:
-                return self._close(pair, dust=(excess, over.exchange))
+                return self._close(pair, dust=(excess, over.exchange), orders=orders)
             if sent_now >= self.max_hedges or len(hedges) >= self.max_hedges * HEDGE_ROUNDS:
                 return self._short_unwind(pair, excess, over.exchange)
             if sent_now:
@@ -287,17 +288,22 @@ class PairExecutor:
                                                                         *(f.fee_asset for f in r.fills))})
             ledger.lock_balances(keys)
             rates = self._quote_rates({o.pair_id for o, _ in reports})
+            # Every order this booking settles, locked in one order (by id), and the trade ids already booked.
+            ids = [o.pk for o, _ in reports]
+            locked = {o.pk: o for o in Order.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+            known: dict = {pk: set() for pk in ids}
+            for order_id, trade_id in Fill.objects.filter(order_id__in=ids).values_list("order_id", "trade_id"):
+                known[order_id].add(trade_id)
             for order, report in reports:
-                self._book(order, report, rates)
+                self._book(locked[order.pk], report, rates, known[order.pk])
 
-    def _book(self, order: Order, report: LegReport, rates: dict) -> Order:
-        """Book what the venue reported, once: fills keyed by trade id, the order's status from the report."""
-        order = Order.objects.select_for_update().get(pk=order.pk)
+    def _book(self, order: Order, report: LegReport, rates: dict, known: set[str]) -> Order:
+        """Book what the venue reported, once: fills keyed by trade id (`known`: those already booked),
+        the order's status from the report. `order` is locked by the caller's transaction."""
         if order.status not in (Order.Status.NEW, Order.Status.UNKNOWN):
             return order  # already settled (a resume racing a late answer changes nothing)
         status = report.status
         if status is LegStatus.DONE:
-            known = set(Fill.objects.filter(order=order).values_list("trade_id", flat=True))
             rate = Decimal(1) if ledger.QUOTE[order.exchange] == "KRW" else rates.get(order.pair_id)
             valuer = FeeValuer(self.state, self.venues.get(order.exchange), order, self.fees, rate)
             for fill in report.fills:
@@ -341,10 +347,13 @@ class PairExecutor:
         done = sum((h.filled_quantity for h in hedges if h.side == side and h.exchange == over.exchange), ZERO)
         return over, side, max(ZERO, excess - done)
 
-    def _close(self, pair: Pair, note: str = "", dust: tuple[Decimal, str] | None = None) -> Pair:
-        """Every order known and booked: the pair's result and the coin's position commit together."""
+    def _close(self, pair: Pair, note: str = "", dust: tuple[Decimal, str] | None = None,
+               orders: list[Order] | None = None) -> Pair:
+        """Every order known and booked: the pair's result and the coin's position commit together.
+        orders: the pair's orders with their fills, as just read (else read here)."""
         self.checkpoint("close", pair)
-        orders = list(Order.objects.filter(pair=pair).prefetch_related("fills"))  # their fees' values, in one query
+        if orders is None:
+            orders = list(Order.objects.filter(pair=pair).prefetch_related("fills"))  # their fees' values, in one query
         legs = {o.side: o for o in orders if o.role == Order.Role.LEG}
         buy, sell = legs.get("buy"), legs.get("sell")
         fx = pair.fx_rate
