@@ -189,10 +189,11 @@ def run(coins: int, rate: float, seconds: float, hot: int, extra_env: dict, serv
         latency.measuring.set()
         pinging.set()
         end = time.monotonic() + seconds
-        exposure = [keys.exposure_key(m[:-4]) for m in markets[:hot]]
         while time.monotonic() < end:
-            # Each pair adds to its coin's exposure; clear it so the position limit does not end the run.
-            client.delete(*exposure)
+            # Each pair adds to its coin's exposure; clear it (every coin's: their sum is capped too) so
+            # that the position limits do not end the run. By name: a KEYS scan would stall Redis.
+            held = client.smembers(keys.EXPOSURE_COINS_KEY)
+            client.delete(keys.EXPOSURE_COINS_KEY, *(keys.exposure_key(c.decode()) for c in held))
             time.sleep(0.25)
         latency.measuring.clear()
         pinging.clear()
