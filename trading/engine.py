@@ -90,6 +90,11 @@ def should_record_rejection(state: StateManager, symbol: str, check: str) -> boo
     return bool(state.first_rejections([(symbol, check)]))
 
 
+# The fee rates, limits and strategies a process caches are re-read when this old (and at once when an
+# edit bumped the controls' version); the screen allows evaluation.CACHE_MAX_AGE_S and refreshes them when idle.
+CACHE_AGE_S = 5.0
+
+
 @dataclass(slots=True)
 class Look:
     """What one coin's books offer now, before balances: the premium and how to find an opportunity."""
@@ -103,11 +108,12 @@ class Look:
     max_notional: Decimal
     tick: datetime | None  # when the feed received the newer of the two books
     books: Callable[[], tuple[BookRecord, BookRecord]]  # (upbit, binance) in full, decoded when first needed
+    max_age: float = 5.0  # how old the cached strategies may be (CACHE_AGE_S; the screen allows more)
 
     def finder(self, state: StateManager, *, database: bool = True) -> Callable | None:
         """find(caps_for) -> Opportunity | None by the coin's strategy; None when it wants nothing now."""
         return _finder(state, self.symbol, self.books, self.fx.rate, self.fee, self.limits, self.premium, self.step,
-                       database=database)
+                       database=database, max_age=self.max_age)
 
     def premium_record(self, now: datetime) -> PremiumRecord:
         prem = self.premium
@@ -121,17 +127,19 @@ class Look:
                             tick_received_at=self.tick)
 
 
-def look(state: StateManager, symbol: str, ctx: EvaluationContext, books: Callable | None = None) -> Look | None:
+def look(state: StateManager, symbol: str, ctx: EvaluationContext, books: Callable | None = None,
+         max_age: float = CACHE_AGE_S) -> Look | None:
     """The coin's premium and what its limits leave, from its context; None without both books and a
-    rate. Reads only the context and the per-process caches of fees and limits. books() gives the full
-    books when the context holds only their best levels (the batched screen)."""
+    rate. Reads only the context and the per-process caches of fees, limits and strategies, re-read
+    from the database when an edit bumped the controls' version or when older than max_age. books()
+    gives the full books when the context holds only their best levels (the batched screen)."""
     upbit, binance = ctx.upbit, ctx.binance
     fx = fx_rate(state) if settings.FX_SOURCE == "fixed" else ctx.fx
     if upbit is None or binance is None or fx is None or not (upbit.bids and upbit.asks and binance.bids and binance.asks):
         return None
-    fee = fees(state, version=ctx.limits_version).with_fx(fx)  # the third leg priced from the KRW-USDT book
+    fee = fees(state, max_age, version=ctx.limits_version).with_fx(fx)  # the third leg priced from the KRW-USDT book
     prem = premium(symbol, upbit, binance, fx.rate, fee)
-    limits = current_limits(state, version=ctx.limits_version)
+    limits = current_limits(state, max_age, version=ctx.limits_version)
     step = ctx.lot_step or DEFAULT_LOT_STEP
     # What the coin's exposure limit still leaves (a pair sized to the whole limit would be refused
     # by the reservation whenever any exposure is held).
@@ -142,7 +150,16 @@ def look(state: StateManager, symbol: str, ctx: EvaluationContext, books: Callab
     if cap is not None:
         max_notional = min(max_notional, cap)
     tick = max(filter(None, (upbit.received_at, binance.received_at)), default=None)
-    return Look(symbol, fx, fee, prem, limits, step, max_notional, tick, books or (lambda: (upbit, binance)))
+    return Look(symbol, fx, fee, prem, limits, step, max_notional, tick, books or (lambda: (upbit, binance)), max_age)
+
+
+def refresh_caches(version: int, max_age: float = CACHE_AGE_S) -> None:
+    """Re-read the fee rates, limits and strategies cached in this process that are older than max_age
+    (an evaluate worker calls it when idle, so that its screens need not: a read of the database in a
+    screen was a stall of every tick in flight)."""
+    fees(None, max_age, version=version)
+    current_limits(None, max_age, version=version)
+    strategies.for_symbol("*", max_age)
 
 
 def evaluate_symbol(symbol: str, *, state: StateManager | None = None, executor=None) -> str:
@@ -208,7 +225,7 @@ def _trade(state: StateManager, ctx: EvaluationContext, seen: Look, now: datetim
 
 
 def _finder(state: StateManager, symbol: str, books: Callable, fx: Decimal, fee: Fees, limits, prem, step, *,
-            database: bool = True):
+            database: bool = True, max_age: float = 5.0):
     """How this coin's strategy finds an opportunity, given caps; None when it wants none now.
 
     spread: the better direction whose net spread beats min_spread_pct. inventory: the same, with
@@ -217,7 +234,7 @@ def _finder(state: StateManager, symbol: str, books: Callable, fx: Decimal, fee:
     its return; the round trip's expected net (the way back to the exit band, less both pairs'
     costs) must beat min_spread_pct, and the entry may walk the book by at most max_slippage_pct.
     """
-    strategy = strategies.for_symbol(symbol)
+    strategy = strategies.for_symbol(symbol, max_age)
     # The top of book nets the most in each direction (a walk stops at the first slice that does not
     # beat the minimum), so a coin whose both top nets fall short has no opportunity: most ticks end here.
     top = max((n for n in (prem.best_net_upbit_to_binance, prem.best_net_binance_to_upbit) if n is not None), default=None)

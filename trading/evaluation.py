@@ -52,6 +52,11 @@ BEHIND_MS = 20.0
 # once (the market moves; when premiums appear), the signals are out after one batch's arithmetic
 # (~4 ms), not after the whole market's, and the rest follow batch after batch.
 BATCH_MAX_COINS = 32
+# The fee rates, limits and strategies a screen uses are re-read from the database in the screen only
+# when they are this old (or when an edit bumped the controls' version): the loop re-reads them when a
+# take finds nothing, once they are engine.CACHE_AGE_S old. A read of the database in a screen, every
+# 5 s, was a 10-35 ms stall of the ticks in flight (the slowest signals of the capacity bench).
+CACHE_MAX_AGE_S = 30.0
 _walked: dict[str, float] = {}
 
 
@@ -97,7 +102,7 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
     other queues must not park its pool slot waiting for changes, ahead of a pair).
     realtime: this thread's real-time budget, checked once a batch (marketdata/realtime.py)."""
     deadline = time.monotonic() + budget_s
-    total, pending = 0, None
+    total, pending, version = 0, None, None
     while True:
         if realtime is not None:
             realtime.check()
@@ -109,7 +114,11 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
         if pending:
             total += pending.finish(results, enqueue_pair, record).evaluated
         pending = screen(state, changed, contexts)
+        if contexts:
+            version = next(iter(contexts.values())).limits_version
         if pending is None:
+            if version is not None:
+                engine.refresh_caches(version)  # idle: what is a few seconds old, off the screens' path
             if not linger:
                 return total  # that take cleared the flag: the next change queues a task
             # Nothing yet, the flag still held: wait for the next change's token, then take again (at
@@ -182,7 +191,7 @@ def screen(state: StateManager, changed: Sequence[tuple[str, float]], contexts: 
     clock = time.monotonic()
     for symbol, _at in changed:
         ctx = contexts[symbol]
-        seen = engine.look(state, symbol, ctx, books=lambda symbol=symbol: full[symbol])
+        seen = engine.look(state, symbol, ctx, books=lambda symbol=symbol: full[symbol], max_age=CACHE_MAX_AGE_S)
         if seen is None:
             continue
         screened += 1

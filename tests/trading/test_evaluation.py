@@ -383,3 +383,57 @@ def test_the_evaluate_loop_checks_its_real_time_budget_once_a_batch(state, marke
     state.write_market((), changed=["BTC"])
     evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.05, realtime=Budget())
     assert len(checks) == len(takes) >= 3
+
+
+def _age_caches(seconds: float) -> None:
+    """Make this process's cached fee rates, limits and strategies look `seconds` older."""
+    from trading import fees, strategies, wiring
+
+    wiring._limits_cache = (wiring._limits_cache[0] - seconds, *wiring._limits_cache[1:])
+    fees._cache = (fees._cache[0] - seconds, *fees._cache[1:])
+    strategies._cache = (strategies._cache[0] - seconds, *strategies._cache[1:])
+
+
+def test_the_screen_reads_no_database_for_caches_a_few_seconds_old_and_an_idle_take_refreshes_them(state, market):
+    """A screen re-read the limits, fees and strategies every 5 s, in line: a 10-35 ms stall of the
+    ticks in flight. Now a take that finds nothing re-reads what is 5 s old; a screen only what is
+    CACHE_MAX_AGE_S old, or what an edit changed (the version)."""
+    market("HOT", **JUMP)
+    screen(state, ["HOT"])  # warms the caches
+    _age_caches(engine.CACHE_AGE_S + 1)
+    with CaptureQueriesContext(connection) as queries:
+        screen(state, ["HOT"])
+    assert queries.captured_queries == []
+    with CaptureQueriesContext(connection) as queries:  # the same task, now finding nothing: it refreshes
+        evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.5, wait=False)
+    assert queries.captured_queries == []  # a take that found nothing first: no version seen yet, nothing read
+    state.write_market((), changed=["HOT"], changed_at=time.time())
+    with CaptureQueriesContext(connection) as queries:
+        evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.5, wait=False)
+    tables = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "guardlimits" in tables and "feeschedule" in tables and "coinstrategy" in tables
+    with CaptureQueriesContext(connection) as queries:  # fresh again: the next screen and idle take read nothing
+        screen(state, ["HOT"])
+        evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.5, wait=False)
+    assert queries.captured_queries == []
+
+
+def test_an_edit_of_the_limits_reaches_the_next_screen_at_once(state, market):
+    market("HOT", **JUMP)
+    assert screen(state, ["HOT"])[0].signals == 1
+    state.clear_pair_claim("HOT")
+    from decimal import Decimal
+
+    from liveguard.services import update_limits
+
+    update_limits(state, min_spread_pct=Decimal("50"))  # bumps the version; no cache is forgotten by hand
+    assert screen(state, ["HOT"])[0].signals == 0
+
+
+def test_a_screen_rereads_caches_older_than_its_maximum_age(state, market):
+    market("HOT", **JUMP)
+    screen(state, ["HOT"])
+    _age_caches(evaluation.CACHE_MAX_AGE_S + 1)
+    with CaptureQueriesContext(connection) as queries:
+        screen(state, ["HOT"])
+    assert len(queries.captured_queries) == 3  # the limits, the fee rates, the strategies
