@@ -54,9 +54,11 @@ BEHIND_MS = 20.0
 BATCH_MAX_COINS = 32
 # The fee rates, limits and strategies a screen uses are re-read from the database in the screen only
 # when they are this old (or when an edit bumped the controls' version): the loop re-reads them when a
-# take finds nothing, once they are engine.CACHE_AGE_S old. A read of the database in a screen, every
-# 5 s, was a 10-35 ms stall of the ticks in flight (the slowest signals of the capacity bench).
+# take finds nothing, once they are engine.CACHE_AGE_S old, after letting go of the queued flag (a
+# change meanwhile queues a task that the other worker takes). A read of the database in a screen,
+# every 5 s, was a 10-35 ms stall of the ticks in flight (the slowest signals of the capacity bench).
 CACHE_MAX_AGE_S = 30.0
+_refreshed_at = float("-inf")  # when this process's loop last re-read them (monotonic)
 _walked: dict[str, float] = {}
 
 
@@ -69,9 +71,12 @@ class BatchResult:
 
 
 def forget() -> None:
-    """Drop what this process remembers of the premiums it stored (tests start from an empty Redis)."""
+    """Drop what this process remembers of the premiums it stored (tests start from an empty Redis and
+    database: the caches are read afresh by the first screen, so the loop's re-read is not due)."""
+    global _refreshed_at
     _stored.clear()
     _walked.clear()
+    _refreshed_at = time.monotonic()
 
 
 def evaluate_changed(state: StateManager, enqueue_pair: Callable[[str], object],
@@ -101,6 +106,7 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
     wait=False: the first take that finds nothing ends the task at once (a worker that also serves
     other queues must not park its pool slot waiting for changes, ahead of a pair).
     realtime: this thread's real-time budget, checked once a batch (marketdata/realtime.py)."""
+    global _refreshed_at
     deadline = time.monotonic() + budget_s
     total, pending, version = 0, None, None
     while True:
@@ -108,7 +114,9 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
             realtime.check()
         results = pending.results() if pending else None
         behind = pending is not None and (time.time() - pending.oldest) * 1000 > BEHIND_MS
-        linger = wait and not behind and time.monotonic() < deadline
+        # Caches due for a re-read: the next take that finds nothing lets go of the flag first.
+        refresh = version is not None and time.monotonic() - _refreshed_at >= engine.CACHE_AGE_S
+        linger = wait and not behind and not refresh and time.monotonic() < deadline
         changed, contexts = state.take_changed(engine.FX_KEY, _walked_lately(), hold_ms=None if behind else hold_ms,
                                                linger=linger, limit=BATCH_MAX_COINS, results=results)
         if pending:
@@ -117,8 +125,9 @@ def evaluate_while_changing(state: StateManager, enqueue_pair: Callable[[str], o
         if contexts:
             version = next(iter(contexts.values())).limits_version
         if pending is None:
-            if version is not None:
-                engine.refresh_caches(version)  # idle: what is a few seconds old, off the screens' path
+            if refresh:  # idle, the flag let go: a change meanwhile goes to the other worker
+                engine.refresh_caches(version)
+                _refreshed_at = time.monotonic()
             if not linger:
                 return total  # that take cleared the flag: the next change queues a task
             # Nothing yet, the flag still held: wait for the next change's token, then take again (at

@@ -392,6 +392,7 @@ def _age_caches(seconds: float) -> None:
     wiring._limits_cache = (wiring._limits_cache[0] - seconds, *wiring._limits_cache[1:])
     fees._cache = (fees._cache[0] - seconds, *fees._cache[1:])
     strategies._cache = (strategies._cache[0] - seconds, *strategies._cache[1:])
+    evaluation._refreshed_at -= seconds
 
 
 def test_the_screen_reads_no_database_for_caches_a_few_seconds_old_and_an_idle_take_refreshes_them(state, market):
@@ -437,3 +438,22 @@ def test_a_screen_rereads_caches_older_than_its_maximum_age(state, market):
     with CaptureQueriesContext(connection) as queries:
         screen(state, ["HOT"])
     assert len(queries.captured_queries) == 3  # the limits, the fee rates, the strategies
+
+
+def test_a_take_due_to_refresh_the_caches_lets_go_of_the_flag_first(state, market, redis_client):
+    """The re-read is idle time, but a change during it must not wait for it: the take before it does
+    not linger, so the change queues a task for another worker; this one ends after the re-read."""
+    market("HOT", **JUMP)
+    screen(state, ["HOT"])
+    _age_caches(engine.CACHE_AGE_S + 1)
+    state.write_market((), changed=["HOT"], changed_at=time.time())
+    started = time.monotonic()
+    with CaptureQueriesContext(connection) as queries:
+        evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=2.0)
+    assert time.monotonic() - started < 1.0  # it did not linger until its budget's end
+    assert len(queries.captured_queries) == 3 and not redis_client.exists(keys.EVALUATING_KEY)
+    # Fresh: the next task lingers with the flag held, as always.
+    state.write_market((), changed=["HOT"], changed_at=time.time())
+    started = time.monotonic()
+    evaluation.evaluate_while_changing(state, lambda _s: None, requeue=lambda: None, budget_s=0.3)
+    assert time.monotonic() - started >= 0.3
