@@ -169,6 +169,7 @@ class _Replay:
         self.last_id = 0
         self.read = 0
         self.last_created: datetime | None = None
+        self.unvalued_flows = False  # a flow read without a value: value_flows may value it later
 
     def feed(self, entries) -> None:
         book = self.book
@@ -186,6 +187,7 @@ class _Replay:
             elif entry.kind in (LedgerEntry.Kind.DEPOSIT, LedgerEntry.Kind.WITHDRAWAL):
                 if entry.value_krw is None:
                     book.unvalued.append(entry.pk)
+                    self.unvalued_flows = True
                 book.apply_flow((entry.venue, entry.asset), entry.amount, entry.value_krw or ZERO)
             else:  # a trade or fee entry without a fill: adjustments, valued as they were booked
                 book.apply_fill([entry])
@@ -201,13 +203,16 @@ class _Replay:
         self._flush(book)
         return book
 
+    def may_go_on(self) -> bool:
+        """Whether entries read may have changed since in a way no count shows: only a flow read without
+        a value is ever updated (value_flows), and this replay is of this database."""
+        return self.database == connection.settings_dict["NAME"] and not self.unvalued_flows
+
     def still_holds(self) -> bool:
-        """True when the entries read are still exactly the ledger's first ones: none committed since
-        with a lower id (a transaction that took its ids earlier and committed later), none gone (a
-        rollback, a test's flush), none revalued (only unvalued flows ever are: then it never holds)."""
-        if self.database != connection.settings_dict["NAME"] or self.book.unvalued \
-                or any(e.value_krw is None for e in self.pending):
-            return False
+        """True when the entries read are exactly the ledger's entries up to the last one read: none
+        committed since with a lower id (a transaction that took its ids earlier and committed later),
+        none gone (a rollback, a test's flush). Asked after reading: then the book holds every
+        transaction whole (each commits all its entries at once), as a replay from the start does."""
         # The count is read off the primary key's index alone; the last entry's time tells it from an
         # entry that took its id again (SQLite reuses the ids of rows rolled back).
         last = LedgerEntry.objects.filter(id=self.last_id).values_list("created_at", flat=True).first()
@@ -222,17 +227,27 @@ def replay(until: datetime | None = None) -> Book:
     """Replay the ledger in booking order (flows, then each fill's entries together).
 
     The ledger only grows, so the whole ledger is replayed once per process and afterwards only the
-    entries booked since (the metrics ask every second, and the ledger of a year is long); the entries
-    already read are checked first, and anything unexpected replays from the start."""
+    entries booked since (the metrics ask every second, and the ledger of a year is long). After reading
+    them, the entries read are checked to be exactly the ledger's up to the last one (a transaction that
+    committed between the reads, with ids on both sides of the previous last one, would otherwise be
+    read in part); anything unexpected replays from the start, in one query."""
     global _replayed
     if until is not None:
         state = _Replay()
         state.feed(LedgerEntry.objects.filter(created_at__lte=until).order_by("id").iterator(chunk_size=2000))
         return state.result()
     with _replay_lock:
-        state = _replayed if _replayed is not None and _replayed.still_holds() else _Replay(
-            connection.settings_dict["NAME"])
-        state.feed(LedgerEntry.objects.filter(id__gt=state.last_id).order_by("id").iterator(chunk_size=2000))
+        # Taken out while it is fed: an update cut short (a time limit, an error) leaves nothing behind.
+        state, _replayed = _replayed, None
+        if state is not None and state.may_go_on():
+            state.feed(LedgerEntry.objects.filter(id__gt=state.last_id).order_by("id").iterator(chunk_size=2000))
+            if not state.still_holds():
+                state = None
+        else:
+            state = None
+        if state is None:
+            state = _Replay(connection.settings_dict["NAME"])
+            state.feed(LedgerEntry.objects.order_by("id").iterator(chunk_size=2000))
         _replayed = state
         return state.result()
 

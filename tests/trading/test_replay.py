@@ -54,6 +54,64 @@ def test_an_entry_committed_late_with_a_lower_id_is_not_missed():
     assert accounting.replay().flows == D("1012")
 
 
+def test_a_transaction_with_ids_on_both_sides_of_the_last_read_is_read_whole(monkeypatch):
+    """It took an id below the last one read and one above, and committed just before the entries
+    booked since were read: those include only its upper half, so the book is rebuilt from the start,
+    never with one leg of a pair."""
+    first = ledger.post("upbit", "KRW", D("1000"), LedgerEntry.Kind.DEPOSIT, value_krw=D("1000"))
+    LedgerEntry.objects.create(id=first.id + 10, venue="upbit", asset="KRW", amount=D("5"), kind="deposit", value_krw=D("5"))
+    assert accounting.replay().flows == D("1005")
+    original = accounting._Replay.feed
+    committed = []
+
+    def commit_first(self, entries):
+        if not committed:  # the other transaction commits now, between any check and this read
+            committed.append(1)
+            for offset, amount in ((5, "7"), (12, "11")):
+                LedgerEntry.objects.create(id=first.id + offset, venue="upbit", asset="KRW", amount=D(amount),
+                                           kind="deposit", value_krw=D(amount))
+        return original(self, entries)
+
+    monkeypatch.setattr(accounting._Replay, "feed", commit_first)
+    assert accounting.replay().flows == D("1023")
+
+
+def test_an_update_cut_short_leaves_nothing_behind(monkeypatch):
+    """A time limit or an error while the entries booked since are applied: the next replay is right."""
+    ledger.deposit("upbit", "KRW", D("1000"), value_krw=D("1000"))
+    accounting.replay()
+    ledger.deposit("upbit", "KRW", D("50"), value_krw=D("50"))
+    ledger.deposit("upbit", "KRW", D("7"), value_krw=D("7"))
+    applied = []
+    original = accounting.Book.apply_flow
+
+    def once_then_fail(self, *args):
+        applied.append(args)
+        if len(applied) == 2:
+            raise RuntimeError("soft time limit")
+        return original(self, *args)
+
+    monkeypatch.setattr(accounting.Book, "apply_flow", once_then_fail)
+    with pytest.raises(RuntimeError):
+        accounting.replay()
+    monkeypatch.setattr(accounting.Book, "apply_flow", original)
+    assert accounting.replay().flows == D("1057") and same(accounting.replay(), from_the_start())
+
+
+def test_a_fill_left_unvalued_does_not_turn_the_going_on_off(monkeypatch):
+    """Only flows are ever valued later (value_flows); a fee no price could value stays as it is."""
+    ledger.deposit("binance", "USDT", D("1000"), value_krw=D("1400000"))
+    pair = Pair.objects.create(symbol="BTC", buy_exchange="binance", sell_exchange="upbit", fx_rate=D("1400"))
+    fill(pair, "binance", "buy", "100000", "0.001", "0.0001", "BNB")  # a BNB fee without a value
+    assert accounting.replay().unvalued
+    ledger.deposit("upbit", "KRW", D("1000"), value_krw=D("1000"))
+    fed = []
+    original = accounting._Replay.feed
+    monkeypatch.setattr(accounting._Replay, "feed", lambda self, entries: original(self, fed.extend(e := list(entries)) or e))
+    book = accounting.replay()
+    assert len(fed) == 1 and same(book, from_the_start())
+
+
 def test_entries_rolled_back_after_they_were_read_are_forgotten():
     ledger.deposit("upbit", "KRW", D("1000"), value_krw=D("1000"))
     with pytest.raises(RuntimeError), transaction.atomic():
