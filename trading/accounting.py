@@ -208,15 +208,19 @@ class _Replay:
         a value is ever updated (value_flows), and this replay is of this database."""
         return self.database == connection.settings_dict["NAME"] and not self.unvalued_flows
 
+    def last_unchanged(self) -> bool:
+        """The last entry read is still there, as read: not rolled back, its id not taken again (SQLite
+        reuses the ids of rows rolled back). One look-up by primary key, before reading on."""
+        last = LedgerEntry.objects.filter(id=self.last_id).values_list("created_at", flat=True).first()
+        return last == self.last_created
+
     def still_holds(self) -> bool:
         """True when the entries read are exactly the ledger's entries up to the last one read: none
         committed since with a lower id (a transaction that took its ids earlier and committed later),
-        none gone (a rollback, a test's flush). Asked after reading: then the book holds every
-        transaction whole (each commits all its entries at once), as a replay from the start does."""
-        # The count is read off the primary key's index alone; the last entry's time tells it from an
-        # entry that took its id again (SQLite reuses the ids of rows rolled back).
-        last = LedgerEntry.objects.filter(id=self.last_id).values_list("created_at", flat=True).first()
-        return last == self.last_created and LedgerEntry.objects.filter(id__lte=self.last_id).count() == self.read
+        none gone. Asked after reading: then the book holds every transaction whole (each commits all
+        its entries at once), as a replay from the start does. The count is read off the primary
+        key's index alone."""
+        return LedgerEntry.objects.filter(id__lte=self.last_id).count() == self.read
 
 
 _replayed: _Replay | None = None
@@ -239,7 +243,7 @@ def replay(until: datetime | None = None) -> Book:
     with _replay_lock:
         # Taken out while it is fed: an update cut short (a time limit, an error) leaves nothing behind.
         state, _replayed = _replayed, None
-        if state is not None and state.may_go_on():
+        if state is not None and state.may_go_on() and state.last_unchanged():
             state.feed(LedgerEntry.objects.filter(id__gt=state.last_id).order_by("id").iterator(chunk_size=2000))
             if not state.still_holds():
                 state = None
