@@ -119,28 +119,20 @@ class Book:
                 cost = self._dispose(key, -entry.amount)
                 self.realized += value - cost
 
-    def apply_transfer(self, entries: list[LedgerEntry]) -> None:
-        """Our coins moving between holdings: the units given up carry their cost to the units
-        received (never PnL); a fee leaves at its cost (a realized cost)."""
-        moved, received = ZERO, []
-        for entry in entries:
-            key = (entry.venue, entry.asset)
-            if entry.kind == LedgerEntry.Kind.FEE:
-                cost = self._dispose(key, -entry.amount)
-                self.realized -= cost
-                self.realized_fees -= cost
-            elif entry.amount < 0:
-                moved += self._dispose(key, -entry.amount)
-            else:
-                received.append(entry)
-        units = sum((e.amount for e in received), ZERO)
-        given = ZERO
-        for i, entry in enumerate(received):
-            share = moved - given if i == len(received) - 1 else money(moved * entry.amount / units)
-            given += share
-            self._acquire((entry.venue, entry.asset), entry.amount, share)
-        if not received and moved:
-            self.realized -= moved  # units left with nowhere to go: a loss, never hidden
+    def apply_transfer(self, entry: LedgerEntry, moving: dict) -> None:
+        """One entry of our coins moving between holdings: the units given up carry their cost to the
+        units received (never PnL), through `moving` (booking -> cost given up, not yet received); a
+        fee leaves at its cost (a realized cost). A booking gives up before it receives (its entries
+        are posted so) and receives once."""
+        key, booking = (entry.venue, entry.asset), (entry.transfer_id, transfer_leg(entry))
+        if entry.kind == LedgerEntry.Kind.FEE:
+            cost = self._dispose(key, -entry.amount)
+            self.realized -= cost
+            self.realized_fees -= cost
+        elif entry.amount < 0:
+            moving[booking] = moving.get(booking, ZERO) + self._dispose(key, -entry.amount)
+        else:
+            self._acquire(key, entry.amount, moving.pop(booking, ZERO))
 
     def total_basis(self) -> Decimal:
         return sum(self.basis.values(), ZERO)
@@ -148,9 +140,8 @@ class Book:
 
 def transfer_leg(entry: LedgerEntry) -> str:
     """Which of a transfer's two bookings an entry is from: "out" (source -> in transit, the source's
-    fee) or "in" (in transit -> destination, a fee taken in transit). Each is replayed on its own: when
-    nothing was booked between them, their entries are neighbours, and replayed as one the arrival
-    would dispose of the units in transit before the departure had put them there."""
+    fee) or "in" (in transit -> destination, a fee taken in transit). Each booking's cost travels on
+    its own: the arrival's must not be taken by the departure's receipt, nor the other way round."""
     in_transit = entry.venue.startswith("to_")
     if entry.kind == LedgerEntry.Kind.FEE:
         return "in" if in_transit else "out"
@@ -158,49 +149,42 @@ def transfer_leg(entry: LedgerEntry) -> str:
 
 
 class _Replay:
-    """A replay in progress: the book so far, the fill or transfer whose entries are still being read,
-    and a fingerprint of what was read (entries up to `last_id`: how many, and the last one's time)."""
+    """A replay in progress: the book so far, the transfers' cost given up and not yet received, and a
+    fingerprint of what was read (entries up to `last_id`: how many, and the last one's time)."""
 
     def __init__(self, database: str = ""):
         self.database = database
         self.book = Book()
-        self.pending: list[LedgerEntry] = []
-        self.pending_key = None
+        self.moving: dict[tuple, Decimal] = {}
         self.last_id = 0
         self.read = 0
         self.last_created: datetime | None = None
         self.unvalued_flows = False  # a flow read without a value: value_flows may value it later
 
     def feed(self, entries) -> None:
+        """Apply entries in booking order, one at a time: a fill's entries are independent of each other,
+        and a transfer's cost goes from its booking's disposal to its receipt through `moving`, so
+        that neither depends on a booking's entries being neighbours (another session's insert can
+        take an id between them)."""
         book = self.book
         for entry in entries:
             self.last_id, self.last_created, self.read = entry.id, entry.created_at, self.read + 1
-            key = ("fill", entry.fill_id) if entry.fill_id is not None else \
-                ("transfer", entry.transfer_id, transfer_leg(entry)) if entry.transfer_id is not None else None
-            if key is not None and key == self.pending_key:
-                self.pending.append(entry)
-                continue
-            self._flush(book)
-            self.pending, self.pending_key = [], None
-            if key is not None:
-                self.pending, self.pending_key = [entry], key
-            elif entry.kind in (LedgerEntry.Kind.DEPOSIT, LedgerEntry.Kind.WITHDRAWAL):
+            if entry.transfer_id is not None:
+                book.apply_transfer(entry, self.moving)
+            elif entry.fill_id is None and entry.kind in (LedgerEntry.Kind.DEPOSIT, LedgerEntry.Kind.WITHDRAWAL):
                 if entry.value_krw is None:
                     book.unvalued.append(entry.pk)
                     self.unvalued_flows = True
                 book.apply_flow((entry.venue, entry.asset), entry.amount, entry.value_krw or ZERO)
-            else:  # a trade or fee entry without a fill: adjustments, valued as they were booked
+            else:  # a fill's entry, or a trade or fee entry without a fill (adjustments, valued as booked)
                 book.apply_fill([entry])
 
-    def _flush(self, book: Book) -> None:
-        if self.pending:
-            (book.apply_transfer if self.pending_key[0] == "transfer" else book.apply_fill)(self.pending)
-
     def result(self) -> Book:
-        """The book with the open group booked too, as a copy: this replay goes on from where it was."""
+        """The book as a copy (this replay goes on from where it was). Cost given up by a transfer with
+        nothing received for it yet is a loss here, never hidden; booked whole, that never shows."""
         book = Book(defaultdict(Decimal, self.book.quantity), defaultdict(Decimal, self.book.basis), self.book.flows,
                     self.book.realized, self.book.realized_fees, list(self.book.unvalued))
-        self._flush(book)
+        book.realized -= sum(self.moving.values(), ZERO)
         return book
 
     def may_go_on(self) -> bool:
@@ -228,7 +212,7 @@ _replay_lock = threading.Lock()
 
 
 def replay(until: datetime | None = None) -> Book:
-    """Replay the ledger in booking order (flows, then each fill's entries together).
+    """Replay the ledger in booking order, entry by entry (_Replay.feed).
 
     The ledger only grows, so the whole ledger is replayed once per process and afterwards only the
     entries booked since (the metrics ask every second, and the ledger of a year is long). After reading

@@ -168,6 +168,26 @@ def test_a_transfer_booked_out_and_in_with_nothing_between_carries_its_cost_to_t
     assert book.total_basis() == book.flows + book.realized
 
 
+def test_a_transfer_booking_split_by_another_sessions_entry_still_carries_its_cost():
+    """A multi-row insert's ids can interleave with another session's: the departure's entries are
+    not neighbours. The coins' cost still travels with them, none of it realized."""
+    ledger.deposit("binance", "BTC", D("1"), value_krw=D("140000000"))
+    t = Transfer.objects.create(asset="BTC", amount=D("0.5"), fee=D("0.0001"), from_venue="binance", to_venue="upbit",
+                                network="BTC", address="ours", client_id="split", stage="in_transit")
+    base = LedgerEntry.objects.order_by("-id").first().id + 10
+    rows = [(0, "binance", "BTC", "-0.5", "transfer", t), (1, "upbit", "KRW", "1000", "deposit", None),  # the other session's
+            (2, "to_upbit", "BTC", "0.5", "transfer", t), (3, "binance", "BTC", "-0.0001", "fee", t),
+            (7, "to_upbit", "BTC", "-0.5", "transfer", t), (8, "upbit", "ETH", "1", "deposit", None),
+            (9, "upbit", "BTC", "0.5", "transfer", t)]
+    for offset, venue, asset, amount, kind, transfer in rows:
+        LedgerEntry.objects.create(id=base + offset, venue=venue, asset=asset, amount=D(amount), kind=kind,
+                                   transfer=transfer, value_krw=D(amount) if kind == "deposit" else None)
+    for book in (from_the_start(), accounting.replay()):
+        assert book.basis[("upbit", "BTC")] == D("70000000") and book.basis[("to_upbit", "BTC")] == 0
+        assert book.realized == book.realized_fees == D("-14000")
+        assert book.total_basis() == book.flows + book.realized
+
+
 events = st.lists(st.one_of(
     st.tuples(st.just("deposit"), st.sampled_from([("upbit", "KRW"), ("binance", "USDT"), ("binance", "BTC")]),
               st.integers(1, 10_000)),
