@@ -101,23 +101,23 @@ class Book:
             self.flows -= value
             self.realized += value - cost
 
-    def apply_fill(self, entries: list[LedgerEntry]) -> None:
-        """One fill: the coin and quote legs (same value), and maybe a fee."""
-        for entry in entries:
-            key = (entry.venue, entry.asset)
-            value = entry.value_krw
-            if value is None:
-                self.unvalued.append(entry.pk)
-                value = ZERO
-            if entry.kind == LedgerEntry.Kind.FEE:
-                cost = self._dispose(key, -entry.amount)
-                self.realized -= cost
-                self.realized_fees -= cost
-            elif entry.amount > 0:
-                self._acquire(key, entry.amount, value)
-            else:
-                cost = self._dispose(key, -entry.amount)
-                self.realized += value - cost
+    def apply_trade(self, entry: LedgerEntry) -> None:
+        """One entry of a fill (the coin leg or the quote leg, at the same value, or its fee), or an
+        adjustment without one: each stands on its own."""
+        key = (entry.venue, entry.asset)
+        value = entry.value_krw
+        if value is None:
+            self.unvalued.append(entry.pk)
+            value = ZERO
+        if entry.kind == LedgerEntry.Kind.FEE:
+            cost = self._dispose(key, -entry.amount)
+            self.realized -= cost
+            self.realized_fees -= cost
+        elif entry.amount > 0:
+            self._acquire(key, entry.amount, value)
+        else:
+            cost = self._dispose(key, -entry.amount)
+            self.realized += value - cost
 
     def apply_transfer(self, entry: LedgerEntry, moving: dict) -> None:
         """One entry of our coins moving between holdings: the units given up carry their cost to the
@@ -177,7 +177,7 @@ class _Replay:
                     self.unvalued_flows = True
                 book.apply_flow((entry.venue, entry.asset), entry.amount, entry.value_krw or ZERO)
             else:  # a fill's entry, or a trade or fee entry without a fill (adjustments, valued as booked)
-                book.apply_fill([entry])
+                book.apply_trade(entry)
 
     def result(self) -> Book:
         """The book as a copy (this replay goes on from where it was). Cost given up by a transfer with

@@ -23,7 +23,7 @@ from .models import LedgerEntry, Pair, Position, Signal
 from .quant.service import position_cap
 from .signals import Caps, Fees, Opportunity, Premium, best_opportunity, evaluate_direction, premium
 from .state import BookRecord, EvaluationContext, FxRecord, PremiumRecord, SignalRecord, StateManager
-from .wiring import current_limits, default_executor, fees, forget_limits, get_state  # noqa: F401  (re-exported)
+from .wiring import CACHE_AGE_S, current_limits, default_executor, fees, forget_limits, get_state  # noqa: F401  (re-exported)
 from .wiring import funded_paper_accounts as _funded
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,6 @@ def should_record_rejection(state: StateManager, symbol: str, check: str) -> boo
     return bool(state.first_rejections([(symbol, check)]))
 
 
-# The fee rates, limits and strategies a process caches are re-read when this old (and at once when an
-# edit bumped the controls' version); the screen allows evaluation.CACHE_MAX_AGE_S and refreshes them when idle.
-CACHE_AGE_S = 5.0
-
-
 @dataclass(slots=True)
 class Look:
     """What one coin's books offer now, before balances: the premium and how to find an opportunity."""
@@ -108,7 +103,7 @@ class Look:
     max_notional: Decimal
     tick: datetime | None  # when the feed received the newer of the two books
     books: Callable[[], tuple[BookRecord, BookRecord]]  # (upbit, binance) in full, decoded when first needed
-    max_age: float = 5.0  # how old the cached strategies may be (CACHE_AGE_S; the screen allows more)
+    max_age: float = CACHE_AGE_S  # how old the cached strategies may be (the screen allows more)
 
     def finder(self, state: StateManager, *, database: bool = True) -> Callable | None:
         """find(caps_for) -> Opportunity | None by the coin's strategy; None when it wants nothing now."""
@@ -225,7 +220,7 @@ def _trade(state: StateManager, ctx: EvaluationContext, seen: Look, now: datetim
 
 
 def _finder(state: StateManager, symbol: str, books: Callable, fx: Decimal, fee: Fees, limits, prem, step, *,
-            database: bool = True, max_age: float = 5.0):
+            database: bool = True, max_age: float = CACHE_AGE_S):
     """How this coin's strategy finds an opportunity, given caps; None when it wants none now.
 
     spread: the better direction whose net spread beats min_spread_pct. inventory: the same, with

@@ -49,7 +49,12 @@ def evaluate_realtime() -> RealtimeBudget:
     return budget
 
 
-def fees(state: StateManager | None = None, max_age: float = 5.0, version: int | None = None) -> Fees:
+# The fee rates, limits and strategies a process caches are re-read when this old (and at once when an
+# edit bumped the controls' version); the screen allows evaluation.CACHE_MAX_AGE_S and refreshes them when idle.
+CACHE_AGE_S = 5.0
+
+
+def fees(state: StateManager | None = None, max_age: float = CACHE_AGE_S, version: int | None = None) -> Fees:
     """The trading account's effective taker rates (FeeSchedule in the admin; trading/fees.py), cached
     like the limits and re-read when an edit bumped the controls' version."""
     if state is None and version is None:
@@ -60,7 +65,7 @@ def fees(state: StateManager | None = None, max_age: float = 5.0, version: int |
 _limits_cache: tuple[float, int, GuardLimits] | None = None
 
 
-def current_limits(state: StateManager | None = None, max_age: float = 5.0, version: int | None = None) -> GuardLimits:
+def current_limits(state: StateManager | None = None, max_age: float = CACHE_AGE_S, version: int | None = None) -> GuardLimits:
     """Limits from the database, re-read when an edit bumped their version (or every few seconds)."""
     global _limits_cache
     now = time.monotonic()
